@@ -1,0 +1,104 @@
+"""Tables of an nbml project, in SQLAlchemy Core so the store can move from SQLite to PostgreSQL."""
+from __future__ import annotations
+
+from sqlalchemy import (Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table,
+                        Text, UniqueConstraint)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table(
+    "meta", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# An item is one sample. Images have a path; text snippets and table rows (later) carry `content` instead.
+items = Table(
+    "items", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False, default="image"),
+    Column("path", Text),                    # display form, always valid UTF-8
+    Column("path_raw", LargeBinary),         # exact file-system bytes when the name is not valid UTF-8
+    Column("content", Text),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", Integer),
+    Column("mtime", Float),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("status", String(16), nullable=False, default="ok"),   # ok | removed | unusable
+    Column("split", String(8)),                                   # train | valid | test | NULL
+    Column("label", Text),                                        # current label (history in `labels`)
+    Column("label_source", String(8)),
+    Column("label_time", Float),
+    Column("added_at", Float, nullable=False),
+    Column("origin", String(32), nullable=False, default="import"),
+    Index("ix_items_sha256", "sha256"),
+    Index("ix_items_status_label", "status", "label"),
+)
+
+classes = Table(
+    "classes", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("added_at", Float, nullable=False),
+)
+
+# Every label change ever made, including those made by undo.
+labels = Table(
+    "labels", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("item_id", Integer, ForeignKey("items.id"), nullable=False),
+    Column("value", Text),
+    Column("source", String(8), nullable=False),
+    Column("time", Float, nullable=False),
+    Column("action_id", Integer),
+    Index("ix_labels_item", "item_id"),
+)
+
+# The undo log: one row per user-level change, with what each touched item was before and after.
+actions = Table(
+    "actions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("payload", Text, nullable=False),   # JSON
+    Column("time", Float, nullable=False),
+    Column("undone", Integer, nullable=False, default=0),
+)
+
+snapshots = Table(
+    "snapshots", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("n_items", Integer, nullable=False),
+    Column("class_counts", Text, nullable=False),   # JSON
+    Column("listing", LargeBinary, nullable=False), # zlib JSON [[id, sha256, label, split], ...]
+)
+
+runs = Table(
+    "runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("status", String(16), nullable=False),   # running | completed | stopped | failed
+    Column("arch", Text, nullable=False),
+    Column("params", Text, nullable=False),         # JSON
+    Column("history", Text, nullable=False, default="[]"),  # JSON: one dict per epoch
+    Column("metrics", Text),                        # JSON: final metrics
+    Column("snapshot_id", String(64)),
+    Column("device", String(32)),
+    Column("duration_s", Float),
+    Column("versions", Text),                       # JSON
+    Column("model_path", Text),
+    Column("error", Text),
+)
+
+# Rows of the decoded-image cache (see nbml/data.py): which row of the size's array holds which file.
+image_cache = Table(
+    "image_cache", metadata,
+    Column("size", Integer, primary_key=True),
+    Column("sha256", String(64), primary_key=True),
+    Column("row", Integer, nullable=False),
+    UniqueConstraint("size", "row", name="uq_image_cache_row"),
+)

@@ -1,0 +1,160 @@
+"""Files to candidate items: walking folders, reading labels from folder names, and the bad-input rules.
+
+Nothing here touches the store; `Dataset.add_images` inserts what this module accepts.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from ._imaging import IMAGE_EXTENSIONS, ImageError, decode, read_file
+
+__all__ = ["IngestReport", "Candidate", "find_candidates", "inspect_files"]
+
+
+@dataclass
+class Candidate:
+    path: str                   # as the file system gives it (may hold surrogate escapes)
+    label: str | None = None
+    problem: str | None = None  # set when the path is refused before it is read
+    sha256: str | None = None
+    size_bytes: int | None = None
+    mtime: float | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass
+class IngestReport:
+    """What `add_images` / `add_dataframe` did: ids added, duplicates found, files skipped with a reason each."""
+    added: list[int] = field(default_factory=list)
+    duplicates: list[tuple[str, int]] = field(default_factory=list)   # (path, id of the item it duplicates)
+    skipped: list[tuple[str, str]] = field(default_factory=list)      # (path, reason)
+
+    def summary(self) -> str:
+        lines = [f"added {len(self.added)}, duplicates {len(self.duplicates)}, skipped {len(self.skipped)}"]
+        for reason, n in Counter(r for _, r in self.skipped).most_common():
+            lines.append(f"  skipped {n}: {reason}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"IngestReport({self.summary()})"
+
+
+def display_path(path: str) -> str:
+    """A valid UTF-8 rendering of a file-system path (undecodable bytes become U+FFFD)."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+def _walk(root: str, label_from) -> Iterator[Candidate]:
+    """Files under root, following links but never entering a folder twice (symlink loops)."""
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)
+        except OSError as e:
+            yield Candidate(folder, problem="symlink loop" if e.errno == 40 else f"unreadable folder: {e.strerror}")
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            yield Candidate(folder, problem="symlink loop: this folder was already visited")
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            yield Candidate(folder, problem=f"unreadable folder: {e.strerror}")
+            continue
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            ext = os.path.splitext(entry.name)[1].lower()
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if ext in IMAGE_EXTENSIONS:
+                    yield Candidate(entry.path, problem="a folder named like an image file; not entered")
+                else:
+                    subfolders.append(entry.path)
+                continue
+            if ext not in IMAGE_EXTENSIONS:
+                yield Candidate(entry.path, problem=f"not an image file extension ({ext or 'none'})")
+                continue
+            yield Candidate(entry.path, label=_label_for(entry.path, root, label_from))
+        stack.extend(reversed(subfolders))
+
+
+def _label_for(path: str, root: str | None, label_from) -> str | None:
+    if label_from is None:
+        return None
+    if callable(label_from):
+        label = label_from(Path(path))
+        return None if label is None else str(label)
+    if label_from == "folder":
+        if root is None:
+            return display_path(os.path.basename(os.path.dirname(path))) or None
+        parts = os.path.relpath(path, root).split(os.sep)
+        return display_path(parts[0]) if len(parts) > 1 else None
+    raise ValueError(f"label_from must be 'folder', None or a function of the path, not {label_from!r}")
+
+
+def find_candidates(sources, label_from="folder") -> Iterator[Candidate]:
+    """Expand a folder, a file, or a list of either into candidates (labels from ImageNet-style class folders)."""
+    if isinstance(sources, (str, bytes, os.PathLike)):
+        sources = [sources]
+    for src in sources:
+        src = os.path.abspath(os.fsdecode(src))
+        try:
+            st = os.stat(src)
+        except FileNotFoundError:
+            yield Candidate(src, problem="file not found (deleted, or a broken link)")
+            continue
+        except OSError as e:
+            yield Candidate(src, problem="symlink loop" if e.errno == 40 else f"unreadable: {e.strerror}")
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            yield from _walk(src, label_from)
+        else:
+            yield Candidate(src, label=_label_for(src, None, label_from))
+
+
+def _inspect(c: Candidate, max_pixels: int) -> Candidate:
+    if c.problem:
+        return c
+    try:
+        st = os.stat(c.path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError("not a regular file (a device, pipe or socket)")
+        data = read_file(c.path)
+        img = decode(data, max_pixels)
+    except ImageError as e:
+        c.problem = str(e)
+        return c
+    except OSError as e:
+        c.problem = "symlink loop" if e.errno == 40 else f"unreadable: {e.strerror or e}"
+        return c
+    c.sha256 = hashlib.sha256(data).hexdigest()
+    c.size_bytes, c.mtime = st.st_size, st.st_mtime
+    c.width, c.height = img.size
+    return c
+
+
+def inspect_files(candidates: Iterable[Candidate], max_pixels: int, workers: int | None = None,
+                  progress: Callable[[int], None] | None = None) -> Iterator[Candidate]:
+    """Read, hash and fully decode each candidate in a thread pool (Pillow and hashlib release the GIL)."""
+    workers = workers or min(8, 2 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        for i, c in enumerate(pool.map(lambda c: _inspect(c, max_pixels), candidates)):
+            if progress:
+                progress(i + 1)
+            yield c

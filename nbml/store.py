@@ -1,0 +1,504 @@
+"""The project store: items, classes, label history, splits, undo log, data snapshots and training runs.
+
+SQLite in WAL mode is the embedded default; everything is SQLAlchemy Core so a URL can point at PostgreSQL.
+Every public method that changes something has committed it before it returns.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+from sqlalchemy import create_engine, event, func, insert, select, update
+from sqlalchemy.engine import Engine
+
+from . import _schema as S
+from ._imaging import DEFAULT_MAX_PIXELS
+from .ingest import Candidate, IngestReport, display_path, find_candidates, inspect_files
+
+__all__ = ["Dataset", "LABEL_SOURCES", "SPLITS"]
+
+LABEL_SOURCES = ("human", "import", "model")
+SPLITS = ("train", "valid", "test")
+_ITEM_COLUMNS = ("id", "kind", "path", "label", "split", "label_source", "status", "sha256", "width", "height",
+                 "added_at", "label_time")
+
+
+def _sqlite_engine(path: Path, immediate: bool) -> Engine:
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 60, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None        # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")   # a returned call survives a killed process and a power cut
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        # Writers take the write lock up front, so two processes never deadlock upgrading a read lock.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _ids(item_ids) -> list[int]:
+    if isinstance(item_ids, (str, bytes)):
+        raise TypeError(f"item ids are integers, not {item_ids!r}")
+    if hasattr(item_ids, "__index__"):
+        return [int(item_ids)]
+    out = [int(i) for i in item_ids]
+    if not out:
+        raise ValueError("no item ids given")
+    return out
+
+
+class Dataset:
+    """An nbml project: `Dataset("pets.nbml")` opens the file, or creates it.
+
+    `max_pixels` is the decompression-bomb limit applied to every image read for this project.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.max_pixels = int(max_pixels)
+        text = os.fspath(path)
+        if "://" in text:
+            self.path = None
+            self.url = text
+            self._reader = self._writer = create_engine(text)
+            self.home = Path(os.environ.get("NBML_HOME", Path.home() / ".cache" / "nbml")) / "remote"
+        else:
+            self.path = Path(text).expanduser().resolve()
+            if self.path.is_dir():
+                raise IsADirectoryError(f"{self.path} is a folder; give a project file name such as 'pets.nbml'")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.url = f"sqlite:///{self.path}"
+            self._writer = _sqlite_engine(self.path, immediate=True)
+            self._reader = _sqlite_engine(self.path, immediate=False)
+            self.home = self.path.with_name(self.path.name + ".d")
+        self._init_schema()
+
+    # -- plumbing -------------------------------------------------------------------------------------------
+    def _init_schema(self) -> None:
+        with self._write() as c:
+            S.metadata.create_all(c)
+            version = c.execute(select(S.meta.c.value).where(S.meta.c.key == "schema_version")).scalar()
+            if version is None:
+                c.execute(insert(S.meta).values(key="schema_version", value=str(S.SCHEMA_VERSION)))
+            elif int(version) > S.SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path} was written by a newer nbml (schema {version}); upgrade nbml")
+
+    @contextmanager
+    def _write(self):
+        with self._writer.begin() as c:
+            yield c
+
+    @contextmanager
+    def _read(self):
+        with self._reader.begin() as c:
+            yield c
+
+    def close(self) -> None:
+        self._writer.dispose()
+        self._reader.dispose()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        with self._read() as c:
+            rows = c.execute(select(S.items.c.label.is_not(None), func.count()).where(S.items.c.status != "removed")
+                             .group_by(S.items.c.label.is_not(None))).all()
+        counts = {bool(k): n for k, n in rows}
+        return (f"Dataset({self.path or self.url}: {counts.get(True, 0)} labelled, {counts.get(False, 0)} unlabelled, "
+                f"{len(self.classes)} classes)")
+
+    def __len__(self) -> int:
+        with self._read() as c:
+            return c.execute(select(func.count()).select_from(S.items).where(S.items.c.status != "removed")).scalar()
+
+    # -- classes --------------------------------------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        with self._read() as c:
+            return list(c.execute(select(S.classes.c.name).order_by(S.classes.c.id)).scalars())
+
+    @staticmethod
+    def _check_class_name(name) -> str:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"a class name must be a non-empty string, not {name!r}")
+        return name.strip()
+
+    def _ensure_classes(self, c, names: Iterable[str], record: bool = True) -> list[str]:
+        existing = set(c.execute(select(S.classes.c.name)).scalars())
+        new = [n for n in dict.fromkeys(names) if n not in existing]
+        for n in new:
+            c.execute(insert(S.classes).values(name=n, added_at=_now()))
+        if new and record:
+            self._log_action(c, "add_class", {"classes": new})
+        return new
+
+    def add_class(self, name: str) -> None:
+        """Add a class to the class list (a no-op if it is there already)."""
+        name = self._check_class_name(name)
+        with self._write() as c:
+            self._ensure_classes(c, [name])
+
+    # -- reading items --------------------------------------------------------------------------------------
+    @property
+    def df(self) -> pd.DataFrame:
+        """One row per live item (removed items excluded): id, path, label, split, label_source, status, ..."""
+        return self._items_frame(S.items.c.status != "removed")
+
+    def _items_frame(self, *where) -> pd.DataFrame:
+        cols = [S.items.c[n] for n in _ITEM_COLUMNS]
+        with self._read() as c:
+            rows = c.execute(select(*cols).where(*where).order_by(S.items.c.id)).all()
+        return pd.DataFrame(rows, columns=list(_ITEM_COLUMNS))
+
+    def item(self, item_id: int) -> dict:
+        with self._read() as c:
+            row = c.execute(select(S.items).where(S.items.c.id == int(item_id))).mappings().first()
+        if row is None:
+            raise KeyError(f"no item with id {item_id} in this project")
+        return dict(row)
+
+    def file_path(self, item_id_or_row) -> str:
+        """The exact file-system path of an image item (undecodable names included)."""
+        row = item_id_or_row if isinstance(item_id_or_row, dict) else self.item(item_id_or_row)
+        return os.fsdecode(row["path_raw"]) if row.get("path_raw") else row["path"]
+
+    def history(self, item_id: int | None = None) -> pd.DataFrame:
+        """Every label change (value, source, time), for one item or for all."""
+        q = select(S.labels.c.item_id, S.labels.c.value, S.labels.c.source, S.labels.c.time, S.labels.c.action_id)
+        if item_id is not None:
+            q = q.where(S.labels.c.item_id == int(item_id))
+        with self._read() as c:
+            rows = c.execute(q.order_by(S.labels.c.id)).all()
+        return pd.DataFrame(rows, columns=["item_id", "label", "source", "time", "action_id"])
+
+    # -- adding items ---------------------------------------------------------------------------------------
+    def add_images(self, folder_or_paths, label_from="folder", *, progress: bool | None = None) -> IngestReport:
+        """Add image files: a folder of class folders (ImageNet style), a flat folder, a file, or a list of them.
+
+        Every readable image is added even when others are bad; the report lists added ids, duplicates (same
+        content as an item already here) and skipped files with one reason each.
+        """
+        return self._ingest(find_candidates(folder_or_paths, label_from), progress=progress)
+
+    def add_dataframe(self, df: pd.DataFrame, path_col: str = "path", label_col: str | None = "label",
+                      split_col: str | None = None, *, progress: bool | None = None) -> IngestReport:
+        """Add the images a DataFrame lists (one path per row, optional label and split columns)."""
+        for col in (path_col, label_col, split_col):
+            if col is not None and col not in df.columns:
+                raise KeyError(f"column {col!r} is not in the DataFrame (columns: {list(df.columns)})")
+        splits = {}
+        cands = []
+        for _, row in df.iterrows():
+            label = row[label_col] if label_col else None
+            label = None if label is None or (isinstance(label, float) and label != label) else str(label)
+            cands.append(Candidate(os.path.abspath(os.fspath(row[path_col])), label=label))
+            if split_col and isinstance(row[split_col], str):
+                if row[split_col] not in SPLITS:
+                    raise ValueError(f"split must be one of {SPLITS}, found {row[split_col]!r}")
+                splits[cands[-1].path] = row[split_col]
+        return self._ingest(iter(cands), splits=splits, progress=progress)
+
+    def _ingest(self, candidates, splits: dict | None = None, progress=None, chunk: int = 512) -> IngestReport:
+        report = IngestReport()
+        pbar = _Progress("ingest", enabled=progress)
+        batch: list[Candidate] = []
+        for cand in inspect_files(candidates, self.max_pixels, progress=pbar.update):
+            if cand.problem:
+                report.skipped.append((display_path(cand.path), cand.problem))
+                continue
+            batch.append(cand)
+            if len(batch) >= chunk:
+                self._insert(batch, report, splits or {})
+                batch = []
+        if batch:
+            self._insert(batch, report, splits or {})
+        pbar.close(report.summary())
+        return report
+
+    def _insert(self, batch: list[Candidate], report: IngestReport, splits: dict) -> None:
+        with self._write() as c:
+            known = dict(c.execute(select(S.items.c.sha256, S.items.c.id)
+                                   .where(S.items.c.sha256.in_({b.sha256 for b in batch}))).all())
+            self._ensure_classes(c, [b.label for b in batch if b.label], record=False)
+            now = _now()
+            for b in batch:
+                shown = display_path(b.path)
+                if b.sha256 in known:
+                    report.duplicates.append((shown, known[b.sha256]))
+                    continue
+                raw = os.fsencode(b.path)
+                item_id = c.execute(insert(S.items).values(
+                    kind="image", path=shown, path_raw=raw if raw.decode("utf-8", "replace") != b.path else None,
+                    sha256=b.sha256, size_bytes=b.size_bytes, mtime=b.mtime, width=b.width, height=b.height,
+                    status="ok", split=splits.get(b.path), label=b.label, label_source="import" if b.label else None,
+                    label_time=now if b.label else None, added_at=now, origin="import")).inserted_primary_key[0]
+                if b.label:
+                    c.execute(insert(S.labels).values(item_id=item_id, value=b.label, source="import", time=now))
+                known[b.sha256] = item_id
+                report.added.append(item_id)
+
+    # -- changing items (each change is one undoable action) --------------------------------------------------
+    def _log_action(self, c, kind: str, payload: dict) -> int:
+        return c.execute(insert(S.actions).values(kind=kind, payload=json.dumps(payload), time=_now(), undone=0)
+                         ).inserted_primary_key[0]
+
+    def _live_rows(self, c, ids: list[int], allow_removed: bool = False) -> dict[int, dict]:
+        rows = {r["id"]: dict(r) for r in c.execute(
+            select(S.items.c.id, S.items.c.label, S.items.c.label_source, S.items.c.status, S.items.c.split)
+            .where(S.items.c.id.in_(ids))).mappings()}
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            raise KeyError(f"no item with id {missing[0]} in this project" +
+                           (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        if not allow_removed:
+            gone = [i for i in ids if rows[i]["status"] == "removed"]
+            if gone:
+                raise KeyError(f"item {gone[0]} was removed; call ds.restore({gone[0]}) first")
+        return rows
+
+    def _apply_label(self, c, item_id: int, label, source, action_id, when) -> None:
+        c.execute(update(S.items).where(S.items.c.id == item_id).values(
+            label=label, label_source=source if label is not None else None, label_time=when))
+        c.execute(insert(S.labels).values(item_id=item_id, value=label, source=source or "human", time=when,
+                                          action_id=action_id))
+
+    def set_label(self, item_id, label: str | None, source: str = "human") -> None:
+        """Label one item or a list of items (one undo step); `None` clears the label. New labels add a class."""
+        if source not in LABEL_SOURCES:
+            raise ValueError(f"source must be one of {LABEL_SOURCES}, not {source!r}")
+        if label is not None:
+            label = self._check_class_name(label)
+        ids = _ids(item_id)
+        with self._write() as c:
+            rows = self._live_rows(c, ids)
+            new_classes = self._ensure_classes(c, [label], record=False) if label is not None else []
+            payload = {"items": [{"id": i, "before": [rows[i]["label"], rows[i]["label_source"]],
+                                  "after": [label, source]} for i in ids], "new_classes": new_classes}
+            action = self._log_action(c, "label", payload)
+            now = _now()
+            for i in ids:
+                self._apply_label(c, i, label, source, action, now)
+
+    def _set_status(self, ids, status: str, kind: str) -> None:
+        ids = _ids(ids)
+        with self._write() as c:
+            rows = self._live_rows(c, ids, allow_removed=True)
+            payload = {"items": [{"id": i, "before": rows[i]["status"], "after": status} for i in ids]}
+            self._log_action(c, kind, payload)
+            c.execute(update(S.items).where(S.items.c.id.in_(ids)).values(status=status))
+
+    def remove(self, item_id) -> None:
+        """Soft-delete one item or a list: it leaves `df` and training, and `restore` or `undo` brings it back."""
+        self._set_status(item_id, "removed", "remove")
+
+    def restore(self, item_id) -> None:
+        """Bring removed or unusable items back."""
+        self._set_status(item_id, "ok", "restore")
+
+    def mark_unusable(self, item_id) -> None:
+        """Keep the item but leave it out of training (blurred, wrong kind of picture, ...)."""
+        self._set_status(item_id, "unusable", "unusable")
+
+    def set_split(self, item_id, split: str | None) -> None:
+        """Put items in `train`, `valid` or `test`, or back to unassigned (`None`)."""
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS} or None, not {split!r}")
+        ids = _ids(item_id)
+        with self._write() as c:
+            rows = self._live_rows(c, ids)
+            self._log_action(c, "split", {"items": [{"id": i, "before": rows[i]["split"], "after": split}
+                                                    for i in ids]})
+            c.execute(update(S.items).where(S.items.c.id.in_(ids)).values(split=split))
+
+    def undo(self) -> dict | None:
+        """Revert the latest change not yet undone (label, remove, restore, split, new class).
+
+        Returns a description of what was undone, or None when there is nothing left to undo.
+        """
+        with self._write() as c:
+            row = c.execute(select(S.actions).where(S.actions.c.undone == 0).order_by(S.actions.c.id.desc())
+                            .limit(1)).mappings().first()
+            if row is None:
+                return None
+            payload = json.loads(row["payload"])
+            kind = row["kind"]
+            if kind == "label":
+                now = _now()
+                for it in payload["items"]:
+                    label, source = it["before"]
+                    self._apply_label(c, it["id"], label, source, row["id"], now)
+                self._drop_unused_classes(c, payload.get("new_classes", []))
+            elif kind in ("remove", "restore", "unusable"):
+                for it in payload["items"]:
+                    c.execute(update(S.items).where(S.items.c.id == it["id"]).values(status=it["before"]))
+            elif kind == "split":
+                for it in payload["items"]:
+                    c.execute(update(S.items).where(S.items.c.id == it["id"]).values(split=it["before"]))
+            elif kind == "add_class":
+                self._drop_unused_classes(c, payload["classes"])
+            c.execute(update(S.actions).where(S.actions.c.id == row["id"]).values(undone=1))
+            return {"kind": kind, "items": [it["id"] for it in payload.get("items", [])]}
+
+    def _drop_unused_classes(self, c, names: list[str]) -> None:
+        for name in names:
+            used = c.execute(select(func.count()).select_from(S.items).where(S.items.c.label == name)).scalar()
+            if not used:
+                c.execute(S.classes.delete().where(S.classes.c.name == name))
+
+    # -- what training reads and writes ---------------------------------------------------------------------
+    def assign_validation_split(self, valid_pct: float = 0.2, seed: int = 42) -> int:
+        """Give labelled items that have no split a stratified train/valid split; returns how many were assigned.
+
+        Classes with a single unassigned item send it to train. Already assigned items never move.
+        """
+        import numpy as np
+        frame = self._items_frame(S.items.c.status == "ok", S.items.c.label.is_not(None), S.items.c.split.is_(None))
+        if frame.empty:
+            return 0
+        rng = np.random.default_rng(seed)
+        valid_ids, train_ids = [], []
+        for _, group in frame.groupby("label", sort=True):
+            ids = group["id"].to_numpy().copy()
+            rng.shuffle(ids)
+            n_valid = int(round(len(ids) * valid_pct)) if len(ids) > 1 else 0
+            if len(ids) >= 2 and n_valid == 0:
+                n_valid = 1 if len(ids) >= 4 else 0
+            valid_ids += ids[:n_valid].tolist()
+            train_ids += ids[n_valid:].tolist()
+        with self._write() as c:
+            for split, ids in (("valid", valid_ids), ("train", train_ids)):
+                if ids:
+                    c.execute(update(S.items).where(S.items.c.id.in_(ids)).values(split=split))
+        return len(valid_ids) + len(train_ids)
+
+    def training_items(self, splits: Sequence[str] = ("train", "valid")) -> pd.DataFrame:
+        """Usable labelled items in the given splits, with the columns training needs."""
+        cols = [S.items.c[n] for n in ("id", "path", "path_raw", "sha256", "size_bytes", "mtime", "label", "split")]
+        with self._read() as c:
+            rows = c.execute(select(*cols).where(S.items.c.status == "ok", S.items.c.label.is_not(None),
+                                                 S.items.c.split.in_(list(splits))).order_by(S.items.c.id)).all()
+        return pd.DataFrame(rows, columns=["id", "path", "path_raw", "sha256", "size_bytes", "mtime", "label",
+                                           "split"])
+
+    def snapshot(self, frame: pd.DataFrame) -> str:
+        """Record the labelled data a run saw; returns its id (a hash of ids, contents, labels and splits)."""
+        listing = frame[["id", "sha256", "label", "split"]].values.tolist()
+        blob = json.dumps(listing, separators=(",", ":")).encode()
+        snap_id = hashlib.sha256(blob).hexdigest()[:16]
+        counts = frame["label"].value_counts().sort_index().to_dict()
+        with self._write() as c:
+            if c.execute(select(S.snapshots.c.id).where(S.snapshots.c.id == snap_id)).first() is None:
+                c.execute(insert(S.snapshots).values(id=snap_id, created_at=_now(), n_items=len(frame),
+                                                     class_counts=json.dumps(counts), listing=zlib.compress(blob)))
+        return snap_id
+
+    def snapshot_items(self, snapshot_id: str) -> pd.DataFrame:
+        with self._read() as c:
+            blob = c.execute(select(S.snapshots.c.listing).where(S.snapshots.c.id == snapshot_id)).scalar()
+        if blob is None:
+            raise KeyError(f"no data snapshot {snapshot_id!r} in this project")
+        return pd.DataFrame(json.loads(zlib.decompress(blob)), columns=["id", "sha256", "label", "split"])
+
+    def _start_run(self, arch: str, params: dict, snapshot_id: str, device: str, versions: dict) -> int:
+        with self._write() as c:
+            return c.execute(insert(S.runs).values(
+                started_at=_now(), status="running", arch=arch, params=json.dumps(params, default=str),
+                history="[]", snapshot_id=snapshot_id, device=device, versions=json.dumps(versions))
+            ).inserted_primary_key[0]
+
+    def _update_run(self, run_id: int, **values) -> None:
+        for key in ("history", "metrics", "params"):
+            if key in values and not isinstance(values[key], str):
+                values[key] = json.dumps(values[key], default=float)
+        with self._write() as c:
+            c.execute(update(S.runs).where(S.runs.c.id == run_id).values(**values))
+
+    def runs(self) -> pd.DataFrame:
+        """Training runs, newest last: parameters, per-epoch history, final metrics, data snapshot, versions."""
+        with self._read() as c:
+            rows = c.execute(select(S.runs).order_by(S.runs.c.id)).mappings().all()
+        records = []
+        for r in rows:
+            rec = dict(r)
+            for key in ("params", "history", "metrics", "versions"):
+                rec[key] = json.loads(rec[key]) if rec[key] else ({} if key != "history" else [])
+            rec.update({f"final_{k}": v for k, v in (rec["metrics"] or {}).items()
+                        if isinstance(v, (int, float))})
+            records.append(rec)
+        columns = ["id", "status", "arch", "started_at", "finished_at", "duration_s", "device", "snapshot_id",
+                   "params", "history", "metrics", "versions", "model_path", "error"]
+        frame = pd.DataFrame(records, columns=None if records else columns)
+        if not frame.empty:
+            for col in ("started_at", "finished_at"):
+                frame[col] = pd.to_datetime(frame[col], unit="s")
+        return frame
+
+    def load_run(self, run_id: int | None = None):
+        """The model a run saved (the latest completed run when no id is given)."""
+        frame = self.runs()
+        done = frame[frame["model_path"].notna()] if not frame.empty else frame
+        if done.empty:
+            raise LookupError("no saved model in this project yet; train one with nbml.train(ds)")
+        row = done.iloc[-1] if run_id is None else done[done["id"] == run_id]
+        if isinstance(row, pd.DataFrame):
+            if row.empty:
+                raise LookupError(f"run {run_id} has no saved model (runs with one: {done['id'].tolist()})")
+            row = row.iloc[0]
+        from .model import load
+        return load(row["model_path"], dataset=self)
+
+    # -- decoded-image cache index (nbml.data) ----------------------------------------------------------------
+    def _cache_rows(self, size: int) -> dict[str, int]:
+        with self._read() as c:
+            return dict(c.execute(select(S.image_cache.c.sha256, S.image_cache.c.row)
+                                  .where(S.image_cache.c.size == size)).all())
+
+    def _add_cache_rows(self, size: int, rows: dict[str, int]) -> None:
+        if rows:
+            with self._write() as c:
+                c.execute(insert(S.image_cache), [{"size": size, "sha256": k, "row": v} for k, v in rows.items()])
+
+
+class _Progress:
+    """A one-line progress counter for long store work, printed only in a terminal or when asked."""
+
+    def __init__(self, what: str, enabled: bool | None):
+        import sys
+        self.what = what
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.t0 = time.perf_counter()
+        self.last = 0.0
+
+    def update(self, n: int) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if now - self.last > 0.5:
+            self.last = now
+            print(f"\r{self.what}: {n} files, {n / max(now - self.t0, 1e-9):.0f}/s", end="", flush=True)
+
+    def close(self, message: str) -> None:
+        if self.enabled:
+            print(f"\r{self.what}: {message.splitlines()[0]} in {time.perf_counter() - self.t0:.1f}s", flush=True)
