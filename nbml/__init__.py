@@ -8,30 +8,32 @@ import importlib
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> (module that defines it, attribute; None for the module itself)
 _EXPORTS = {
-    "Dataset": "nbml.store",
-    "IngestReport": "nbml.ingest",
-    "ImageError": "nbml._imaging",
-    "train": "nbml.train",
-    "TrainingHandle": "nbml.train",
-    "Model": "nbml.model",
-    "Evaluation": "nbml.model",
-    "load": "nbml.model",
-    "backbones": "nbml.backbones",
-    "events": "nbml.events",
-    "datasets": "nbml.datasets",
+    "Dataset": ("nbml.store", "Dataset"),
+    "IngestReport": ("nbml.ingest", "IngestReport"),
+    "ImageError": ("nbml._imaging", "ImageError"),
+    "train": ("nbml.training", "train"),
+    "TrainingHandle": ("nbml.training", "TrainingHandle"),
+    "Model": ("nbml.model", "Model"),
+    "Evaluation": ("nbml.model", "Evaluation"),
+    "Prediction": ("nbml.model", "Prediction"),
+    "load": ("nbml.model", "load"),
+    "backbones": ("nbml.pretrained", "backbones"),
+    "PretrainedWeightsWarning": ("nbml.pretrained", "PretrainedWeightsWarning"),
+    "events": ("nbml.events", None),
+    "datasets": ("nbml.datasets", None),
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
+    if name not in _EXPORTS:
         raise AttributeError(f"module 'nbml' has no attribute {name!r}")
+    module, attr = _EXPORTS[name]
     mod = importlib.import_module(module)
-    value = mod if module.endswith("." + name) else getattr(mod, name)
+    value = mod if attr is None else getattr(mod, attr)
     globals()[name] = value
     return value
 

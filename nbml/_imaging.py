@@ -59,8 +59,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: tuple[int, int] | None = None) -> Image.Image:
     """Encoded image bytes to an RGB Pillow image (EXIF orientation applied, first frame of animations).
+
+    `draft` lets libjpeg decode a JPEG at a reduced scale that still covers that size (much faster).
 
     Raises ImageError with a one-sentence reason for empty, non-image, truncated or oversized input.
     """
@@ -83,6 +85,8 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         if w == 0 or h == 0:
             raise ImageError("image has zero width or height")
         try:
+            if draft is not None and img.format == "JPEG":
+                img.draft("RGB", draft)
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
             img.load()

@@ -1,0 +1,225 @@
+"""The training data path: check files, decode each image once to uint8 at the training size (a memory-mapped
+cache beside the project file), and feed whole batches, augmented on the device, to the fastai Learner.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ._imaging import ImageError, decode, read_file
+
+__all__ = ["check_files", "ImageCache", "BatchLoader", "Augment", "to_square", "normalize"]
+
+
+def _fs_path(row) -> str:
+    raw = row["path_raw"] if "path_raw" in row else None
+    return os.fsdecode(raw) if isinstance(raw, (bytes, bytearray)) else row["path"]
+
+
+def check_files(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Keep items whose file is still there and unchanged; a warning line for each one dropped.
+
+    A file whose size or mtime moved is hashed again; it is kept only if its content is what was imported.
+    """
+    keep, warnings = [], []
+    for i, row in enumerate(frame.itertuples(index=False)):
+        row = row._asdict()
+        path = _fs_path(row)
+        try:
+            st = os.stat(path)
+        except OSError:
+            warnings.append(f"item {row['id']} skipped: {row['path']} no longer exists")
+            continue
+        if st.st_size != row["size_bytes"] or (row["mtime"] is not None and abs(st.st_mtime - row["mtime"]) > 1e-3):
+            try:
+                digest = hashlib.sha256(read_file(path)).hexdigest()
+            except ImageError as e:
+                warnings.append(f"item {row['id']} skipped: {row['path']}: {e}")
+                continue
+            if digest != row["sha256"]:
+                warnings.append(f"item {row['id']} skipped: {row['path']} changed since it was added "
+                                f"(add it again to use the new content)")
+                continue
+        keep.append(i)
+    return frame.iloc[keep].reset_index(drop=True), warnings
+
+
+def to_square(img: Image.Image, size: int) -> np.ndarray:
+    """Resize the shorter side to `size` and centre-crop: uint8 array [size, size, 3]."""
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    w, h = img.size
+    side = min(w, h)
+    box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0))
+
+
+def _decode_square(path: str, sha256: str | None, size: int, max_pixels: int) -> np.ndarray:
+    data = read_file(path)
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ImageError("changed since it was added (add it again to use the new content)")
+    return to_square(decode(data, max_pixels, draft=(size, size)), size)
+
+
+class ImageCache:
+    """uint8 [N, size, size, 3] rows in one memory-mapped file per size, indexed by content hash in the store."""
+
+    def __init__(self, ds, size: int):
+        self.ds, self.size = ds, int(size)
+        self.folder = Path(ds.home) / "cache"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.file = self.folder / f"images_{self.size}.u8"
+        self.row_bytes = self.size * self.size * 3
+
+    @contextmanager
+    def _lock(self):
+        with open(self.folder / f"images_{self.size}.lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _array(self) -> np.ndarray:
+        n = self.file.stat().st_size // self.row_bytes if self.file.exists() else 0
+        if n == 0:
+            return np.zeros((0, self.size, self.size, 3), np.uint8)
+        return np.memmap(self.file, np.uint8, "r", shape=(n, self.size, self.size, 3))
+
+    def rows(self, frame: pd.DataFrame, progress=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """Cache rows for the frame's items, decoding what is missing.
+
+        Returns (array, cache row of each kept item, positions of the kept items in frame, warnings).
+        """
+        index = self.ds._cache_rows(self.size)
+        missing = frame[~frame["sha256"].isin(index.keys())].drop_duplicates("sha256")
+        warnings: list[str] = []
+        if len(missing):
+            with self._lock():
+                index = self.ds._cache_rows(self.size)       # another process may have filled some meanwhile
+                missing = missing[~missing["sha256"].isin(index.keys())]
+                warnings += self._append(missing, index, progress)
+        keep = frame["sha256"].isin(index.keys()).to_numpy()
+        rows = frame.loc[keep, "sha256"].map(index).to_numpy(np.int64)
+        return self._array(), rows, np.flatnonzero(keep), warnings
+
+    def _append(self, missing: pd.DataFrame, index: dict, progress) -> list[str]:
+        warnings = []
+        records = [r._asdict() for r in missing.itertuples(index=False)]
+
+        def work(r):
+            try:
+                return _decode_square(_fs_path(r), r["sha256"], self.size, self.ds.max_pixels), None
+            except ImageError as e:
+                return None, f"item {r['id']} skipped: {r['path']}: {e}"
+
+        start = self.file.stat().st_size // self.row_bytes if self.file.exists() else 0
+        added = {}
+        with open(self.file, "ab") as out, ThreadPoolExecutor(min(8, 2 * (os.cpu_count() or 1))) as pool:
+            out.truncate(start * self.row_bytes)   # drop a partial row a crash may have left
+            for i, (arr, warning) in enumerate(pool.map(work, records)):
+                if warning:
+                    warnings.append(warning)
+                else:
+                    out.write(arr.tobytes())
+                    added[records[i]["sha256"]] = start + len(added)
+                if progress:
+                    progress(i + 1, len(records))
+            out.flush()
+            os.fsync(out.fileno())
+        self.ds._add_cache_rows(self.size, added)
+        index.update(added)
+        return warnings
+
+
+class Augment:
+    """Random affine per image (zoom-crop, shift, rotation, optional flip), done for a whole batch on its device."""
+
+    def __init__(self, max_zoom: float = 1.0, max_shift: float = 0.0, max_rotate: float = 0.0,
+                 flip: bool = False):
+        self.max_zoom, self.max_shift, self.max_rotate, self.flip = max_zoom, max_shift, max_rotate, flip
+
+    @classmethod
+    def for_image_size(cls, median_side: float) -> "Augment":
+        """Photos get crops and flips; tiny images (icons, digits, glyphs) only small shifts and turns."""
+        if median_side >= 96:
+            return cls(max_zoom=1.4, max_shift=0.1, max_rotate=10, flip=True)
+        return cls(max_zoom=1.1, max_shift=0.08, max_rotate=8, flip=False)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        n = x.shape[0]
+        dev = x.device
+        rand = torch.rand(n, 5, generator=generator, device="cpu").to(dev)
+        zoom = 1.0 / (1.0 + rand[:, 0] * (self.max_zoom - 1.0))
+        angle = (rand[:, 1] * 2 - 1) * math.radians(self.max_rotate)
+        slack = (1 - zoom)
+        tx = (rand[:, 2] * 2 - 1) * (slack + self.max_shift)
+        ty = (rand[:, 3] * 2 - 1) * (slack + self.max_shift)
+        sx = torch.where((rand[:, 4] < 0.5) & torch.tensor(self.flip, device=dev), -zoom, zoom)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        theta = torch.stack([torch.stack([cos * sx, -sin * zoom, tx], 1),
+                             torch.stack([sin * sx, cos * zoom, ty], 1)], 1).to(x.dtype)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def normalize(x_uint8_nhwc: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC to normalised float NCHW (channels_last memory, which is what NHWC already is)."""
+    x = x_uint8_nhwc.permute(0, 3, 1, 2).float().div_(255)
+    return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+
+
+class BatchLoader:
+    """Batches from a uint8 array, moved to the device as uint8, then augmented and normalised there.
+
+    Quacks enough like a fastai DataLoader for the Learner: iterable of (x, y), `len`, `bs`, `device`.
+    """
+
+    def __init__(self, images: np.ndarray, rows: np.ndarray, targets: np.ndarray, bs: int, mean, std,
+                 device: torch.device, shuffle: bool = False, drop_last: bool = False, augment: Augment | None = None,
+                 channels_last: bool = False, seed: int | None = None):
+        self.images, self.rows, self.targets = images, np.asarray(rows), torch.as_tensor(targets, dtype=torch.long)
+        self.bs, self.shuffle, self.drop_last, self.augment = bs, shuffle, drop_last, augment
+        self.device = torch.device(device)
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)
+        self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device)
+        self.channels_last = channels_last
+        self.generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
+        self.n = len(self.rows)
+
+    def __len__(self) -> int:
+        return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
+
+    def _order(self) -> np.ndarray:
+        if self.shuffle:
+            return torch.randperm(self.n, generator=self.generator).numpy()
+        return np.arange(self.n)
+
+    def __iter__(self):
+        order = self._order()
+        for b in range(len(self)):
+            idx = order[b * self.bs:(b + 1) * self.bs]
+            rows = self.rows[idx]
+            sort = np.argsort(rows, kind="stable")      # sequential reads from the memory map
+            x = torch.from_numpy(np.ascontiguousarray(self.images[rows[sort]]))
+            y = self.targets[idx[sort]]
+            x = x.to(self.device, non_blocking=True)
+            x = normalize(x, self.mean, self.std)
+            if self.augment is not None:
+                x = self.augment(x, self.generator)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            else:
+                x = x.contiguous()
+            yield x, y.to(self.device, non_blocking=True)

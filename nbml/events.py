@@ -1,0 +1,125 @@
+"""Plain training events, and the console printer that shows them outside a notebook.
+
+The training core emits these to subscribers (any callable taking one event); it imports no widget code.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["TrainStarted", "PhaseStarted", "LearningRateFound", "BatchEnded", "EpochEnded", "TrainWarning",
+           "TrainEnded", "ConsolePrinter", "as_dict"]
+
+
+@dataclass(frozen=True)
+class TrainStarted:
+    run_id: int
+    arch: str
+    device: str
+    weights: str
+    classes: list
+    n_train: int
+    n_valid: int
+    epochs: int            # total epochs over all phases
+    size: int
+    bs: int
+    kind: str = "train_started"
+
+
+@dataclass(frozen=True)
+class PhaseStarted:
+    phase: str             # "lr_find" | "frozen" | "unfrozen"
+    epochs: int
+    kind: str = "phase_started"
+
+
+@dataclass(frozen=True)
+class LearningRateFound:
+    lr: float
+    kind: str = "lr_found"
+
+
+@dataclass(frozen=True)
+class BatchEnded:
+    phase: str
+    epoch: int             # index over all phases
+    batch: int
+    n_batches: int
+    loss: float
+    smooth_loss: float
+    lr: float
+    progress: float        # 0..1 over the whole training (lr_find excluded)
+    elapsed_s: float
+    eta_s: float | None
+    kind: str = "batch_ended"
+
+
+@dataclass(frozen=True)
+class EpochEnded:
+    phase: str
+    epoch: int
+    epochs: int
+    train_loss: float
+    valid_loss: float
+    metrics: dict = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+    kind: str = "epoch_ended"
+
+
+@dataclass(frozen=True)
+class TrainWarning:
+    message: str
+    kind: str = "warning"
+
+
+@dataclass(frozen=True)
+class TrainEnded:
+    run_id: int
+    status: str            # "completed" | "stopped" | "failed"
+    metrics: dict
+    duration_s: float
+    best_epoch: int | None = None
+    error: str | None = None
+    kind: str = "train_ended"
+
+
+def as_dict(event) -> dict:
+    return asdict(event)
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return "?"
+    s = int(round(s))
+    return f"{s // 60}:{s % 60:02d}"
+
+
+class ConsolePrinter:
+    """Prints one line per phase and per epoch, and a summary at the end."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+
+    def __call__(self, e) -> None:
+        line = None
+        if isinstance(e, TrainStarted):
+            line = (f"training {e.arch} on {e.device} ({e.weights}): {e.n_train} train / {e.n_valid} valid items, "
+                    f"{len(e.classes)} classes, {e.size}px, batch {e.bs}, {e.epochs} epochs")
+        elif isinstance(e, PhaseStarted):
+            line = {"lr_find": "finding a learning rate...",
+                    "frozen": f"training the head with the body frozen ({e.epochs} epoch{'s' * (e.epochs != 1)})",
+                    "unfrozen": f"training all layers ({e.epochs} epoch{'s' * (e.epochs != 1)})"}[e.phase]
+        elif isinstance(e, LearningRateFound):
+            line = f"learning rate {e.lr:.2e}"
+        elif isinstance(e, EpochEnded):
+            mets = "  ".join(f"{k} {v:.4f}" for k, v in e.metrics.items())
+            line = (f"epoch {e.epoch + 1}/{e.epochs}  train_loss {e.train_loss:.4f}  valid_loss {e.valid_loss:.4f}  "
+                    f"{mets}  elapsed {_fmt_s(e.elapsed_s)}  eta {_fmt_s(e.eta_s)}")
+        elif isinstance(e, TrainWarning):
+            line = f"warning: {e.message}"
+        elif isinstance(e, TrainEnded):
+            mets = "  ".join(f"{k} {v:.4f}" for k, v in e.metrics.items() if isinstance(v, float))
+            line = f"run {e.run_id} {e.status} in {_fmt_s(e.duration_s)}  {mets}" + (f"  ({e.error})" if e.error else "")
+        if line:
+            print(line, file=self.stream, flush=True)

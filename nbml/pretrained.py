@@ -1,0 +1,112 @@
+"""The curated table of recommended timm backbones, and loading a backbone's weights (hub cache or local file)."""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+__all__ = ["backbones", "create_body", "BACKBONES", "PretrainedWeightsWarning"]
+
+# Kept as data so it is easy to update. `tag` is the timm pretrained tag used when weights are fetched.
+BACKBONES = [
+    dict(arch="resnet18", tag="a1_in1k", tier="fastest", input_size=224, params_m=11.7,
+         pretraining="ImageNet-1k", licence="Apache-2.0"),
+    dict(arch="mobilenetv3_large_100", tag="ra_in1k", tier="fastest", input_size=224, params_m=5.5,
+         pretraining="ImageNet-1k", licence="Apache-2.0"),
+    dict(arch="efficientnet_b0", tag="ra_in1k", tier="fast", input_size=224, params_m=5.3,
+         pretraining="ImageNet-1k", licence="Apache-2.0"),
+    dict(arch="resnet50", tag="a1_in1k", tier="balanced", input_size=224, params_m=25.6,
+         pretraining="ImageNet-1k", licence="Apache-2.0"),
+    dict(arch="convnext_tiny", tag="fb_in22k_ft_in1k", tier="balanced", input_size=224, params_m=28.6,
+         pretraining="ImageNet-22k, fine-tuned on ImageNet-1k", licence="Apache-2.0"),
+    dict(arch="vit_small_patch14_dinov2", tag="lvd142m", tier="accurate", input_size=518, params_m=22.1,
+         pretraining="LVD-142M (self-supervised DINOv2)", licence="Apache-2.0"),
+]
+
+
+class PretrainedWeightsWarning(UserWarning):
+    """Training goes on from random initialisation because no pretrained weights could be had."""
+
+
+def backbones():
+    """A short table of recommended timm backbones: speed tier, input size, pretraining corpus, licence."""
+    import pandas as pd
+    return pd.DataFrame(BACKBONES)
+
+
+def _pretrained_tag(arch: str) -> str:
+    if "." in arch:
+        return arch
+    for row in BACKBONES:
+        if row["arch"] == arch:
+            return f"{arch}.{row['tag']}"
+    return arch
+
+
+def _read_state_dict(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    if path.suffix == ".pkl":
+        raise ValueError(f"{path} is a pickle; give weights as .safetensors or a torch state dict (.pth, .bin)")
+    import torch
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    return obj
+
+
+def load_weights_file(body, path: str | os.PathLike) -> int:
+    """Copy the tensors of a checkpoint file into `body` (classifier keys ignored); returns how many matched."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    state = _read_state_dict(path)
+    own = body.state_dict()
+    matched = {}
+    for key, value in state.items():
+        for prefix in ("", "module.", "model.", "body.", "0."):
+            k = key[len(prefix):] if prefix and key.startswith(prefix) else key
+            if k in own and own[k].shape == value.shape:
+                matched[k] = value
+                break
+    if len(matched) < 0.5 * len(own):
+        raise ValueError(f"{path} does not look like weights for this backbone: only {len(matched)} of "
+                         f"{len(own)} tensors match by name and shape")
+    body.load_state_dict(matched, strict=False)
+    return len(matched)
+
+
+def create_body(arch: str, pretrained="auto", weights: str | os.PathLike | None = None):
+    """A timm backbone returning pooled features [batch, num_features], and where its weights came from.
+
+    pretrained: True (fail without weights), False (random init), "auto" (try, else warn and go on).
+    weights: a local .safetensors / .pth file, used instead of the hub.
+    """
+    import timm
+    name = arch.split(".")[0]
+    if name not in timm.list_models() and not timm.is_model(name):
+        raise ValueError(f"unknown backbone {arch!r}; see nbml.backbones() or timm.list_models()")
+    if weights is not None:
+        body = timm.create_model(name, pretrained=False, num_classes=0)
+        load_weights_file(body, weights)
+        return body, f"file:{Path(weights).expanduser().resolve()}"
+    if pretrained in (False, None):
+        return timm.create_model(name, pretrained=False, num_classes=0), "random"
+    tag = _pretrained_tag(arch)
+    try:
+        body = timm.create_model(tag, pretrained=True, num_classes=0)
+        return body, f"timm:{tag}"
+    except Exception as e:   # offline, not cached, hub error: all mean "no weights"
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else type(e).__name__
+        if pretrained is True:
+            raise RuntimeError(f"could not load pretrained weights for {tag} ({reason}). Connect once so timm "
+                               f"caches them, or pass weights='path/to/file.safetensors'.") from None
+    offline = os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0")
+    warnings.warn(
+        f"No pretrained weights for {tag} could be loaded ({'HF_HUB_OFFLINE is set' if offline else reason}). "
+        f"Training starts from random initialisation, which needs more epochs and usually ends far less accurate "
+        f"(often tens of points on small datasets). To fix: run once with network access so timm caches the "
+        f"weights, or pass weights='path/to/{name}.safetensors'.", PretrainedWeightsWarning, stacklevel=3)
+    return timm.create_model(name, pretrained=False, num_classes=0), "random"

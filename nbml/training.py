@@ -1,0 +1,380 @@
+"""`nbml.train`: fine-tune a timm backbone with a fastai Learner on a Dataset, with defaults for people new to ML.
+
+The core knows nothing of widgets: it emits the plain events of `nbml.events` to subscribers.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import platform
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from . import events as E
+
+__all__ = ["train", "TrainingHandle"]
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class TrainingHandle:
+    """What `train(..., background=True)` returns at once: `stop()`, `wait()`, `done`, `status`, `events`."""
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._subscribers: list[Callable] = []
+        self._lock = threading.Lock()
+        self.events: list = []
+        self.model = None
+        self.error: BaseException | None = None
+        self.run_id: int | None = None
+        self.status = "starting"
+        self.thread: threading.Thread | None = None
+
+    def subscribe(self, fn: Callable) -> None:
+        """Call `fn(event)` for every event from now on."""
+        with self._lock:
+            self._subscribers.append(fn)
+
+    def emit(self, event) -> None:
+        with self._lock:
+            self.events.append(event)
+            subscribers = list(self._subscribers)
+        for fn in subscribers:
+            try:
+                fn(event)
+            except Exception as e:   # a broken display must never stop training
+                warnings.warn(f"an nbml event subscriber failed and was dropped: {e!r}")
+                with self._lock:
+                    self._subscribers.remove(fn)
+
+    def stop(self) -> None:
+        """End training after the current batch; the best epoch's weights are kept."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None):
+        """Block until training ends; returns the Model, or raises what made training fail."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"training still running after {timeout}s")
+        if self.error is not None:
+            raise self.error
+        return self.model
+
+    def __repr__(self) -> str:
+        return f"TrainingHandle(run {self.run_id}, {self.status})"
+
+
+@dataclass
+class _Plan:
+    ds: object
+    arch: str
+    frame: object                 # training_items() of train + valid
+    classes: list
+    size: int
+    bs: int
+    epochs: int
+    freeze_epochs: int
+    lr: float | None
+    device: object
+    net: object
+    weights_source: str
+    mean: tuple
+    std: tuple
+    augment: object
+    seed: int | None
+    save: bool
+    params: dict = field(default_factory=dict)
+
+
+def _default_size(ds, frame, pretrained: bool) -> int:
+    dims = ds.df.set_index("id").loc[frame["id"], ["width", "height"]]
+    side = float(np.median(np.minimum(dims["width"], dims["height"]))) if len(dims) else 224
+    floor = 64 if pretrained else 32
+    return int(min(224, max(floor, 32 * math.ceil(side / 32))))
+
+
+def _default_bs(n_train: int) -> int:
+    return int(max(2, min(64, 2 ** int(math.log2(max(n_train // 4, 2))))))
+
+
+def _versions() -> dict:
+    import fastai
+    import timm
+    import torch
+    from . import __version__
+    return {"nbml": __version__, "fastai": fastai.__version__, "torch": torch.__version__, "timm": timm.__version__,
+            "python": platform.python_version()}
+
+
+def _prepare(ds, arch, epochs, size, bs, lr, pretrained, weights, freeze_epochs, valid_pct, seed, device,
+             augment, save) -> tuple[_Plan, list[str]]:
+    from .data import Augment, check_files
+    from .model import build_net, pick_device
+    from .store import Dataset
+    if not isinstance(ds, Dataset):
+        raise TypeError(f"train() takes an nbml.Dataset, not {type(ds).__name__}")
+    if pretrained not in ("auto", True, False):
+        raise ValueError(f"pretrained must be 'auto', True or False, not {pretrained!r}")
+    ds.assign_validation_split(valid_pct, seed=42 if seed is None else seed)
+    frame, notes = check_files(ds.training_items(("train", "valid")))
+    if frame.empty:
+        raise ValueError("no labelled items to train on: label some first (ds.set_label or ds.label())")
+    counts = frame["label"].value_counts()
+    if len(counts) < 2:
+        raise ValueError(f"training needs at least two classes with labelled items; found only {list(counts.index)}")
+    n_valid = int((frame["split"] == "valid").sum())
+    if n_valid == 0:
+        raise ValueError("the validation split is empty: label at least 4 items per class, or put some items in "
+                         "'valid' with ds.set_split(ids, 'valid')")
+    tiny = counts[counts < 2]
+    if len(tiny):
+        notes.append(f"classes with a single labelled item cannot be learnt well: {list(tiny.index)}")
+    classes = [c for c in ds.classes if c in counts.index]
+    net, source, _ = build_net(arch, len(classes), pretrained=pretrained, weights=weights)
+    is_pretrained = source != "random"
+    cfg = getattr(net[0], "pretrained_cfg", None) or {}
+    mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    size = int(size or _default_size(ds, frame, is_pretrained))
+    n_train = int((frame["split"] == "train").sum())
+    bs = int(bs or _default_bs(n_train))
+    if freeze_epochs is None:
+        freeze_epochs = 1 if is_pretrained else 0
+    if epochs is None:
+        epochs = 4 if is_pretrained else 10
+    if augment == "auto":
+        dims = ds.df.set_index("id").loc[frame["id"], ["width", "height"]]
+        augment = Augment.for_image_size(float(np.median(np.minimum(dims["width"], dims["height"]))))
+    elif augment in (None, False):
+        augment = None
+    plan = _Plan(ds=ds, arch=arch, frame=frame, classes=classes, size=size, bs=bs, epochs=int(epochs),
+                 freeze_epochs=int(freeze_epochs), lr=lr, device=pick_device(device), net=net,
+                 weights_source=source, mean=mean, std=std, augment=augment, seed=seed, save=save)
+    plan.params = dict(arch=arch, epochs=plan.epochs, freeze_epochs=plan.freeze_epochs, size=size, bs=bs, lr=lr,
+                       pretrained=pretrained, weights=source, augment=vars(augment) if augment else None, seed=seed,
+                       mode="finetune", valid_pct=valid_pct, n_train=n_train, n_valid=n_valid, classes=classes)
+    return plan, notes
+
+
+def _make_learner(plan: _Plan, frame, stop_cb):
+    import torch
+    import fastai.callback.fp16  # noqa: F401  (patches Learner.to_bf16)
+    import fastai.callback.schedule  # noqa: F401  (patches Learner.lr_find and fit_one_cycle)
+    from fastai.callback.progress import ProgressCallback
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.metrics import accuracy
+    from .data import BatchLoader, ImageCache
+
+    cuda = plan.device.type == "cuda"
+    array, rows, kept, notes = ImageCache(plan.ds, plan.size).rows(frame)
+    frame = frame.iloc[kept].reset_index(drop=True)
+    targets = frame["label"].map({c: i for i, c in enumerate(plan.classes)}).to_numpy()
+    is_train = (frame["split"] == "train").to_numpy()
+    common = dict(mean=plan.mean, std=plan.std, device=plan.device, channels_last=cuda)
+    train_dl = BatchLoader(array, rows[is_train], targets[is_train], plan.bs, shuffle=True,
+                           drop_last=is_train.sum() > plan.bs, augment=plan.augment, seed=plan.seed, **common)
+    valid_dl = BatchLoader(array, rows[~is_train], targets[~is_train], plan.bs * 2, **common)
+    if len(train_dl) == 0 or len(valid_dl) == 0:
+        raise ValueError("after skipping unreadable items, the train or valid split is empty")
+    net = plan.net.to(plan.device)
+    if cuda:
+        net = net.to(memory_format=torch.channels_last)
+    learn = Learner(DataLoaders(train_dl, valid_dl), net, loss_func=CrossEntropyLossFlat(), metrics=accuracy,
+                    splitter=lambda m: [list(m[0].parameters()), list(m[1].parameters())],
+                    path=plan.ds.home / "tmp", model_dir=".", cbs=[stop_cb])
+    learn.remove_cb(ProgressCallback)
+    learn.logger = lambda *a, **k: None
+    if cuda:
+        learn.to_bf16()
+    return learn, frame, notes
+
+
+def _callbacks(plan: _Plan, handle: TrainingHandle, run_id: int, t0: float):
+    """The fastai callbacks: one that stops on request, one that turns Learner state into nbml events."""
+    import torch
+    from fastai.callback.core import Callback, CancelFitException
+
+    class StopOnRequest(Callback):
+        order = 0
+
+        def after_batch(self):
+            if handle.stopping and self.training:
+                raise CancelFitException()
+
+    class EmitEvents(Callback):
+        order = 70   # after Recorder, so its smoothed loss and epoch values are ready
+        total = plan.freeze_epochs + plan.epochs
+
+        def __init__(self):
+            self.phase, self.offset = "frozen", 0
+            self.history, self.best, self.best_state, self.best_epoch = [], math.inf, None, None
+
+        def start_phase(self, phase, offset):
+            self.phase, self.offset = phase, offset
+
+        def _progress(self):
+            done = self.offset + self.epoch + (self.iter + 1) / max(self.n_iter, 1)
+            return min(done / self.total, 1.0)
+
+        def after_batch(self):
+            if not self.training:
+                return
+            progress = self._progress()
+            elapsed = time.perf_counter() - t0
+            eta = elapsed * (1 - progress) / progress if progress > 0 else None
+            handle.emit(E.BatchEnded(self.phase, self.offset + self.epoch, self.iter, self.n_iter,
+                                     float(self.learn.loss.detach()), float(self.learn.smooth_loss),
+                                     float(self.opt.hypers[-1]["lr"]), progress, elapsed, eta))
+
+        def after_epoch(self):
+            names = self.recorder.metric_names[1:-1]
+            values = dict(zip(names, self.recorder.values[-1]))
+            epoch = self.offset + self.epoch
+            train_loss, valid_loss = float(values.pop("train_loss")), float(values.pop("valid_loss", math.nan))
+            metrics = {k: float(v) for k, v in values.items()}
+            elapsed = time.perf_counter() - t0
+            progress = (epoch + 1) / self.total
+            self.history.append(dict(epoch=epoch, phase=self.phase, train_loss=train_loss, valid_loss=valid_loss,
+                                     elapsed_s=elapsed, **metrics))
+            plan.ds._update_run(run_id, history=self.history)
+            if valid_loss < self.best:
+                self.best, self.best_epoch = valid_loss, epoch
+                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            handle.emit(E.EpochEnded(self.phase, epoch, self.total, train_loss, valid_loss, metrics, elapsed,
+                                     elapsed * (1 - progress) / progress))
+
+        def restore_best(self):
+            if self.best_state is not None:
+                with torch.no_grad():
+                    self.model.load_state_dict(self.best_state)
+                return True
+            return False
+
+    return StopOnRequest(), EmitEvents()
+
+
+def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
+    from .model import Model, new_config
+    ds = plan.ds
+    t0 = time.perf_counter()
+    snapshot = ds.snapshot(plan.frame)
+    run_id = ds._start_run(plan.arch, plan.params, snapshot, str(plan.device), _versions())
+    handle.run_id, handle.status = run_id, "running"
+    stop_cb, events_cb = _callbacks(plan, handle, run_id, t0)
+    try:
+        learn, frame, more_notes = _make_learner(plan, plan.frame, stop_cb)
+        for note in notes + more_notes:
+            warnings.warn(note)
+            handle.emit(E.TrainWarning(note))
+        n_train = int((frame["split"] == "train").sum())
+        handle.emit(E.TrainStarted(run_id, plan.arch, str(plan.device), plan.weights_source, plan.classes, n_train,
+                                   len(frame) - n_train, plan.freeze_epochs + plan.epochs, plan.size, plan.bs))
+        lr = plan.lr
+        if lr is None:
+            handle.emit(E.PhaseStarted("lr_find", 0))
+            if plan.freeze_epochs:
+                learn.freeze()
+            lr = float(learn.lr_find(show_plot=False).valley)
+            if not math.isfinite(lr) or lr <= 0:
+                lr = 1e-3
+            handle.emit(E.LearningRateFound(lr))
+        plan.params["lr"] = lr
+        ds._update_run(run_id, params=plan.params)
+        if plan.freeze_epochs and not handle.stopping:
+            handle.emit(E.PhaseStarted("frozen", plan.freeze_epochs))
+            learn.freeze()
+            events_cb.start_phase("frozen", 0)
+            learn.fit_one_cycle(plan.freeze_epochs, slice(lr), pct_start=0.99, cbs=[events_cb])
+            lr /= 2
+        if plan.epochs and not handle.stopping:
+            handle.emit(E.PhaseStarted("unfrozen", plan.epochs))
+            learn.unfreeze()
+            events_cb.start_phase("unfrozen", plan.freeze_epochs)
+            if plan.freeze_epochs:
+                learn.fit_one_cycle(plan.epochs, slice(lr / 100, lr), pct_start=0.3, div=5.0, cbs=[events_cb])
+            else:
+                learn.fit_one_cycle(plan.epochs, lr, cbs=[events_cb])
+        status = "stopped" if handle.stopping else "completed"
+        best_epoch = None
+        if status == "stopped" and events_cb.restore_best():
+            best_epoch = events_cb.best_epoch
+        history = events_cb.history
+        final = (history[best_epoch] if best_epoch is not None else history[-1]) if history else {}
+        metrics = {k: v for k, v in final.items() if k not in ("epoch", "phase", "elapsed_s")}
+        config = new_config(name=f"{ds.path.stem if ds.path else 'nbml'}-run{run_id}", arch=plan.arch,
+                            classes=plan.classes, size=plan.size, mean=list(plan.mean), std=list(plan.std),
+                            head={"hidden": 512, "p": 0.5}, weights=plan.weights_source, run_id=run_id,
+                            snapshot_id=snapshot, metrics=metrics, versions=_versions())
+        model = Model(learn.model, config, dataset=ds, learner=learn)
+        duration = time.perf_counter() - t0
+        model_path = str(model.save(ds.home / "models" / f"run-{run_id}")) if plan.save else None
+        ds._update_run(run_id, status=status, finished_at=time.time(), duration_s=duration, metrics=metrics,
+                       model_path=model_path)
+        handle.model, handle.status = model, status
+        handle.emit(E.TrainEnded(run_id, status, metrics, duration, best_epoch))
+        return model
+    except BaseException as e:
+        duration = time.perf_counter() - t0
+        ds._update_run(run_id, status="failed", finished_at=time.time(), duration_s=duration,
+                       error=f"{type(e).__name__}: {e}")
+        handle.status, handle.error = "failed", e
+        handle.emit(E.TrainEnded(run_id, "failed", {}, duration, None, f"{type(e).__name__}: {e}"))
+        raise
+    finally:
+        handle._done.set()
+
+
+def train(ds, arch: str = "resnet18", epochs: int | None = None, size: int | None = None, bs: int | None = None,
+          lr: float | None = None, pretrained="auto", background: bool = False, *, weights=None,
+          freeze_epochs: int | None = None, valid_pct: float = 0.2, seed: int | None = None, device=None,
+          augment="auto", on_event: Callable | list | None = None, quiet: bool = False, save: bool = True):
+    """Fine-tune `arch` (a timm name) on the labelled items of `ds`; returns an `nbml.Model`.
+
+    Defaults: a stratified validation split when none is set, the learning rate from fastai's `lr_find`, one
+    frozen epoch then `epochs` unfrozen ones (no frozen phase without pretrained weights), image size and
+    augmentation from the images, CUDA then MPS then CPU, bf16 and channels_last on CUDA.
+    `pretrained="auto"` goes on from random initialisation, with one warning, when no weights can be had;
+    `weights="file.safetensors"` loads a local checkpoint. With `background=True` training runs in a thread
+    and a `TrainingHandle` comes back at once. Each run is recorded in the store (`ds.runs()`).
+    """
+    if seed is not None:
+        import random
+        import torch
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+    plan, notes = _prepare(ds, arch, epochs, size, bs, lr, pretrained, weights, freeze_epochs, valid_pct, seed,
+                           device, augment, save)
+    handle = TrainingHandle()
+    subscribers = on_event if isinstance(on_event, (list, tuple)) else [on_event] if on_event else []
+    if not subscribers and not quiet:
+        subscribers = [E.ConsolePrinter()]
+    for fn in subscribers:
+        handle.subscribe(fn)
+    if not background:
+        return _run(plan, handle, notes)
+
+    def target():
+        try:
+            _run(plan, handle, notes)
+        except BaseException:
+            pass   # kept on the handle; wait() raises it
+
+    handle.thread = threading.Thread(target=target, name="nbml-train", daemon=True)
+    handle.thread.start()
+    return handle
