@@ -37,7 +37,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     if img.mode == "F":
         lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
         arr = (arr - lo) / (hi - lo or 1.0) * 255.0
-    elif arr.max(initial=0) > 255:
+    elif img.mode.startswith("I;16") or arr.max(initial=0) > 255:   # I;16 is 16-bit whatever its values
         arr = arr.astype(np.uint32) >> 8
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
 

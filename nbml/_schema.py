@@ -65,6 +65,7 @@ actions = Table(
     Column("payload", Text, nullable=False),   # JSON
     Column("time", Float, nullable=False),
     Column("undone", Integer, nullable=False, default=0),
+    Index("ix_actions_undone", "undone", "id"),
 )
 
 snapshots = Table(

@@ -62,7 +62,7 @@ def to_square(img: Image.Image, size: int) -> np.ndarray:
     w, h = img.size
     side = min(w, h)
     box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
-    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0))
+    return np.array(img.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0))
 
 
 def _decode_square(path: str, sha256: str | None, size: int, max_pixels: int) -> np.ndarray:

@@ -140,6 +140,9 @@ def _inspect(c: Candidate, max_pixels: int) -> Candidate:
     except ImageError as e:
         c.problem = str(e)
         return c
+    except FileNotFoundError:
+        c.problem = "file not found (deleted, or a broken link)"
+        return c
     except OSError as e:
         c.problem = "symlink loop" if e.errno == 40 else f"unreadable: {e.strerror or e}"
         return c
@@ -153,8 +156,22 @@ def inspect_files(candidates: Iterable[Candidate], max_pixels: int, workers: int
                   progress: Callable[[int], None] | None = None) -> Iterator[Candidate]:
     """Read, hash and fully decode each candidate in a thread pool (Pillow and hashlib release the GIL)."""
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
+    done = 0
     with ThreadPoolExecutor(workers) as pool:
-        for i, c in enumerate(pool.map(lambda c: _inspect(c, max_pixels), candidates)):
-            if progress:
-                progress(i + 1)
-            yield c
+        for chunk in _chunks(candidates, 256):     # bounded memory on folders of millions of files
+            for c in pool.map(lambda c: _inspect(c, max_pixels), chunk):
+                done += 1
+                if progress:
+                    progress(done)
+                yield c
+
+
+def _chunks(iterable: Iterable, n: int) -> Iterator[list]:
+    chunk = []
+    for x in iterable:
+        chunk.append(x)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -160,8 +160,8 @@ class Model:
         confusion = pd.crosstab(actual, predicted, dropna=False).reindex(index=classes, columns=classes, fill_value=0)
         confusion.index.name, confusion.columns.name = "actual", "predicted"
         tp = np.diag(confusion.to_numpy()).astype(float)
-        support = confusion.sum(1).to_numpy()
-        n_pred = confusion.sum(0).to_numpy()
+        support = confusion.sum(axis=1).to_numpy()
+        n_pred = confusion.sum(axis=0).to_numpy()
         with np.errstate(invalid="ignore", divide="ignore"):
             precision = np.where(n_pred > 0, tp / n_pred, np.nan)
             recall = np.where(support > 0, tp / support, np.nan)

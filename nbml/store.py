@@ -243,21 +243,34 @@ class Dataset:
                                    .where(S.items.c.sha256.in_({b.sha256 for b in batch}))).all())
             self._ensure_classes(c, [b.label for b in batch if b.label], record=False)
             now = _now()
+            rows, fresh, batch_dups = [], {}, []
             for b in batch:
                 shown = display_path(b.path)
                 if b.sha256 in known:
                     report.duplicates.append((shown, known[b.sha256]))
                     continue
+                if b.sha256 in fresh:             # same content twice in this batch: resolved after insert
+                    batch_dups.append((shown, b.sha256))
+                    continue
                 raw = os.fsencode(b.path)
-                item_id = c.execute(insert(S.items).values(
+                fresh[b.sha256] = b
+                rows.append(dict(
                     kind="image", path=shown, path_raw=raw if raw.decode("utf-8", "replace") != b.path else None,
-                    sha256=b.sha256, size_bytes=b.size_bytes, mtime=b.mtime, width=b.width, height=b.height,
-                    status="ok", split=splits.get(b.path), label=b.label, label_source="import" if b.label else None,
-                    label_time=now if b.label else None, added_at=now, origin="import")).inserted_primary_key[0]
-                if b.label:
-                    c.execute(insert(S.labels).values(item_id=item_id, value=b.label, source="import", time=now))
-                known[b.sha256] = item_id
-                report.added.append(item_id)
+                    content=None, sha256=b.sha256, size_bytes=b.size_bytes, mtime=b.mtime, width=b.width,
+                    height=b.height, status="ok", split=splits.get(b.path), label=b.label,
+                    label_source="import" if b.label else None, label_time=now if b.label else None,
+                    added_at=now, origin="import"))
+            if not rows:
+                return
+            c.execute(insert(S.items), rows)     # one executemany for the whole batch
+            ids = dict(c.execute(select(S.items.c.sha256, S.items.c.id)
+                                 .where(S.items.c.sha256.in_(list(fresh)))).all())
+            history = [dict(item_id=ids[h], value=b.label, source="import", time=now, action_id=None)
+                       for h, b in fresh.items() if b.label]
+            if history:
+                c.execute(insert(S.labels), history)
+            report.added += [ids[h] for h in fresh]
+            report.duplicates += [(shown, ids[h]) for shown, h in batch_dups]
 
     # -- changing items (each change is one undoable action) --------------------------------------------------
     def _log_action(self, c, kind: str, payload: dict) -> int:

@@ -258,10 +258,10 @@ def _callbacks(plan: _Plan, handle: TrainingHandle, run_id: int, t0: float):
             handle.emit(E.EpochEnded(self.phase, epoch, self.total, train_loss, valid_loss, metrics, elapsed,
                                      elapsed * (1 - progress) / progress))
 
-        def restore_best(self):
+        def restore_best(self, model):
             if self.best_state is not None:
                 with torch.no_grad():
-                    self.model.load_state_dict(self.best_state)
+                    model.load_state_dict(self.best_state)
                 return True
             return False
 
@@ -311,7 +311,7 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
                 learn.fit_one_cycle(plan.epochs, lr, cbs=[events_cb])
         status = "stopped" if handle.stopping else "completed"
         best_epoch = None
-        if status == "stopped" and events_cb.restore_best():
+        if status == "stopped" and events_cb.restore_best(learn.model):
             best_epoch = events_cb.best_epoch
         history = events_cb.history
         final = (history[best_epoch] if best_epoch is not None else history[-1]) if history else {}

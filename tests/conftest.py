@@ -1,0 +1,37 @@
+import os
+
+# No test may touch the network: timm / huggingface_hub must answer from the (empty) local cache.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("NBML_HOME", os.path.join(os.path.dirname(__file__), "..", ".cache", "nbml-tests"))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+
+
+def make_images(folder, per_class=12, size=32, seed=0):
+    """Class folders of small noisy images whose dominant colour is the class: learnable in seconds."""
+    rng = np.random.default_rng(seed)
+    for name, rgb in COLOURS.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            noise = rng.integers(-60, 60, (size, size, 3))
+            arr = np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(folder / name / f"{i}.png")
+    return folder
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    return make_images(tmp_path / "images")
+
+
+@pytest.fixture
+def ds(tmp_path, image_folder):
+    import nbml
+    d = nbml.Dataset(tmp_path / "project.nbml")
+    d.add_images(image_folder)
+    yield d
+    d.close()

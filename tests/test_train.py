@@ -1,0 +1,178 @@
+"""Real fastai training on tiny generated data, on the CPU: runs, events, stop, weights, save/load, predict."""
+import json
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import nbml
+from nbml import events as E
+from nbml.pretrained import PretrainedWeightsWarning, create_body
+
+FAST = dict(arch="test_resnet", epochs=2, size=32, bs=8, lr=2e-3, pretrained=False, quiet=True, seed=0)
+
+
+def test_train_records_run_and_model_works(ds, image_folder):
+    seen = []
+    model = nbml.train(ds, on_event=seen.append, **FAST)
+    assert isinstance(model, nbml.Model) and model.classes == ["blue", "green", "red"]
+    kinds = [e.kind for e in seen]
+    assert kinds[0] == "train_started" and kinds[-1] == "train_ended" and "batch_ended" in kinds
+    epochs = [e for e in seen if isinstance(e, E.EpochEnded)]
+    assert [e.epoch for e in epochs] == [0, 1] and all(0 <= e.metrics["accuracy"] <= 1 for e in epochs)
+    batches = [e for e in seen if isinstance(e, E.BatchEnded)]
+    assert batches[-1].progress == pytest.approx(1.0) and all(b.lr > 0 for b in batches)
+
+    runs = ds.runs()
+    run = runs.iloc[-1]
+    assert run["status"] == "completed" and run["device"] == "cpu" and run["duration_s"] > 0
+    assert len(run["history"]) == 2 and run["params"]["size"] == 32 and run["params"]["weights"] == "random"
+    assert set(run["versions"]) >= {"nbml", "fastai", "torch", "timm"}
+    snap = ds.snapshot_items(run["snapshot_id"])
+    assert len(snap) == 36 and set(snap["split"]) == {"train", "valid"}
+
+    ev = model.evaluate()
+    assert ev.n == (ds.df["split"] == "valid").sum()
+    assert ev.confusion.shape == (3, 3) and ev.confusion.to_numpy().sum() == ev.n
+    assert np.isclose(ev.accuracy, np.trace(ev.confusion.to_numpy()) / ev.n)
+    assert list(ev.per_class.columns) == ["precision", "recall", "f1", "support"]
+
+    losses = model.losses()
+    assert len(losses) == 36 and losses["loss"].is_monotonic_decreasing
+    assert list(losses.columns[:6]) == ["id", "label", "predicted", "loss", "p_label", "p_predicted"]
+    assert np.allclose(losses["loss"], -np.log(losses["p_label"]), atol=1e-4)
+
+    label, probs = model.predict(image_folder / "red" / "0.png")
+    assert label in model.classes and sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+    many = model.predict_many([image_folder / "red" / "1.png", (image_folder / "blue" / "1.png").read_bytes()])
+    assert list(many.columns) == ["label", "confidence", "blue", "green", "red"] and len(many) == 2
+
+    # the run saved its model; load it back without pickle and get the same probabilities
+    again = ds.load_run(int(run["id"]))
+    assert again.predict(image_folder / "red" / "0.png").probabilities == pytest.approx(probs, abs=1e-5)
+
+
+def test_learns_the_colours(ds):
+    model = nbml.train(ds, **{**FAST, "epochs": 15, "lr": 1e-2})
+    assert model.evaluate().accuracy >= 0.8
+
+
+def test_lr_find_and_default_schedule(ds):
+    model = nbml.train(ds, arch="test_resnet", epochs=1, size=32, pretrained=False, quiet=True, seed=0)
+    params = ds.runs().iloc[-1]["params"]
+    assert isinstance(params["lr"], float) and 1e-7 < params["lr"] < 10
+    assert params["freeze_epochs"] == 0          # no frozen phase for a random body
+    assert model.run_id == ds.runs().iloc[-1]["id"]
+
+
+def test_save_and_load_round_trip(ds, tmp_path, image_folder):
+    model = nbml.train(ds, **FAST)
+    folder = model.save(tmp_path / "exported")
+    assert (folder / "model.safetensors").exists()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["classes"] == model.classes and config["arch"] == "test_resnet"
+    loaded = nbml.load(folder)
+    img = image_folder / "green" / "3.png"
+    assert loaded.predict(img).probabilities == pytest.approx(model.predict(img).probabilities, abs=1e-5)
+    pkl = tmp_path / "export.pkl"
+    pkl.write_bytes(b"not really a pickle")
+    with pytest.raises(ValueError, match="trust=True"):
+        nbml.load(pkl)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        nbml.load(tmp_path)
+
+
+def test_offline_weights_warning_once(ds):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        nbml.train(ds, **{**FAST, "pretrained": "auto", "epochs": 1})
+    ours = [w for w in caught if issubclass(w.category, PretrainedWeightsWarning)]
+    assert len(ours) == 1
+    text = str(ours[0].message)
+    assert "random initialisation" in text and "weights=" in text
+    with pytest.raises(RuntimeError, match="weights="):
+        create_body("test_resnet", pretrained=True)
+
+
+def test_local_weights_file(tmp_path, ds):
+    import timm
+    from safetensors.torch import save_file
+    source = timm.create_model("test_resnet", pretrained=False, num_classes=1000)
+    first = next(iter(source.parameters()))
+    torch.nn.init.normal_(first, 0, 0.5)
+    path = tmp_path / "test_resnet.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    body, where = create_body("test_resnet", weights=path)
+    assert where == f"file:{path.resolve()}"
+    assert torch.equal(next(iter(body.parameters())), first) and body.num_classes == 0
+    # weights for another architecture are refused with a clear message
+    other = tmp_path / "vit.safetensors"
+    vit = timm.create_model("test_vit", pretrained=False)
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(other))
+    with pytest.raises(ValueError, match="does not look like weights"):
+        create_body("test_resnet", weights=other)
+    # a pretrained body gets the frozen phase first
+    nbml.train(ds, **{**FAST, "pretrained": "auto", "epochs": 1}, weights=path)
+    params = ds.runs().iloc[-1]["params"]
+    assert params["weights"].startswith("file:") and params["freeze_epochs"] == 1
+    assert [h["phase"] for h in ds.runs().iloc[-1]["history"]] == ["frozen", "unfrozen"]
+
+
+def test_stop_handle_keeps_best_epoch(ds):
+    epoch_done = threading.Event()
+    handle = nbml.train(ds, **{**FAST, "epochs": 200}, background=True,
+                        on_event=lambda e: isinstance(e, E.EpochEnded) and e.epoch >= 1 and epoch_done.set())
+    assert isinstance(handle, nbml.TrainingHandle)
+    assert epoch_done.wait(120), "training never finished an epoch"
+    handle.stop()
+    model = handle.wait(60)
+    assert handle.status == "stopped" and handle.done
+    run = ds.runs().iloc[-1]
+    assert run["status"] == "stopped" and 2 <= len(run["history"]) < 200
+    end = handle.events[-1]
+    assert isinstance(end, E.TrainEnded) and end.best_epoch is not None
+    best = min(run["history"], key=lambda h: h["valid_loss"])
+    assert end.best_epoch == best["epoch"] and run["metrics"]["valid_loss"] == pytest.approx(best["valid_loss"])
+    # the returned weights are the best epoch's: its validation loss is reproduced
+    assert model.evaluate().n > 0
+
+
+def test_bad_item_after_import_is_skipped_with_warning(ds):
+    victim = ds.df.iloc[0]
+    import os
+    os.remove(victim["path"])
+    changed = ds.df.iloc[1]
+    with open(changed["path"], "ab") as f:
+        f.write(b"extra")
+    seen = []
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        nbml.train(ds, on_event=seen.append, **{**FAST, "epochs": 1})
+    notes = " ".join(e.message for e in seen if isinstance(e, E.TrainWarning))
+    assert f"item {victim['id']} skipped" in notes and "no longer exists" in notes
+    assert f"item {changed['id']} skipped" in notes and "changed since" in notes
+
+
+def test_clear_errors(tmp_path, image_folder):
+    ds = nbml.Dataset(tmp_path / "p.nbml")
+    with pytest.raises(ValueError, match="no labelled items"):
+        nbml.train(ds, **FAST)
+    report = ds.add_images(image_folder / "red")       # files at the top of the folder come in unlabelled
+    with pytest.raises(ValueError, match="no labelled items"):
+        nbml.train(ds, **FAST)
+    ds.set_label(report.added, "red")
+    with pytest.raises(ValueError, match="at least two classes"):
+        nbml.train(ds, **FAST)
+    with pytest.raises(TypeError, match="nbml.Dataset"):
+        nbml.train("not a dataset")
+    with pytest.raises(ValueError, match="unknown backbone"):
+        create_body("resnet_does_not_exist")
+
+
+def test_backbones_table():
+    table = nbml.backbones()
+    assert {"arch", "tier", "input_size", "pretraining", "licence"} <= set(table.columns)
+    import timm
+    assert all(timm.is_model(a) for a in table["arch"])
