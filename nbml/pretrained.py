@@ -78,6 +78,35 @@ def load_weights_file(body, path: str | os.PathLike) -> int:
     return len(matched)
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """False when HF_HUB_OFFLINE is set or the hub's host does not answer within `timeout` seconds."""
+    import socket
+    from urllib.parse import urlparse
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _cached_weights(tag: str) -> str:
+    """The weights file of a timm pretrained tag in the local huggingface cache, or LookupError."""
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+    cfg = get_pretrained_cfg(tag)
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo:
+        raise LookupError(f"timm has no hub weights listed for {tag}")
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        path = try_to_load_from_cache(repo, filename)
+        if isinstance(path, str):
+            return path
+    raise LookupError(f"{repo} is not in the local huggingface cache and the hub cannot be reached")
+
+
 def create_body(arch: str, pretrained="auto", weights: str | os.PathLike | None = None):
     """A timm backbone returning pooled features [batch, num_features], and where its weights came from.
 
@@ -96,7 +125,11 @@ def create_body(arch: str, pretrained="auto", weights: str | os.PathLike | None 
         return timm.create_model(name, pretrained=False, num_classes=0), "random"
     tag = _pretrained_tag(arch)
     try:
-        body = timm.create_model(tag, pretrained=True, num_classes=0)
+        if _hub_reachable():
+            body = timm.create_model(tag, pretrained=True, num_classes=0)
+        else:   # offline: the huggingface cache only, without minutes of network retries
+            body = timm.create_model(tag, pretrained=True, num_classes=0,
+                                     pretrained_cfg_overlay=dict(file=_cached_weights(tag)))
         return body, f"timm:{tag}"
     except Exception as e:   # offline, not cached, hub error: all mean "no weights"
         reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else type(e).__name__

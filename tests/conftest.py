@@ -1,12 +1,6 @@
-import os
-
-# No test may touch the network: timm / huggingface_hub must answer from the (empty) local cache.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ.setdefault("NBML_HOME", os.path.join(os.path.dirname(__file__), "..", ".cache", "nbml-tests"))
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import pytest
+from PIL import Image
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
 

@@ -176,3 +176,37 @@ def test_backbones_table():
     assert {"arch", "tier", "input_size", "pretraining", "licence"} <= set(table.columns)
     import timm
     assert all(timm.is_model(a) for a in table["arch"])
+
+
+CACHE_CHECK = """
+import sys, torch, nbml
+from nbml.pretrained import create_body
+from safetensors.torch import load_file
+body, where = create_body("test_resnet", pretrained=True)
+saved = load_file(sys.argv[1])
+name, value = next((k, v) for k, v in body.state_dict().items() if k in saved)
+print(where, torch.equal(value, saved[name]))
+"""
+
+
+def test_pretrained_weights_from_huggingface_cache(tmp_path):
+    """Offline, weights already in the huggingface cache are used (no network, no warning)."""
+    import os
+    import subprocess
+    import sys
+    import timm
+    from safetensors.torch import save_file
+    from timm.models import get_pretrained_cfg
+    repo = get_pretrained_cfg("test_resnet").hf_hub_id
+    snapshot = tmp_path / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0123abcd")
+    model = timm.create_model("test_resnet", pretrained=False)
+    torch.nn.init.normal_(next(iter(model.parameters())), 0, 0.3)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(snapshot / "model.safetensors"))
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", CACHE_CHECK,
+                          str(snapshot / "model.safetensors")], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["timm:test_resnet", "True"]
