@@ -23,6 +23,8 @@ _EXPORTS = {
     "PretrainedWeightsWarning": ("nbml.pretrained", "PretrainedWeightsWarning"),
     "events": ("nbml.events", None),
     "datasets": ("nbml.datasets", None),
+    "serve": ("nbml.serving", "serve"),
+    "monitor": ("nbml.monitoring", "monitor"),
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -4,14 +4,17 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 DEFAULT_MAX_PIXELS = 89_478_485   # Pillow's own default bomb limit (about 9,459 x 9,459)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
+_SWAPS_AXES = frozenset({5, 6, 7, 8})   # EXIF orientations whose transpose turns the picture a quarter turn
+_T = TypeVar("_T")
 
 
 class ImageError(ValueError):
@@ -59,12 +62,12 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: tuple[int, int] | None = None) -> Image.Image:
-    """Encoded image bytes to an RGB Pillow image (EXIF orientation applied, first frame of animations).
+def _decode_with(data: bytes, max_pixels: int, finish: Callable[[Image.Image], _T],
+                 draft: tuple[int, int] | None = None) -> _T:
+    """Apply every bad-input rule to `data`, decode every pixel of its first frame, and return `finish(image)`.
 
-    `draft` lets libjpeg decode a JPEG at a reduced scale that still covers that size (much faster).
-
-    Raises ImageError with a one-sentence reason for empty, non-image, truncated or oversized input.
+    Raises ImageError with a one-sentence reason for empty, non-image, truncated or oversized input; errors that
+    `finish` raises count as corrupt data too.
     """
     if not data:
         raise ImageError("empty file (0 bytes)")
@@ -90,18 +93,47 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: tuple[int, 
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
             img.load()
-            img = ImageOps.exif_transpose(img) or img
-            return to_rgb(img)
+            return finish(img)
         except Image.DecompressionBombError as e:
             raise ImageError(f"decompression bomb refused: {e}") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:   # IndexError: a GIF cut mid-frame
             raise ImageError(f"truncated or corrupt image data: {e}") from None
+
+
+def _upright_rgb(img: Image.Image) -> Image.Image:
+    ImageOps.exif_transpose(img, in_place=True)    # in place: no copy of an image that needs no turning
+    return to_rgb(img)
+
+
+def _upright_size(img: Image.Image) -> tuple[int, int]:
+    """The (width, height) `_upright_rgb` would give, without turning or converting the pixels."""
+    if img.mode != "RGB":
+        to_rgb(img.crop((0, 0, 1, 1)))             # the conversion must be possible; one pixel shows whether it is
+    w, h = img.size
+    return (h, w) if img.getexif().get(ExifTags.Base.Orientation, 1) in _SWAPS_AXES else (w, h)
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Encoded image bytes to an RGB Pillow image (EXIF orientation applied, first frame of animations).
+
+    `draft` lets libjpeg decode a JPEG at a reduced scale that still covers that size (much faster).
+
+    Raises ImageError with a one-sentence reason for empty, non-image, truncated or oversized input.
+    """
+    return _decode_with(data, max_pixels, _upright_rgb, draft)
+
+
+def check(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """The upright (width, height) of the image `decode(data, max_pixels)` would return, found under the same rules
+    (every pixel is decoded, so truncation is caught) without building the RGB picture; raises the same ImageError.
+    """
+    return _decode_with(data, max_pixels, _upright_size)
 
 
 def read_file(path: str | Path) -> bytes:
     """Bytes of a regular file, with ImageError (not OSError) for the ways a path can be unusable."""
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb", buffering=0) as f:   # one read of the whole file: no buffer layer needed
             return f.read()
     except IsADirectoryError:
         raise ImageError("is a folder, not an image file") from None

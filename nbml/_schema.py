@@ -103,3 +103,19 @@ image_cache = Table(
     Column("row", Integer, nullable=False),
     UniqueConstraint("size", "row", name="uq_image_cache_row"),
 )
+
+# One row per prediction served (nbml.predlog). Also created on its own in `<artifact>/predictions.sqlite` when a
+# server runs without a project.
+predictions = Table(
+    "predictions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),          # unix seconds when the answer was ready
+    Column("model", Text, nullable=False),          # the served model's name
+    Column("latency_ms", Float, nullable=False),    # request received to answer ready, inside the server
+    Column("label", Text, nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("sha256", String(64), nullable=False),   # of the encoded image bytes as received
+    Column("image", LargeBinary),                   # the encoded image, only when image logging is on
+    Index("ix_predictions_model_time", "model", "time"),
+    Index("ix_predictions_confidence", "confidence"),
+)

@@ -1,4 +1,4 @@
-"""The `nbml` command: `nbml demo`, `nbml version`. (`nbml serve` arrives with the serving issue.)"""
+"""The `nbml` command: `nbml demo`, `nbml serve DIR`, `nbml version`."""
 from __future__ import annotations
 
 import sys
@@ -11,11 +11,14 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import main as demo
         demo(argv)
         return 0
+    if command == "serve":
+        from .serving.cli import main as serve
+        return serve(argv)
     if command == "version":
         from . import __version__
         print(__version__)
         return 0
-    print("usage: nbml demo [--arch NAME] [--epochs N] | nbml version", file=sys.stderr)
+    print("usage: nbml demo [--arch NAME] [--epochs N] | nbml serve DIR [--host H] [--port P] | nbml version", file=sys.stderr)
     return 0 if command in ("help", "-h", "--help") else 2
 
 

@@ -190,6 +190,30 @@ class Model:
             "split": frame["split"]})
         return out.sort_values("loss", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
 
+    def probabilities(self, ids) -> pd.DataFrame:
+        """For store items by id, whatever their label: `id`, `predicted`, `confidence`, one column per class.
+
+        Items whose file cannot be read are left out.
+        """
+        rows = self._need_dataset().item_rows(ids)
+        columns = ["id", "path", "path_raw", "sha256", "size_bytes", "mtime", "label", "split"]
+        frame, probs = self._item_probs(pd.DataFrame([{k: r[k] for k in columns} for r in rows], columns=columns))
+        out = pd.DataFrame({"id": frame["id"].astype(int),
+                            "predicted": [self.classes[i] for i in probs.argmax(1)] if len(probs) else [],
+                            "confidence": probs.max(1) if len(probs) else []})
+        return pd.concat([out, pd.DataFrame(probs, columns=self.classes)], axis=1)
+
+    # -- widgets ----------------------------------------------------------------------------------------------
+    def confusion(self, split: str = "valid", normalize: bool = False):
+        """The confusion matrix as a heatmap; click a cell to see its items and relabel or remove them."""
+        from .widgets.confusion import ConfusionWidget
+        return ConfusionWidget(self, split=split, normalize=normalize)
+
+    def top_losses(self, n: int | None = None, splits=("train", "valid")):
+        """The items with the highest loss, with label, prediction and both probabilities, to fix by key."""
+        from .widgets.cleaner import TopLossesWidget
+        return TopLossesWidget(self, n=n, splits=splits)
+
     # -- persistence --------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write `model.safetensors` and `config.json` into a folder; `nbml.load(folder)` reads it back."""
@@ -202,6 +226,25 @@ class Model:
         tmp.write_text(json.dumps(self.config, indent=2, default=str))
         os.replace(tmp, path / "config.json")
         return path
+
+    # -- shipping -----------------------------------------------------------------------------------------------
+    def export(self, path: str | os.PathLike, **kw) -> Path:
+        """Write a self-contained artifact: weights, config, a checked ONNX graph, a model card, requirements and a
+        Triton model repository (see `nbml.export.export`). `nbml.load(path)` and `nbml.serve(path)` read it."""
+        from .export import export
+        return export(self, path, **kw)
+
+    def serve(self, path: str | os.PathLike | None = None, **kw):
+        """Export (to `path`, or beside the project) and serve this model in the background; see `nbml.serve`."""
+        from .serving import serve
+        if path is None:
+            name = self.config.get("name") or f"model-run{self.run_id}"
+            if self.dataset is not None:
+                path = Path(self.dataset.home) / "exports" / name
+            else:
+                import tempfile
+                path = Path(tempfile.mkdtemp(prefix="nbml-")) / name
+        return serve(self.export(path), dataset=kw.pop("dataset", self.dataset), **kw)
 
 
 def load(path: str | os.PathLike, dataset=None, *, trust: bool = False, device=None):

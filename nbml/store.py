@@ -193,6 +193,39 @@ class Dataset:
             rows = c.execute(q.order_by(S.labels.c.id)).all()
         return pd.DataFrame(rows, columns=["item_id", "label", "source", "time", "action_id"])
 
+    def item_rows(self, ids: Sequence[int]) -> list[dict]:
+        """Full rows for these item ids, in the order given (unknown ids are left out)."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return []
+        with self._read() as c:
+            rows = {r["id"]: dict(r) for r in c.execute(select(S.items).where(S.items.c.id.in_(ids))).mappings()}
+        return [rows[i] for i in ids if i in rows]
+
+    def query_ids(self, *, labelled: bool | None = None, label: str | None = None, split: str | None = None,
+                  usable_only: bool = False) -> list[int]:
+        """Ids of live items, oldest first, filtered by labelled / label / split / usable."""
+        where = [S.items.c.status != "removed"]
+        if usable_only:
+            where.append(S.items.c.status == "ok")
+        if labelled is not None:
+            where.append(S.items.c.label.is_not(None) if labelled else S.items.c.label.is_(None))
+        if label is not None:
+            where.append(S.items.c.label == label)
+        if split is not None:
+            where.append(S.items.c.split == split)
+        with self._read() as c:
+            return list(c.execute(select(S.items.c.id).where(*where).order_by(S.items.c.id)).scalars())
+
+    def label_counts(self) -> dict:
+        """{class: number of live usable items with that label}, every class listed, plus None for unlabelled."""
+        with self._read() as c:
+            rows = c.execute(select(S.items.c.label, func.count()).where(S.items.c.status == "ok")
+                             .group_by(S.items.c.label)).all()
+        counts = {name: 0 for name in self.classes}
+        counts.update({k: n for k, n in rows})
+        return counts
+
     # -- adding items ---------------------------------------------------------------------------------------
     def add_images(self, folder_or_paths, label_from="folder", *, progress: bool | None = None) -> IngestReport:
         """Add image files: a folder of class folders (ImageNet style), a flat folder, a file, or a list of them.
@@ -252,10 +285,9 @@ class Dataset:
                 if b.sha256 in fresh:             # same content twice in this batch: resolved after insert
                     batch_dups.append((shown, b.sha256))
                     continue
-                raw = os.fsencode(b.path)
                 fresh[b.sha256] = b
-                rows.append(dict(
-                    kind="image", path=shown, path_raw=raw if raw.decode("utf-8", "replace") != b.path else None,
+                rows.append(dict(    # the exact bytes are kept only for names that are not valid UTF-8
+                    kind="image", path=shown, path_raw=os.fsencode(b.path) if shown != b.path else None,
                     content=None, sha256=b.sha256, size_bytes=b.size_bytes, mtime=b.mtime, width=b.width,
                     height=b.height, status="ok", split=splits.get(b.path), label=b.label,
                     label_source="import" if b.label else None, label_time=now if b.label else None,
@@ -482,6 +514,19 @@ class Dataset:
         from .model import load
         return load(row["model_path"], dataset=self)
 
+    # -- widgets ----------------------------------------------------------------------------------------------
+    def label(self, model=None, *, filter: str = "unlabelled", page_size: int = 48, low_confidence: float = 0.6):
+        """A keyboard labelling grid: 1-9 label, arrows move, Enter accepts the model's suggestion, Backspace or
+        Ctrl+Z undoes, X marks unusable, shift-click selects. Filters: 'unlabelled', 'all', 'label:NAME',
+        'predicted:NAME', 'low_confidence' (the last two need `model`)."""
+        from .widgets.label import LabelWidget
+        return LabelWidget(self, model, filter=filter, page_size=page_size, low_confidence=low_confidence)
+
+    def compare_runs(self):
+        """Every training run's curves overlaid, with a table of parameters and final metrics."""
+        from .widgets.runs import RunsWidget
+        return RunsWidget(self)
+
     # -- decoded-image cache index (nbml.data) ----------------------------------------------------------------
     def _cache_rows(self, size: int) -> dict[str, int]:
         with self._read() as c:
@@ -492,6 +537,14 @@ class Dataset:
         if rows:
             with self._write() as c:
                 c.execute(insert(S.image_cache), [{"size": size, "sha256": k, "row": v} for k, v in rows.items()])
+
+    # -- the serving loop -------------------------------------------------------------------------------------------
+    def add_from_log(self, max_confidence: float = 0.6, limit: int | None = None, source=None,
+                     model: str | None = None) -> IngestReport:
+        """Add the served inputs the model was least sure of (confidence <= max_confidence, lowest first) as
+        unlabelled items, from this project's prediction log or `source` (an artifact folder); see nbml.predlog."""
+        from .predlog import add_from_log
+        return add_from_log(self, max_confidence=max_confidence, limit=limit, source=source, model=model)
 
 
 class _Progress:

@@ -77,6 +77,15 @@ class TrainingHandle:
     def __repr__(self) -> str:
         return f"TrainingHandle(run {self.run_id}, {self.status})"
 
+    def __getattr__(self, name: str):
+        """Model methods on the handle wait for training to end: `handle.evaluate()` is `handle.wait().evaluate()`."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        from .model import Model
+        if not hasattr(Model, name):
+            raise AttributeError(f"'TrainingHandle' object has no attribute {name!r}")
+        return getattr(self.wait(), name)
+
 
 @dataclass
 class _Plan:
@@ -340,7 +349,7 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
 
 
 def train(ds, arch: str = "resnet18", epochs: int | None = None, size: int | None = None, bs: int | None = None,
-          lr: float | None = None, pretrained="auto", background: bool = False, *, weights=None,
+          lr: float | None = None, pretrained="auto", background: bool | None = None, *, weights=None,
           freeze_epochs: int | None = None, valid_pct: float = 0.2, seed: int | None = None, device=None,
           augment="auto", on_event: Callable | list | None = None, quiet: bool = False, save: bool = True):
     """Fine-tune `arch` (a timm name) on the labelled items of `ds`; returns an `nbml.Model`.
@@ -351,6 +360,10 @@ def train(ds, arch: str = "resnet18", epochs: int | None = None, size: int | Non
     `pretrained="auto"` goes on from random initialisation, with one warning, when no weights can be had;
     `weights="file.safetensors"` loads a local checkpoint. With `background=True` training runs in a thread
     and a `TrainingHandle` comes back at once. Each run is recorded in the store (`ds.runs()`).
+
+    In a notebook (unless `quiet` or `on_event` is given) a live monitor with a Stop button is shown and
+    training runs in the background; the handle returned acts as the model once training ends
+    (`handle.evaluate()` waits for it). Elsewhere a line per epoch is printed and the Model is returned.
     """
     if seed is not None:
         import random
@@ -363,7 +376,14 @@ def train(ds, arch: str = "resnet18", epochs: int | None = None, size: int | Non
     handle = TrainingHandle()
     subscribers = on_event if isinstance(on_event, (list, tuple)) else [on_event] if on_event else []
     if not subscribers and not quiet:
-        subscribers = [E.ConsolePrinter()]
+        from ._notebook import in_notebook
+        if in_notebook():
+            from IPython.display import display
+            from .widgets.monitor import TrainingMonitor
+            display(TrainingMonitor(handle))
+            background = True if background is None else background
+        else:
+            subscribers = [E.ConsolePrinter()]
     for fn in subscribers:
         handle.subscribe(fn)
     if not background:

@@ -1,0 +1,28 @@
+// model.top_losses(): the items the model finds hardest, to relabel (1-9), remove (Delete) or keep (K).
+import { injectStyle } from "./lib/style.js";
+import { mountGrid, escapeHtml } from "./lib/grid.js";
+import { reviewCaption } from "./lib/review.js";
+
+function render({ model, el }) {
+  const root = document.createElement("div");
+  root.className = "nbml nbml-cleaner";
+  injectStyle(root);
+  const filter = document.createElement("select");
+  const fill = () => {
+    filter.innerHTML = (model.get("filter_options") || []).map(([v, t]) =>
+      `<option value="${escapeHtml(v)}">${escapeHtml(t)}</option>`).join("");
+    filter.value = model.get("filter");
+  };
+  fill();
+  filter.addEventListener("change", () => { model.set("filter", filter.value); model.save_changes(); root.focus(); });
+  model.on("change:filter_options", fill);
+  const help = document.createElement("span");
+  help.className = "nbml-muted";
+  help.textContent = "1-9 relabel · Delete remove · X unusable · K keep · Enter accept prediction · Backspace undo";
+  const extra = document.createElement("span");
+  extra.append(filter, help);
+  el.append(root);
+  mountGrid(model, root, { caption: reviewCaption, extraBar: extra });
+}
+
+export default { render };

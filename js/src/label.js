@@ -1,0 +1,29 @@
+// ds.label(): the keyboard labelling grid.
+import { injectStyle } from "./lib/style.js";
+import { mountGrid, escapeHtml } from "./lib/grid.js";
+
+function render({ model, el }) {
+  const root = document.createElement("div");
+  root.className = "nbml nbml-label-widget";
+  injectStyle(root);
+  const filter = document.createElement("select");
+  const fill = () => {
+    const options = model.get("filter_options") || [];
+    filter.innerHTML = options.map(([value, text]) =>
+      `<option value="${escapeHtml(value)}">${escapeHtml(text)}</option>`).join("");
+    filter.value = model.get("filter");
+  };
+  fill();
+  filter.addEventListener("change", () => { model.set("filter", filter.value); model.save_changes(); root.focus(); });
+  model.on("change:filter_options", fill);
+  model.on("change:filter", fill);
+  const help = document.createElement("span");
+  help.className = "nbml-muted";
+  help.textContent = "1-9 label · arrows move · Enter accept suggestion · Backspace/Ctrl+Z undo · X unusable · shift-click selects";
+  const extra = document.createElement("span");
+  extra.append(filter, help);
+  mountGrid(model, root, { extraBar: extra });
+  el.append(root);
+}
+
+export default { render };

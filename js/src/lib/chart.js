@@ -1,0 +1,16 @@
+// Vega-Lite charts (specs built in Python with altair), embedded with vega-embed from the bundle (no CDN).
+// Rows arrive in place through named data sources, so the chart grows without being redrawn from scratch.
+import embed from "vega-embed";
+
+export async function mountChart(el, spec) {
+  const result = await embed(el, spec, { actions: false, renderer: "svg" });
+  return result.view;
+}
+
+/** Append rows to named data sources: {batches: [...], epochs: [...]} */
+export async function insertRows(view, rowsByName) {
+  for (const [name, rows] of Object.entries(rowsByName)) {
+    if (rows && rows.length) view.insert(name, rows);
+  }
+  await view.runAsync();
+}

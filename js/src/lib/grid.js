@@ -1,0 +1,193 @@
+// The paged thumbnail grid shared by the labelling, confusion-matrix and top-loss widgets.
+// Python holds every decision: the grid sends actions, Python writes them to the store, then sends back the
+// refreshed page (`items`) and a `done` message carrying the action's sequence number.
+import { captureKeys, moveCursor, clickSelection } from "./keys.js";
+
+const urls = new Map();   // "id:bytes" -> blob URL, so unchanged thumbnails are not re-created
+
+function thumbUrl(item) {
+  const bytes = item.thumb;
+  if (!bytes) return "";
+  const key = `${item.id}:${bytes.byteLength}`;
+  if (!urls.has(key)) {
+    const view = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    urls.set(key, URL.createObjectURL(new Blob([view], { type: "image/jpeg" })));
+  }
+  return urls.get(key);
+}
+
+function pct(p) {
+  return p === null || p === undefined ? "" : `${Math.round(p * 100)}%`;
+}
+
+/** Default caption: label, then the model's suggestion and its confidence when there is one. */
+export function defaultCaption(item) {
+  const lines = [`<span class="nbml-label">${escapeHtml(item.label ?? "unlabelled")}</span>`];
+  if (item.suggestion) {
+    lines.push(`<span class="nbml-muted">model: ${escapeHtml(item.suggestion)} ${pct(item.confidence)}</span>`);
+  }
+  return lines;
+}
+
+export function escapeHtml(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+
+export function mountGrid(model, root, { caption = defaultCaption, extraBar = null } = {}) {
+  const bar = document.createElement("div");
+  bar.className = "nbml-bar";
+  const classBar = document.createElement("span");
+  classBar.className = "nbml-bar";
+  const addInput = Object.assign(document.createElement("input"), { placeholder: "+ new class", size: 10 });
+  const pager = document.createElement("span");
+  const message = document.createElement("span");
+  message.className = "nbml-muted";
+  bar.append(classBar, addInput, pager, message);
+  if (extraBar) bar.append(extraBar);
+  const grid = document.createElement("div");
+  grid.className = "nbml-grid";
+  root.append(bar, grid);
+
+  let cursor = 0, anchor = null, selection = new Set(), seq = 0;
+  const pending = new Map();   // seq -> time the key was pressed
+  window.nbmlTimings = window.nbmlTimings || [];
+
+  const items = () => model.get("items") || [];
+  const classes = () => model.get("classes") || [];
+
+  function columns() {
+    const first = grid.firstElementChild;
+    if (!first) return 1;
+    return Math.max(1, Math.round(grid.clientWidth / (first.offsetWidth + 6)));
+  }
+
+  function targets() {
+    const list = items();
+    const idx = selection.size ? [...selection].sort((a, b) => a - b) : [cursor];
+    return idx.filter((i) => i < list.length).map((i) => list[i].id);
+  }
+
+  function send(content) {
+    seq += 1;
+    pending.set(seq, performance.now());
+    model.send({ ...content, seq });
+  }
+
+  function act(action) {
+    const list = items();
+    switch (action.type) {
+      case "move":
+        cursor = moveCursor(cursor, action.dx, action.dy, columns(), list.length);
+        if (action.extend) selection.add(cursor);
+        return render();
+      case "toggle":
+        selection = clickSelection(selection, anchor, cursor, { toggle: true });
+        return render();
+      case "clear":
+        selection = new Set();
+        return render();
+      case "page":
+        return send({ type: "page", page: model.get("page") + action.delta });
+      case "undo":
+        return send({ type: "undo" });
+      case "label": {
+        const ids = targets();
+        if (!ids.length) return;
+        send({ type: "label", ids, label: classes()[action.index] });
+        break;
+      }
+      case "accept": case "unusable": case "remove": case "keep": {
+        const ids = targets();
+        if (!ids.length) return;
+        send({ type: action.type, ids });
+        break;
+      }
+    }
+    // after a decision, move on: the next item (the grid may also drop the decided ones when it refreshes)
+    if (!selection.size && !model.get("drops_decided")) cursor = Math.min(cursor + 1, Math.max(list.length - 1, 0));
+    selection = new Set();
+  }
+
+  captureKeys(root, () => classes().length, act);
+
+  addInput.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && addInput.value.trim()) {
+      send({ type: "add_class", name: addInput.value.trim() });
+      addInput.value = "";
+      root.focus();
+    }
+  });
+
+  model.on("msg:custom", (msg) => {
+    if (msg.type !== "done") return;
+    const t0 = pending.get(msg.seq);
+    pending.delete(msg.seq);
+    if (t0 !== undefined) window.nbmlTimings.push(performance.now() - t0);
+    message.textContent = msg.error ? msg.error : (msg.message || "");
+    message.className = msg.error ? "nbml-error" : "nbml-muted";
+  });
+
+  function renderBar() {
+    const counts = model.get("counts") || {};
+    classBar.replaceChildren(...classes().map((name, i) => {
+      const chip = document.createElement("span");
+      chip.className = "nbml-class";
+      chip.innerHTML = `${i < 9 ? `<b>${i + 1}</b>` : ""}${escapeHtml(name)} <span class="nbml-muted">${counts[name] ?? 0}</span>`;
+      chip.title = i < 9 ? `press ${i + 1} to label the selected items ${name}` : name;
+      chip.addEventListener("click", () => { act({ type: "label", index: i }); root.focus(); });
+      return chip;
+    }));
+    const page = model.get("page"), pages = Math.max(1, Math.ceil((model.get("n_total") || 0) / model.get("page_size")));
+    pager.innerHTML = "";
+    const prev = Object.assign(document.createElement("button"), { textContent: "‹", disabled: page <= 0 });
+    const next = Object.assign(document.createElement("button"), { textContent: "›", disabled: page >= pages - 1 });
+    prev.onclick = () => act({ type: "page", delta: -1 });
+    next.onclick = () => act({ type: "page", delta: 1 });
+    const label = document.createElement("span");
+    label.textContent = ` page ${page + 1}/${pages} (${model.get("n_total") || 0} items) `;
+    pager.append(prev, label, next);
+  }
+
+  function render() {
+    const list = items();
+    cursor = Math.min(cursor, Math.max(list.length - 1, 0));
+    renderBar();
+    const cells = list.map((item, i) => {
+      const cell = document.createElement("div");
+      cell.className = "nbml-cell" + (i === cursor ? " cursor" : "") + (selection.has(i) ? " selected" : "") +
+        (item.status && item.status !== "ok" ? ` ${item.status}` : "");
+      cell.dataset.id = item.id;
+      const img = document.createElement("img");
+      img.src = thumbUrl(item);
+      img.alt = `item ${item.id}`;
+      cell.append(img);
+      for (const line of caption(item)) {
+        const div = document.createElement("div");
+        div.className = "nbml-cap";
+        div.innerHTML = line;
+        cell.append(div);
+      }
+      if (item.decision) {
+        const badge = document.createElement("span");
+        badge.className = "nbml-decision";
+        badge.textContent = item.decision;
+        cell.append(badge);
+      }
+      cell.addEventListener("click", (e) => {
+        selection = clickSelection(selection, anchor, i, { shift: e.shiftKey, toggle: e.ctrlKey || e.metaKey });
+        if (!e.shiftKey) anchor = i;
+        cursor = i;
+        root.focus();
+        render();
+      });
+      return cell;
+    });
+    grid.replaceChildren(...cells);
+  }
+
+  model.on("change:items", render);
+  model.on("change:classes", render);
+  model.on("change:counts", renderBar);
+  render();
+  return { render, act };
+}

@@ -1,0 +1,36 @@
+// One stylesheet for all nbml widgets, scoped under .nbml; uses JupyterLab's theme variables when present.
+export const CSS = `
+.nbml { font: 13px/1.4 var(--jp-ui-font-family, system-ui, sans-serif); color: var(--jp-ui-font-color1, #222);
+  outline: none; padding: 6px; border: 1px solid var(--jp-border-color2, #ddd); border-radius: 6px; }
+.nbml:focus { border-color: var(--jp-brand-color1, #1976d2); box-shadow: 0 0 0 2px rgba(25,118,210,.25); }
+.nbml-bar { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; margin-bottom: 6px; }
+.nbml-bar button, .nbml-bar select, .nbml-bar input { font: inherit; padding: 2px 8px; }
+.nbml-class { border: 1px solid var(--jp-border-color1, #bbb); border-radius: 12px; padding: 1px 8px;
+  background: var(--jp-layout-color2, #f4f4f4); cursor: pointer; }
+.nbml-class b { margin-right: 4px; color: var(--jp-brand-color1, #1976d2); }
+.nbml-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(112px, 1fr)); gap: 6px; }
+.nbml-cell { position: relative; border: 2px solid transparent; border-radius: 4px; padding: 2px;
+  background: var(--jp-layout-color1, #fff); cursor: pointer; user-select: none; }
+.nbml-cell img { width: 100%; aspect-ratio: 1; object-fit: contain; background: #eee; display: block; }
+.nbml-cell.cursor { border-color: var(--jp-brand-color1, #1976d2); }
+.nbml-cell.selected { background: rgba(25,118,210,.15); }
+.nbml-cell.removed, .nbml-cell.unusable { opacity: .35; }
+.nbml-cap { font-size: 11px; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.nbml-label { font-weight: 600; }
+.nbml-muted { color: var(--jp-ui-font-color2, #777); }
+.nbml-decision { position: absolute; top: 4px; right: 4px; font-size: 10px; padding: 0 4px; border-radius: 3px;
+  background: #2e7d32; color: #fff; }
+.nbml-progress { height: 8px; background: var(--jp-layout-color3, #e0e0e0); border-radius: 4px; overflow: hidden;
+  flex: 1; min-width: 120px; }
+.nbml-progress > div { height: 100%; background: var(--jp-brand-color1, #1976d2); width: 0; transition: width .2s; }
+.nbml-error { color: #c62828; }
+.nbml table { border-collapse: collapse; font-size: 12px; }
+.nbml td, .nbml th { border-bottom: 1px solid var(--jp-border-color2, #e0e0e0); padding: 2px 8px; text-align: right; }
+.nbml th:first-child, .nbml td:first-child { text-align: left; }
+`;
+
+export function injectStyle(el) {
+  const style = document.createElement("style");
+  style.textContent = CSS;
+  el.appendChild(style);
+}

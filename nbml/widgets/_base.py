@@ -1,0 +1,150 @@
+"""What every nbml widget shares: the bundled ES module, message dispatch with a `done` reply, and the paged
+thumbnail grid whose every action is written to the store before the grid shows it."""
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+import anywidget
+import traitlets as t
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+
+def bundle(name: str) -> Path:
+    path = STATIC / f"{name}.js"
+    if not path.exists():
+        raise RuntimeError(f"the widget bundle {path} is missing: reinstall nbml (pip install -e .) so that the "
+                           f"front end is built (needs Node.js and npm)")
+    return path
+
+
+class Widget(anywidget.AnyWidget):
+    """Routes front-end messages `{type: X, seq}` to `_on_X(content)` and answers `{type: "done", seq}`."""
+
+    def __init__(self, **traits):
+        super().__init__(**traits)
+        self.on_msg(self._dispatch)
+
+    def _dispatch(self, _widget, content, _buffers):
+        kind = content.get("type")
+        handler = getattr(self, f"_on_{kind}", None)
+        reply = {"type": "done", "seq": content.get("seq")}
+        if handler is None:
+            reply["error"] = f"unknown action {kind!r}"
+        else:
+            try:
+                message = handler(content)
+                if isinstance(message, str):
+                    reply["message"] = message
+            except (KeyError, ValueError, LookupError, RuntimeError) as e:
+                reply["error"] = str(e).strip("'\"")
+            except Exception as e:   # never let a widget action kill the kernel's comm handler silently
+                reply["error"] = f"{type(e).__name__}: {e}"
+                traceback.print_exc()
+        self.send(reply)
+
+
+class GridWidget(Widget):
+    """A page of items with thumbnails; subclasses say which ids are shown (`_ids`) and what each carries."""
+
+    classes = t.List(t.Unicode()).tag(sync=True)
+    counts = t.Dict().tag(sync=True)
+    items = t.List().tag(sync=True)
+    page = t.Int(0).tag(sync=True)
+    page_size = t.Int(48).tag(sync=True)
+    n_total = t.Int(0).tag(sync=True)
+    drops_decided = t.Bool(False).tag(sync=True)   # True when decided items leave the list (unlabelled filter)
+
+    def __init__(self, ds, *, page_size: int = 48, thumb_size: int = 128, **traits):
+        from ..thumbs import ThumbCache
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        self.ds = ds
+        self._thumbs = ThumbCache(ds, thumb_size)
+        super().__init__(page_size=page_size, **traits)
+        self.refresh()
+
+    # -- what subclasses provide ------------------------------------------------------------------------------
+    def _ids(self) -> list[int]:
+        raise NotImplementedError
+
+    def _extra(self, rows: list[dict]) -> list[dict]:
+        """Fields added to each item of the page (suggestion, confidence, decision...)."""
+        return [{} for _ in rows]
+
+    def _suggestion(self, item_id: int) -> str | None:
+        return None
+
+    # -- the page ------------------------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        ids = self._ids()
+        pages = max(1, -(-len(ids) // self.page_size))
+        page = min(max(self.page, 0), pages - 1)
+        rows = self.ds.item_rows(ids[page * self.page_size:(page + 1) * self.page_size])
+        thumbs = self._thumbs.get(rows)
+        items = []
+        for row, extra in zip(rows, self._extra(rows)):
+            items.append({"id": row["id"], "label": row["label"], "status": row["status"], "split": row["split"],
+                          "thumb": thumbs.get(row["sha256"]), **extra})
+        with self.hold_sync():
+            self.classes = self.ds.classes
+            self.counts = {k: v for k, v in self.ds.label_counts().items() if k is not None}
+            self.n_total = len(ids)
+            self.page = page
+            self.items = items
+
+    # -- actions from the front end (each one is in the store before `done` is sent) -----------------------------
+    @staticmethod
+    def _targets(content) -> list[int]:
+        ids = [int(i) for i in content.get("ids") or []]
+        if not ids:
+            raise ValueError("no item selected")
+        return ids
+
+    def _on_label(self, content):
+        self.ds.set_label(self._targets(content), content["label"])
+        self.refresh()
+
+    def _on_accept(self, content):
+        by_label: dict[str, list[int]] = {}
+        for item_id in self._targets(content):
+            suggestion = self._suggestion(item_id)
+            if suggestion is not None:
+                by_label.setdefault(suggestion, []).append(item_id)
+        if not by_label:
+            raise ValueError("no model suggestion to accept: open the grid with a model, e.g. ds.label(model=m)")
+        for label, ids in by_label.items():
+            self.ds.set_label(ids, label)
+        self.refresh()
+
+    def _on_unusable(self, content):
+        self.ds.mark_unusable(self._targets(content))
+        self.refresh()
+
+    def _on_remove(self, content):
+        self.ds.remove(self._targets(content))
+        self.refresh()
+
+    def _on_keep(self, content):
+        """Confirm the current label (recorded as a human decision in the history)."""
+        by_label: dict[str, list[int]] = {}
+        for row in self.ds.item_rows(self._targets(content)):
+            if row["label"] is not None:
+                by_label.setdefault(row["label"], []).append(row["id"])
+        for label, ids in by_label.items():
+            self.ds.set_label(ids, label)
+        self.refresh()
+
+    def _on_undo(self, content):
+        undone = self.ds.undo()
+        self.refresh()
+        return "nothing to undo" if undone is None else f"undid {undone['kind']}"
+
+    def _on_add_class(self, content):
+        self.ds.add_class(content["name"])
+        self.refresh()
+
+    def _on_page(self, content):
+        self.page = int(content["page"])
+        self.refresh()

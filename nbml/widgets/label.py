@@ -1,0 +1,86 @@
+"""`ds.label()`: label items by keyboard in a paged thumbnail grid, with model suggestions when given a model."""
+from __future__ import annotations
+
+import traitlets as t
+
+from ._base import GridWidget, bundle
+
+FILTERS_HELP = "'unlabelled', 'all', 'label:NAME', 'predicted:NAME' or 'low_confidence'"
+
+
+class LabelWidget(GridWidget):
+    _esm = bundle("label")
+    filter = t.Unicode("unlabelled").tag(sync=True)
+    filter_options = t.List().tag(sync=True)
+
+    def __init__(self, ds, model=None, *, filter: str = "unlabelled", page_size: int = 48,
+                 low_confidence: float = 0.6, thumb_size: int = 128):
+        self.model = model
+        self.low_confidence = float(low_confidence)
+        self._predictions = None       # id -> (label, confidence), for the filters that need every item
+        self._page_predictions = {}
+        self._check_filter(filter)
+        super().__init__(ds, page_size=page_size, thumb_size=thumb_size, filter=filter)
+        self.observe(self._filter_set, "filter")
+
+    def _check_filter(self, value: str) -> None:
+        kind = value.split(":", 1)[0]
+        if kind not in ("unlabelled", "all", "label", "predicted", "low_confidence"):
+            raise ValueError(f"unknown filter {value!r}: use {FILTERS_HELP}")
+        if kind in ("predicted", "low_confidence") and self.model is None:
+            raise ValueError(f"the filter {value!r} needs a model: ds.label(model=m)")
+
+    def _filter_set(self, change) -> None:
+        self._check_filter(change["new"])
+        self.page = 0
+        self.refresh()
+
+    def _all_predictions(self) -> dict:
+        if self._predictions is None:
+            probs = self.model.probabilities(self.ds.query_ids())
+            self._predictions = dict(zip(probs["id"], zip(probs["predicted"], probs["confidence"])))
+        return self._predictions
+
+    def _ids(self) -> list[int]:
+        kind, _, value = self.filter.partition(":")
+        self.drops_decided = kind in ("unlabelled", "predicted", "low_confidence")
+        if kind == "unlabelled":
+            return self.ds.query_ids(labelled=False, usable_only=True)
+        if kind == "label":
+            return self.ds.query_ids(label=value)
+        if kind == "all":
+            return self.ds.query_ids()
+        unlabelled = set(self.ds.query_ids(labelled=False, usable_only=True))
+        preds = self._all_predictions()
+        if kind == "predicted":
+            return [i for i in preds if preds[i][0] == value and i in unlabelled]
+        ranked = sorted((conf, i) for i, (_, conf) in preds.items() if conf < self.low_confidence and i in unlabelled)
+        return [i for _, i in ranked]
+
+    def _extra(self, rows):
+        if self.model is None:
+            return [{} for _ in rows]
+        if self._predictions is not None:
+            preds = {r["id"]: self._predictions.get(r["id"]) for r in rows}
+        else:
+            probs = self.model.probabilities([r["id"] for r in rows])
+            preds = dict(zip(probs["id"], zip(probs["predicted"], probs["confidence"])))
+        self._page_predictions = preds
+        return [{"suggestion": p[0], "confidence": float(p[1])} if p else {}
+                for p in (preds.get(r["id"]) for r in rows)]
+
+    def _suggestion(self, item_id):
+        pred = self._page_predictions.get(item_id)
+        return pred[0] if pred else None
+
+    def refresh(self) -> None:
+        self.filter_options = self._filter_options()
+        super().refresh()
+
+    def _filter_options(self) -> list:
+        options = [["unlabelled", "unlabelled"], ["all", "all items"]]
+        options += [[f"label:{c}", f"label: {c}"] for c in self.ds.classes]
+        if self.model is not None:
+            options += [[f"predicted:{c}", f"predicted: {c}"] for c in self.model.classes]
+            options.append(["low_confidence", f"model confidence < {self.low_confidence:.0%}"])
+        return options

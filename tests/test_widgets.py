@@ -1,0 +1,178 @@
+"""Widgets driven as the front end would drive them (messages and trait changes), checked against the store."""
+import json
+
+import pytest
+
+import nbml
+from nbml import events as E
+from nbml.widgets import ConfusionWidget, LabelWidget, RunsWidget, TopLossesWidget, TrainingMonitor
+
+FAST = dict(arch="test_resnet", epochs=2, size=32, bs=8, lr=2e-3, pretrained=False, quiet=True, seed=0)
+
+
+def send(widget, **content):
+    """What the front end does: a custom message; returns the widget's `done` reply."""
+    replies = []
+    original = widget.send
+    widget.send = lambda msg, buffers=None: replies.append(msg)
+    try:
+        widget._dispatch(widget, {"seq": 7, **content}, [])
+    finally:
+        widget.send = original
+    assert replies and replies[-1]["type"] == "done" and replies[-1]["seq"] == 7
+    return replies[-1]
+
+
+@pytest.fixture
+def model(ds):
+    return nbml.train(ds, **FAST)
+
+
+def test_label_grid_pages_thumbnails_and_counts(ds):
+    ds.set_label(ds.df["id"].tolist()[:10], None)
+    w = ds.label(page_size=4)
+    assert isinstance(w, LabelWidget) and w.filter == "unlabelled"
+    assert w.n_total == 10 and len(w.items) == 4 and w.page == 0
+    thumb = w.items[0]["thumb"]
+    assert isinstance(thumb, bytes) and thumb[:2] == b"\xff\xd8"        # binary JPEG, not base64 text
+    assert w.counts == {k: v for k, v in ds.label_counts().items() if k is not None}
+    send(w, type="page", page=2)
+    assert w.page == 2 and len(w.items) == 2
+    send(w, type="page", page=99)
+    assert w.page == 2                                                   # clamped to the last page
+
+
+def test_label_keys_write_to_the_store_at_once(ds):
+    ids = ds.df["id"].tolist()[:6]
+    ds.set_label(ids, None)
+    w = ds.label(page_size=10)
+    first, second = w.items[0]["id"], w.items[1]["id"]
+    assert send(w, type="label", ids=[first], label="red").get("error") is None
+    assert ds.item(first)["label"] == "red" and ds.item(first)["label_source"] == "human"
+    assert first not in [i["id"] for i in w.items] and w.n_total == 5    # left the unlabelled page
+    send(w, type="label", ids=[second, w.items[1]["id"]], label="kiwi")  # bulk, new class added inline
+    assert "kiwi" in ds.classes and w.classes == ds.classes and w.counts["kiwi"] == 2
+    send(w, type="undo")
+    assert ds.item(second)["label"] is None and "kiwi" not in ds.classes
+    send(w, type="unusable", ids=[second])
+    assert ds.item(second)["status"] == "unusable"
+    send(w, type="add_class", name="purple")
+    assert "purple" in ds.classes and "purple" in w.classes
+    reply = send(w, type="label", ids=[999999], label="red")
+    assert "no item with id 999999" in reply["error"]                    # a clear error, widget still alive
+    reply = send(w, type="accept", ids=[w.items[0]["id"]])
+    assert "needs" in reply["error"] or "suggestion" in reply["error"]
+
+
+def test_labels_survive_a_new_widget_and_a_reopened_project(ds, tmp_path):
+    item = ds.df["id"].iloc[0]
+    ds.set_label(int(item), None)
+    send(ds.label(), type="label", ids=[int(item)], label="green")
+    again = nbml.Dataset(ds.path)
+    assert again.item(int(item))["label"] == "green"
+    assert int(item) not in [i["id"] for i in again.label().items]
+
+
+def test_label_with_model_suggestions_filters_and_accept(ds, model):
+    ids = ds.df["id"].tolist()[:9]
+    ds.set_label(ids, None)
+    w = ds.label(model=model, page_size=20)
+    assert all(0 <= i["confidence"] <= 1 and i["suggestion"] in model.classes for i in w.items)
+    target = w.items[0]
+    send(w, type="accept", ids=[target["id"]])
+    assert ds.item(target["id"])["label"] == target["suggestion"]
+    w.filter = "low_confidence"
+    assert all(i["confidence"] < w.low_confidence for i in w.items)
+    predicted = model.classes[0]
+    w.filter = f"predicted:{predicted}"
+    assert all(i["suggestion"] == predicted for i in w.items)
+    w.filter = "label:red"
+    assert w.items and all(i["label"] == "red" for i in w.items)
+    with pytest.raises(ValueError, match="unknown filter"):
+        w.filter = "bogus"
+    with pytest.raises(ValueError, match="needs a model"):
+        ds.label(filter="low_confidence")
+
+
+def test_confusion_cell_click_and_fix(ds, model):
+    w = model.confusion()
+    assert isinstance(w, ConfusionWidget)
+    spec = json.dumps(w.spec)
+    assert '"mark"' in spec and "rect" in spec and "actual" in spec
+    ev = model.evaluate()
+    actual = ev.confusion.index[0]
+    predicted = ev.confusion.to_numpy()[0].argmax()
+    predicted = ev.confusion.columns[predicted]
+    send(w, type="cell", actual=actual, predicted=predicted)
+    assert w.cell == [actual, predicted] and w.n_total == ev.confusion.loc[actual, predicted]
+    item = w.items[0]
+    assert item["p_label"] is not None and item["suggestion"] == predicted
+    send(w, type="label", ids=[item["id"]], label="green" if actual != "green" else "blue")
+    fixed = next(i for i in w.items if i["id"] == item["id"])          # stays listed, marked as fixed
+    assert fixed["decision"].startswith("→") and ds.item(item["id"])["label"] != actual
+    send(w, type="remove", ids=[item["id"]])
+    assert ds.item(item["id"])["status"] == "removed"
+    assert "no cell" in send(w, type="cell", actual="nope", predicted=actual)["error"]
+    w.normalize = True
+    assert "rate" in json.dumps(w.spec)
+
+
+def test_top_losses_decisions_persist_across_filters_and_widgets(ds, model):
+    w = model.top_losses()
+    assert isinstance(w, TopLossesWidget)
+    losses = [i["loss"] for i in w.items]
+    assert losses == sorted(losses, reverse=True) and w.n_total == len(ds.df)
+    a, b, c = (i["id"] for i in w.items[:3])
+    send(w, type="keep", ids=[a])
+    send(w, type="remove", ids=[b])
+    send(w, type="label", ids=[c], label="blue" if ds.item(c)["label"] != "blue" else "red")
+    w.filter = "split:valid"
+    w.filter = "all"
+    decisions = {i["id"]: i["decision"] for i in w.items}
+    assert decisions[a] == "kept" and decisions[b] == "removed" and decisions[c].startswith("→")
+    fresh = {i["id"]: i["decision"] for i in model.top_losses().items}   # a new widget reads the same store
+    assert fresh[a] == "kept" and b not in fresh and fresh[c].startswith("→")
+    assert ds.history(a)["source"].iloc[-1] == "human"
+
+
+def test_compare_runs(ds, model):
+    nbml.train(ds, **{**FAST, "epochs": 1})
+    w = ds.compare_runs()
+    assert isinstance(w, RunsWidget) and len(w.rows) == 2
+    assert {"run", "arch", "lr", "accuracy"} <= set(w.columns)
+    assert "facet" in json.dumps(w.spec) or "hconcat" in json.dumps(w.spec)
+
+
+def test_monitor_follows_events_and_stop_button_stops(ds):
+    handle = nbml.train(ds, **{**FAST, "epochs": 100}, background=True)
+    monitor = TrainingMonitor(handle, interval=0.0)
+    sent = []
+    monitor.send = lambda msg, buffers=None: sent.append(msg)
+    import time
+    deadline = time.time() + 60
+    while not monitor._epochs and time.time() < deadline:
+        time.sleep(0.05)
+    monitor._dispatch(monitor, {"type": "stop", "seq": 1}, [])        # the Stop button
+    handle.wait(60)
+    assert handle.status == "stopped" and monitor.status["state"] == "stopped"
+    assert monitor.summary["status"] == "stopped" and monitor.summary["run_id"] == handle.run_id
+    rows = [m for m in sent if m["type"] == "rows"]
+    assert rows and sum(len(m["batches"]) for m in rows) == len(monitor._batches)
+    monitor._dispatch(monitor, {"type": "history", "seq": 2}, [])
+    history = [m for m in sent if m["type"] == "rows"][-1]
+    assert len(history["batches"]) == len(monitor._batches) and history["epochs"]
+    assert "hconcat" in monitor.spec
+
+
+def test_handle_acts_as_the_model_once_done(ds):
+    handle = nbml.train(ds, **FAST, background=True)
+    assert handle.evaluate().n > 0                                      # waits for training, then delegates
+    assert handle.classes == ["blue", "green", "red"]
+    with pytest.raises(AttributeError):
+        handle.not_a_model_method
+
+
+def test_events_console_printer_outside_notebook(ds, capsys):
+    nbml.train(ds, **{**FAST, "quiet": False})
+    out = capsys.readouterr().out
+    assert "epoch 1/2" in out and "epoch 2/2" in out and "completed" in out
