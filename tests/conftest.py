@@ -29,3 +29,11 @@ def ds(tmp_path, image_folder):
     d.add_images(image_folder)
     yield d
     d.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Lets fixtures see whether the test failed (the browser tests screenshot every widget then)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

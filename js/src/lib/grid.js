@@ -3,17 +3,26 @@
 // refreshed page (`items`) and a `done` message carrying the action's sequence number.
 import { captureKeys, moveCursor, clickSelection } from "./keys.js";
 
-const urls = new Map();   // "id:bytes" -> blob URL, so unchanged thumbnails are not re-created
+const urls = new Map();   // item id -> {key, url}: unchanged thumbnails keep their blob URL, changed ones are revoked
+
+function fingerprint(view) {
+  let h = view.length;
+  const step = Math.max(1, Math.floor(view.length / 64));
+  for (let i = 0; i < view.length; i += step) h = (h * 31 + view[i]) | 0;
+  return h;
+}
 
 function thumbUrl(item) {
   const bytes = item.thumb;
   if (!bytes) return "";
-  const key = `${item.id}:${bytes.byteLength}`;
-  if (!urls.has(key)) {
-    const view = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    urls.set(key, URL.createObjectURL(new Blob([view], { type: "image/jpeg" })));
-  }
-  return urls.get(key);
+  const view = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const key = fingerprint(view);
+  const known = urls.get(item.id);
+  if (known && known.key === key) return known.url;
+  if (known) URL.revokeObjectURL(known.url);
+  const url = URL.createObjectURL(new Blob([view], { type: "image/jpeg" }));
+  urls.set(item.id, { key, url });
+  return url;
 }
 
 function pct(p) {
@@ -77,11 +86,17 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
     const list = items();
     switch (action.type) {
       case "move":
+        if (action.extend) {
+          if (anchor === null) anchor = cursor;
+          selection.add(cursor);   // the cell the extension starts from is part of it
+        }
         cursor = moveCursor(cursor, action.dx, action.dy, columns(), list.length);
         if (action.extend) selection.add(cursor);
+        else anchor = cursor;
         return render();
       case "toggle":
         selection = clickSelection(selection, anchor, cursor, { toggle: true });
+        anchor = cursor;
         return render();
       case "clear":
         selection = new Set();
@@ -103,9 +118,10 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
         break;
       }
     }
-    // after a decision, move on: the next item (the grid may also drop the decided ones when it refreshes)
+    // after a decision, move on to the next item (unless decided items leave the list when Python refreshes it)
     if (!selection.size && !model.get("drops_decided")) cursor = Math.min(cursor + 1, Math.max(list.length - 1, 0));
     selection = new Set();
+    render();
   }
 
   captureKeys(root, () => classes().length, act);
@@ -175,7 +191,7 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
       }
       cell.addEventListener("click", (e) => {
         selection = clickSelection(selection, anchor, i, { shift: e.shiftKey, toggle: e.ctrlKey || e.metaKey });
-        if (!e.shiftKey) anchor = i;
+        if (!e.shiftKey || anchor === null) anchor = i;
         cursor = i;
         root.focus();
         render();

@@ -1,0 +1,92 @@
+"""A real JupyterLab on loopback driven by Debian's Chromium through Playwright (used by tests and benchmarks)."""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_available() -> bool:
+    return os.path.exists(CHROMIUM)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Lab:
+    """`with Lab(folder) as lab:` starts JupyterLab serving `folder`; `lab.open(page, name)` opens a notebook."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port, self.token = Path(folder), free_port(), secrets.token_hex(16)
+        self.proc = None
+
+    def __enter__(self):
+        cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
+               f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.folder}",
+               "--LabApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=True", "--allow-root",
+               "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+        self.log = open(self.folder / "jupyterlab.log", "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.folder)
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/status?token={self.token}", timeout=2)
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.5)
+        self.__exit__()
+        raise RuntimeError(f"JupyterLab did not start; see {self.folder / 'jupyterlab.log'}")
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+    def write_notebook(self, name: str, cells: list[str]) -> None:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, self.folder / name)
+
+    def open(self, page, name: str, run_all: bool = True) -> None:
+        page.goto(f"http://127.0.0.1:{self.port}/lab/tree/{name}?token={self.token}&reset")
+        page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget "
+                               "&& window.jupyterapp.shell.currentWidget.sessionContext", timeout=90_000)
+        page.evaluate("async () => { const w = window.jupyterapp.shell.currentWidget;"
+                      " await w.context.ready; await w.sessionContext.ready; }")
+        if run_all:
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+    @staticmethod
+    def active_cell_type(page) -> str:
+        return page.evaluate("() => window.jupyterapp.shell.currentWidget.content.activeCell.model.type")
+
+    @staticmethod
+    def wait_idle(page, timeout: float = 120) -> None:
+        page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session"
+                               ".kernel.status === 'idle'", timeout=timeout * 1000)
+
+
+def launch(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)

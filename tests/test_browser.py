@@ -1,0 +1,147 @@
+"""The widgets in a real JupyterLab, in Debian's Chromium driven by Playwright: keys, clicks, Stop, the store.
+
+Needs /usr/bin/chromium (`apt-get install chromium`, as .ci/run does); skipped with that reason otherwise.
+"""
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_images
+from lab import Lab, chromium_available, launch
+
+pytestmark = pytest.mark.skipif(not chromium_available(), reason="needs Debian's chromium (apt-get install chromium)")
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / ".cache" / "screenshots"
+TRAIN = "arch='test_resnet', size=32, bs=8, lr=2e-3, pretrained=False, seed=0"
+
+
+def poll(fn, timeout=30.0, every=0.1):
+    """fn() until it returns something truthy; its last value otherwise."""
+    deadline = time.time() + timeout
+    while True:
+        value = fn()
+        if value or time.time() > deadline:
+            return value
+        time.sleep(every)
+
+
+def query(project, sql, *args):
+    with sqlite3.connect(project) as c:
+        return c.execute(sql, args).fetchall()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    import nbml
+    folder = tmp_path_factory.mktemp("lab")
+    make_images(folder / "images")
+    for name in ("label.nbml", "model.nbml"):
+        ds = nbml.Dataset(folder / name)
+        report = ds.add_images(folder / "images")
+        if name == "label.nbml":
+            ds.set_label(report.added[:12], None)
+        ds.close()
+    with Lab(folder) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = launch(p)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    yield pg
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(SCREENSHOTS / f"{request.node.name}-page.png"), full_page=True)
+        for i, widget in enumerate(pg.query_selector_all(".nbml")):
+            widget.screenshot(path=str(SCREENSHOTS / f"{request.node.name}-widget{i}.png"))
+    context.close()
+
+
+def test_label_by_keyboard_without_leaking_keys(lab, page):
+    project = str(lab.folder / "label.nbml")
+    lab.write_notebook("label.ipynb", ["import nbml\nds = nbml.Dataset('label.nbml')\nw = ds.label(page_size=8)\nw"])
+    lab.open(page, "label.ipynb")
+    page.wait_for_selector(".nbml-label-widget .nbml-cell img", timeout=120_000)
+    lab.wait_idle(page)
+    cells = page.locator(".nbml-label-widget .nbml-cell")
+    assert cells.count() == 8
+    first = int(cells.first.get_attribute("data-id"))
+    n_cells = page.evaluate("() => window.jupyterapp.shell.currentWidget.content.widgets.length")
+
+    cells.first.click()
+    page.keyboard.press("2")                       # classes: blue, green, red -> "green"
+    assert poll(lambda: query(project, "SELECT label FROM items WHERE id=?", first) == [("green",)])
+    assert poll(lambda: page.locator(f".nbml-label-widget .nbml-cell[data-id='{first}']").count() == 0)
+
+    for key in ("m", "a", "b", "y", "d", "d"):     # notebook command-mode shortcuts must not fire
+        page.keyboard.press(key)
+    time.sleep(0.5)
+    assert lab.active_cell_type(page) == "code"
+    assert page.evaluate("() => window.jupyterapp.shell.currentWidget.content.widgets.length") == n_cells
+
+    page.keyboard.press("Backspace")               # undo
+    assert poll(lambda: query(project, "SELECT label FROM items WHERE id=?", first) == [(None,)])
+    assert poll(lambda: page.locator(f".nbml-label-widget .nbml-cell[data-id='{first}']").count() == 1)
+
+    second, third = (int(cells.nth(i).get_attribute("data-id")) for i in (1, 2))
+    cells.nth(1).click()
+    cells.nth(2).click(modifiers=["Shift"])
+    page.keyboard.press("3")                       # bulk: both -> "red"
+    assert poll(lambda: query(project, "SELECT count(*) FROM items WHERE id IN (?, ?) AND label='red'",
+                              second, third) == [(2,)])
+
+
+def test_confusion_cell_click_and_relabel(lab, page):
+    project = str(lab.folder / "model.nbml")
+    lab.write_notebook("confusion.ipynb", [
+        "import nbml\nds = nbml.Dataset('model.nbml')\n"
+        f"m = nbml.train(ds, epochs=2, quiet=True, {TRAIN})\nm.confusion()"])
+    lab.open(page, "confusion.ipynb")
+    page.wait_for_selector(".nbml-confusion svg .mark-rect path", timeout=180_000)
+    lab.wait_idle(page)
+    counts = query(project, "SELECT label, count(*) FROM items WHERE split='valid' GROUP BY label")
+    assert counts
+    page.locator(".nbml-confusion svg .mark-text text").first.click()     # the count drawn on the cell
+    page.wait_for_selector(".nbml-confusion .nbml-bar b", timeout=30_000)
+    text = page.locator(".nbml-confusion .nbml-muted").first.inner_text()
+    assert "showing actual" in text
+    cell = page.locator(".nbml-confusion .nbml-cell").first
+    cell.wait_for(timeout=30_000)
+    item = int(cell.get_attribute("data-id"))
+    before = query(project, "SELECT label FROM items WHERE id=?", item)[0][0]
+    key, new = ("1", "blue") if before != "blue" else ("3", "red")
+    cell.click()
+    page.keyboard.press(key)
+    assert poll(lambda: query(project, "SELECT label, label_source FROM items WHERE id=?", item) == [(new, "human")])
+    badge = page.locator(f".nbml-confusion .nbml-cell[data-id='{item}'] .nbml-decision")
+    assert poll(lambda: badge.count() == 1 and new in badge.inner_text())
+
+
+def test_stop_button_stops_training(lab, page):
+    project = str(lab.folder / "model.nbml")
+    lab.write_notebook("train.ipynb", ["import nbml\nds = nbml.Dataset('model.nbml')\n"
+                                       f"h = nbml.train(ds, epochs=400, {TRAIN})"])
+    lab.open(page, "train.ipynb")
+    page.wait_for_selector(".nbml-monitor svg", timeout=120_000)
+    status = page.locator(".nbml-monitor > .nbml-muted")
+    assert poll(lambda: "epoch 3/" in status.inner_text(), timeout=120)
+    runs_before = query(project, "SELECT count(*) FROM runs WHERE status='stopped'")[0][0]
+    page.locator(".nbml-monitor button").click()
+    assert poll(lambda: query(project, "SELECT count(*) FROM runs WHERE status='stopped'")[0][0] > runs_before,
+                timeout=60)
+    assert poll(lambda: "stopped" in page.locator(".nbml-monitor").inner_text(), timeout=30)
+    history = query(project, "SELECT history FROM runs ORDER BY id DESC LIMIT 1")[0][0]
+    assert 2 <= history.count('"epoch"') < 400
