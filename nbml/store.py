@@ -202,9 +202,7 @@ class Dataset:
             rows = {r["id"]: dict(r) for r in c.execute(select(S.items).where(S.items.c.id.in_(ids))).mappings()}
         return [rows[i] for i in ids if i in rows]
 
-    def query_ids(self, *, labelled: bool | None = None, label: str | None = None, split: str | None = None,
-                  usable_only: bool = False) -> list[int]:
-        """Ids of live items, oldest first, filtered by labelled / label / split / usable."""
+    def _item_filter(self, labelled, label, split, usable_only) -> list:
         where = [S.items.c.status != "removed"]
         if usable_only:
             where.append(S.items.c.status == "ok")
@@ -214,8 +212,23 @@ class Dataset:
             where.append(S.items.c.label == label)
         if split is not None:
             where.append(S.items.c.split == split)
+        return where
+
+    def query_ids(self, *, labelled: bool | None = None, label: str | None = None, split: str | None = None,
+                  usable_only: bool = False, offset: int = 0, limit: int | None = None) -> list[int]:
+        """Ids of live items, oldest first, filtered by labelled / label / split / usable; `offset`/`limit` page."""
+        q = select(S.items.c.id).where(*self._item_filter(labelled, label, split, usable_only)).order_by(S.items.c.id)
+        if offset or limit is not None:
+            q = q.offset(offset).limit(limit if limit is not None else -1)
         with self._read() as c:
-            return list(c.execute(select(S.items.c.id).where(*where).order_by(S.items.c.id)).scalars())
+            return list(c.execute(q).scalars())
+
+    def count_ids(self, *, labelled: bool | None = None, label: str | None = None, split: str | None = None,
+                  usable_only: bool = False) -> int:
+        """How many items `query_ids` would return with the same filters."""
+        q = select(func.count()).select_from(S.items).where(*self._item_filter(labelled, label, split, usable_only))
+        with self._read() as c:
+            return int(c.execute(q).scalar())
 
     def label_counts(self) -> dict:
         """{class: number of live usable items with that label}, every class listed, plus None for unlabelled."""
@@ -513,6 +526,69 @@ class Dataset:
             row = row.iloc[0]
         from .model import load
         return load(row["model_path"], dataset=self)
+
+    # -- the data-centric loop: embeddings and what they show (nbml.embeddings, nbml.analysis) ---------------------
+    def embed(self, backbone=None, **kw):
+        """Embeddings of the usable items, computed only where the store has none (float16 beside the project file).
+
+        Backbone: pretrained `arch` (resnet18) when its weights can be had, else the body of the latest trained
+        model, never a random one; or pass a Model, a run id, 'latest', a timm name, or `weights='file'`.
+        Returns `Embeddings` (`.ids`, `.vectors`, `.model_id`, `.source`, `.pca()`); see nbml.embeddings.embed.
+        """
+        from .embeddings import embed
+        return embed(self, backbone, **kw)
+
+    def suggest(self, model=None, n: int = 20, strategy: str = "margin", **kw) -> pd.DataFrame:
+        """Unlabelled items to label next, most useful first: `id`, `score`, `predicted`, `confidence`, `path`.
+
+        strategy: 'margin', 'entropy', 'least_confident', 'random' or 'diverse' (uncertain and spread out in
+        embedding space). Without a model, a head fitted on the embeddings scores them; see nbml.analysis.suggest.
+        """
+        from .analysis import suggest
+        return suggest(self, model, n=n, strategy=strategy, **kw)
+
+    def similar(self, item_or_image, k: int = 20, **kw) -> pd.DataFrame:
+        """The `k` items most like an item id, a list of ids (their mean), an image path, bytes or Pillow image:
+        `id`, `similarity`, `label`, `split`, `path`. `labelled=False` searches the unlabelled items only."""
+        from .analysis import similar
+        return similar(self, item_or_image, k=k, **kw)
+
+    def duplicates(self, threshold: float | None = None, **kw) -> pd.DataFrame:
+        """Pairs of items that are the same picture: exact (same content or pixels) and near (cosine similarity
+        >= threshold), flagging pairs that cross the train/valid/test split (`leak`); see nbml.analysis."""
+        from .analysis import duplicates
+        return duplicates(self, threshold=threshold, **kw)
+
+    def outliers(self, n: int | None = None, **kw) -> pd.DataFrame:
+        """Items far from everything else in embedding space, most isolated first: `id`, `score`, ..."""
+        from .analysis import outliers
+        return outliers(self, n=n, **kw)
+
+    def label_issues(self, model=None, **kw) -> pd.DataFrame:
+        """Labelled items whose label is likely wrong, most likely first: `id`, `label`, `suggested`, `score`.
+
+        Out-of-sample probabilities (a cross-validated head on the embeddings, or `model` on items it did not
+        train on) and confident learning (cleanlab); see nbml.analysis.label_issues.
+        """
+        from .analysis import label_issues
+        return label_issues(self, model, **kw)
+
+    def stats(self):
+        """Counts per class and split, labelled against unlabelled, warnings for classes too small to learn, and
+        an altair chart (`.chart`)."""
+        from .analysis import stats
+        return stats(self)
+
+    def _embedding_rows(self, model_id: str) -> dict[str, int]:
+        with self._read() as c:
+            return dict(c.execute(select(S.embeddings.c.sha256, S.embeddings.c.row)
+                                  .where(S.embeddings.c.model_id == model_id)).all())
+
+    def _add_embedding_rows(self, model_id: str, rows: dict[str, int]) -> None:
+        if rows:
+            with self._write() as c:
+                c.execute(insert(S.embeddings), [{"model_id": model_id, "sha256": k, "row": v}
+                                                 for k, v in rows.items()])
 
     # -- widgets ----------------------------------------------------------------------------------------------
     def label(self, model=None, *, filter: str = "unlabelled", page_size: int = 48, low_confidence: float = 0.6):

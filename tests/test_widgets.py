@@ -33,8 +33,13 @@ def test_label_grid_pages_thumbnails_and_counts(ds):
     w = ds.label(page_size=4)
     assert isinstance(w, LabelWidget) and w.filter == "unlabelled"
     assert w.n_total == 10 and len(w.items) == 4 and w.page == 0
-    thumb = w.items[0]["thumb"]
-    assert isinstance(thumb, bytes) and thumb[:2] == b"\xff\xd8"        # binary JPEG, not base64 text
+    sent = []
+    w.send = lambda msg, buffers=None: sent.append((msg, buffers))
+    keys = [i["thumb"] for i in w.items]
+    w._on_thumbs({"keys": keys})                                        # what the front end asks for
+    msg, buffers = sent[0]
+    assert msg == {"type": "thumbs", "keys": keys} and len(buffers) == 4
+    assert all(isinstance(b, bytes) and b[:2] == b"\xff\xd8" for b in buffers)   # binary JPEG, not base64 text
     assert w.counts == {k: v for k, v in ds.label_counts().items() if k is not None}
     send(w, type="page", page=2)
     assert w.page == 2 and len(w.items) == 2

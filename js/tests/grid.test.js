@@ -2,7 +2,7 @@
 import { describe, it, expect, beforeEach, afterEach, vi } from "vitest";
 import { mountGrid, escapeHtml, defaultCaption } from "../src/lib/grid.js";
 
-let nextId = 1;   // thumbnails are cached by module-level id:bytes, so every test gets fresh ids
+let nextId = 1;   // thumbnails are cached by module-level key, so every test gets fresh ids (and keys)
 
 function thumb(n = 4) {
   const bytes = new Uint8Array(n + 2);
@@ -11,7 +11,10 @@ function thumb(n = 4) {
 }
 
 function makeItems(n, extra = {}) {
-  return Array.from({ length: n }, () => ({ id: nextId++, label: null, status: "ok", thumb: thumb(), ...extra }));
+  return Array.from({ length: n }, () => {
+    const id = nextId++;
+    return { id, label: null, status: "ok", thumb: `key${id}`, ...extra };
+  });
 }
 
 function fakeModel(state) {
@@ -19,16 +22,23 @@ function fakeModel(state) {
     n_total: state.items ? state.items.length : 0, drops_decided: false, ...state };
   const callbacks = {};
   const sent = [];
-  return {
-    data, callbacks, sent,
+  const thumbRequests = [];
+  const model = {
+    data, callbacks, sent, thumbRequests,
     get: (name) => data[name],
     set: (name, value) => { data[name] = value; },
     save_changes: vi.fn(),
     on: (event, cb) => { (callbacks[event] ||= []).push(cb); },
-    send: (msg) => { sent.push(msg); },
+    // Like Python: a request for thumbnails is answered with one binary buffer per key; other messages recorded.
+    send: (msg) => {
+      if (msg.type !== "thumbs") return sent.push(msg);
+      thumbRequests.push(msg.keys);
+      model.emit("msg:custom", { type: "thumbs", keys: msg.keys }, msg.keys.map(() => thumb()));
+    },
     emit(event, ...args) { for (const cb of callbacks[event] || []) cb(...args); },
     change(name, value) { data[name] = value; this.emit(`change:${name}`); },
   };
+  return model;
 }
 
 let parent, root, parentKeys, createObjectURL;
@@ -73,7 +83,8 @@ const cells = () => [...root.querySelectorAll(".nbml-cell")];
 describe("mountGrid", () => {
   it("renders one .nbml-cell per item, with data-id and a blob thumbnail", () => {
     const items = makeItems(4);
-    mount({ items });
+    const { model } = mount({ items });
+    expect(model.thumbRequests).toEqual([items.map((i) => i.thumb)]);   // asked once, for the page's keys
     const cs = cells();
     expect(cs).toHaveLength(4);
     expect(cs.map((c) => c.dataset.id)).toEqual(items.map((i) => String(i.id)));
@@ -386,5 +397,20 @@ describe("cursor and selection after decisions", () => {
     press("ArrowRight", { shiftKey: true });
     press("1");
     expect(model.sent[0].ids).toEqual([items[0].id, items[1].id]);
+  });
+});
+
+describe("thumbnails by key", () => {
+  it("asks only for keys it has not seen: a re-render or a key press asks for nothing", () => {
+    const items = makeItems(3);
+    const { model } = mount({ items });
+    expect(model.thumbRequests).toHaveLength(1);
+    press("1");
+    model.change("items", items.map((i) => ({ ...i, label: "cat" })));   // the page comes back, same pictures
+    expect(model.thumbRequests).toHaveLength(1);
+    const fresh = makeItems(1);
+    model.change("items", [...items, ...fresh]);
+    expect(model.thumbRequests[1]).toEqual([fresh[0].thumb]);
+    expect(cells()[3].querySelector("img").getAttribute("src")).toMatch(/^blob:/);
   });
 });

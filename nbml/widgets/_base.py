@@ -62,12 +62,18 @@ class GridWidget(Widget):
             raise ValueError(f"page_size must be at least 1, not {page_size}")
         self.ds = ds
         self._thumbs = ThumbCache(ds, thumb_size)
+        self._page_rows: dict[str, dict] = {}
         super().__init__(page_size=page_size, **traits)
         self.refresh()
 
     # -- what subclasses provide ------------------------------------------------------------------------------
     def _ids(self) -> list[int]:
         raise NotImplementedError
+
+    def _page_ids(self, offset: int, limit: int) -> tuple[list[int], int]:
+        """The ids of one page and the total; subclasses backed by a query override this to avoid listing all."""
+        ids = self._ids()
+        return ids[offset:offset + limit], len(ids)
 
     def _extra(self, rows: list[dict]) -> list[dict]:
         """Fields added to each item of the page (suggestion, confidence, decision...)."""
@@ -78,21 +84,33 @@ class GridWidget(Widget):
 
     # -- the page ------------------------------------------------------------------------------------------------
     def refresh(self) -> None:
-        ids = self._ids()
-        pages = max(1, -(-len(ids) // self.page_size))
-        page = min(max(self.page, 0), pages - 1)
-        rows = self.ds.item_rows(ids[page * self.page_size:(page + 1) * self.page_size])
-        thumbs = self._thumbs.get(rows)
+        """Send the current page: item fields as JSON, thumbnails by content key (the front end asks for the
+        bytes of keys it has not seen, so a key press re-sends no image)."""
+        page = max(self.page, 0)
+        ids, total = self._page_ids(page * self.page_size, self.page_size)
+        last = max(0, (total - 1) // self.page_size)
+        if page > last:
+            page = last
+            ids, total = self._page_ids(page * self.page_size, self.page_size)
+        rows = self.ds.item_rows(ids)
+        self._page_rows = {row["sha256"]: row for row in rows}
         items = []
         for row, extra in zip(rows, self._extra(rows)):
             items.append({"id": row["id"], "label": row["label"], "status": row["status"], "split": row["split"],
-                          "thumb": thumbs.get(row["sha256"]), **extra})
+                          "thumb": row["sha256"], **extra})
         with self.hold_sync():
             self.classes = self.ds.classes
             self.counts = {k: v for k, v in self.ds.label_counts().items() if k is not None}
-            self.n_total = len(ids)
+            self.n_total = total
             self.page = page
             self.items = items
+
+    def _on_thumbs(self, content):
+        """JPEG bytes for thumbnail keys of the current page, as binary message buffers."""
+        rows = [self._page_rows[k] for k in content.get("keys", []) if k in self._page_rows]
+        found = self._thumbs.get(rows)
+        keys = [r["sha256"] for r in rows]
+        self.send({"type": "thumbs", "keys": keys}, buffers=[found[k] for k in keys])
 
     # -- actions from the front end (each one is in the store before `done` is sent) -----------------------------
     @staticmethod

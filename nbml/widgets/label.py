@@ -41,9 +41,19 @@ class LabelWidget(GridWidget):
             self._predictions = dict(zip(probs["id"], zip(probs["predicted"], probs["confidence"])))
         return self._predictions
 
+    def _store_filter(self) -> dict | None:
+        kind, _, value = self.filter.partition(":")
+        return {"unlabelled": dict(labelled=False, usable_only=True), "all": {},
+                "label": dict(label=value)}.get(kind)
+
+    def _page_ids(self, offset, limit):
+        where = self._store_filter()
+        if where is None:
+            return super()._page_ids(offset, limit)
+        return self.ds.query_ids(**where, offset=offset, limit=limit), self.ds.count_ids(**where)
+
     def _ids(self) -> list[int]:
         kind, _, value = self.filter.partition(":")
-        self.drops_decided = kind in ("unlabelled", "predicted", "low_confidence")
         if kind == "unlabelled":
             return self.ds.query_ids(labelled=False, usable_only=True)
         if kind == "label":
@@ -75,6 +85,7 @@ class LabelWidget(GridWidget):
 
     def refresh(self) -> None:
         self.filter_options = self._filter_options()
+        self.drops_decided = self.filter.split(":", 1)[0] in ("unlabelled", "predicted", "low_confidence")
         super().refresh()
 
     def _filter_options(self) -> list:

@@ -3,26 +3,20 @@
 // refreshed page (`items`) and a `done` message carrying the action's sequence number.
 import { captureKeys, moveCursor, clickSelection } from "./keys.js";
 
-const urls = new Map();   // item id -> {key, url}: unchanged thumbnails keep their blob URL, changed ones are revoked
+// Thumbnails arrive once per content key (sha256) as binary message buffers, on request; items only name their key.
+// Blob URLs are shared by every grid on the page and the oldest are revoked past MAX_THUMBS.
+const thumbs = new Map();   // key -> blob URL (insertion order = age)
+const MAX_THUMBS = 5000;
 
-function fingerprint(view) {
-  let h = view.length;
-  const step = Math.max(1, Math.floor(view.length / 64));
-  for (let i = 0; i < view.length; i += step) h = (h * 31 + view[i]) | 0;
-  return h;
-}
-
-function thumbUrl(item) {
-  const bytes = item.thumb;
-  if (!bytes) return "";
-  const view = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const key = fingerprint(view);
-  const known = urls.get(item.id);
-  if (known && known.key === key) return known.url;
-  if (known) URL.revokeObjectURL(known.url);
-  const url = URL.createObjectURL(new Blob([view], { type: "image/jpeg" }));
-  urls.set(item.id, { key, url });
-  return url;
+function storeThumb(key, view) {
+  const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+  if (thumbs.has(key)) return;
+  thumbs.set(key, URL.createObjectURL(new Blob([bytes], { type: "image/jpeg" })));
+  if (thumbs.size > MAX_THUMBS) {
+    const oldest = thumbs.keys().next().value;
+    URL.revokeObjectURL(thumbs.get(oldest));
+    thumbs.delete(oldest);
+  }
 }
 
 function pct(p) {
@@ -59,6 +53,7 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
 
   let cursor = 0, anchor = null, selection = new Set(), seq = 0;
   const pending = new Map();   // seq -> time the key was pressed
+  const requested = new Set();  // thumbnail keys asked for and not yet received
   window.nbmlTimings = window.nbmlTimings || [];
 
   const items = () => model.get("items") || [];
@@ -118,9 +113,19 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
         break;
       }
     }
-    // after a decision, move on to the next item (unless decided items leave the list when Python refreshes it)
-    if (!selection.size && !model.get("drops_decided")) cursor = Math.min(cursor + 1, Math.max(list.length - 1, 0));
+    // after a decision on one item, move on to the next (unless decided items leave the list when Python
+    // refreshes it); from the last item of a page, on to the next page
+    if (selection.size <= 1 && !model.get("drops_decided")) {
+      const pages = Math.ceil((model.get("n_total") || 0) / model.get("page_size"));
+      if (cursor >= list.length - 1 && model.get("page") < pages - 1) {
+        cursor = 0;
+        model.send({ type: "page", page: model.get("page") + 1 });
+      } else {
+        cursor = Math.min(cursor + 1, Math.max(list.length - 1, 0));
+      }
+    }
     selection = new Set();
+    anchor = null;
     render();
   }
 
@@ -134,7 +139,11 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
     }
   });
 
-  model.on("msg:custom", (msg) => {
+  model.on("msg:custom", (msg, buffers) => {
+    if (msg.type === "thumbs") {
+      (msg.keys || []).forEach((key, i) => { if (buffers && buffers[i]) storeThumb(key, buffers[i]); requested.delete(key); });
+      return showThumbs();
+    }
     if (msg.type !== "done") return;
     const t0 = pending.get(msg.seq);
     pending.delete(msg.seq);
@@ -164,6 +173,20 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
     pager.append(prev, label, next);
   }
 
+  function showThumbs() {
+    const missing = [];
+    for (const img of grid.querySelectorAll("img[data-thumb]")) {
+      const key = img.dataset.thumb;
+      if (thumbs.has(key)) {
+        if (img.getAttribute("src") !== thumbs.get(key)) img.src = thumbs.get(key);
+      } else if (!requested.has(key)) {
+        requested.add(key);
+        missing.push(key);
+      }
+    }
+    if (missing.length) model.send({ type: "thumbs", keys: missing });
+  }
+
   function render() {
     const list = items();
     cursor = Math.min(cursor, Math.max(list.length - 1, 0));
@@ -174,7 +197,10 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
         (item.status && item.status !== "ok" ? ` ${item.status}` : "");
       cell.dataset.id = item.id;
       const img = document.createElement("img");
-      img.src = thumbUrl(item);
+      if (item.thumb) {
+        img.dataset.thumb = item.thumb;
+        if (thumbs.has(item.thumb)) img.src = thumbs.get(item.thumb);
+      }
       img.alt = `item ${item.id}`;
       cell.append(img);
       for (const line of caption(item)) {
@@ -199,6 +225,7 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
       return cell;
     });
     grid.replaceChildren(...cells);
+    showThumbs();
   }
 
   model.on("change:items", render);
