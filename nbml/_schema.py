@@ -119,3 +119,13 @@ predictions = Table(
     Index("ix_predictions_model_time", "model", "time"),
     Index("ix_predictions_confidence", "confidence"),
 )
+
+# Rows of the per-backbone embedding files (see nbml/embeddings.py): which row of `model_id`'s float16 file holds the
+# embedding of which content.
+embeddings = Table(
+    "embeddings", metadata,
+    Column("model_id", Text, primary_key=True),
+    Column("sha256", String(64), primary_key=True),
+    Column("row", Integer, nullable=False),
+    UniqueConstraint("model_id", "row", name="uq_embeddings_row"),
+)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from ._imaging import ImageError, decode, read_file
 
-__all__ = ["check_files", "ImageCache", "BatchLoader", "Augment", "to_square", "normalize"]
+__all__ = ["check_files", "ImageCache", "BatchLoader", "TensorLoader", "Augment", "to_square", "normalize"]
 
 
 def _fs_path(row) -> str:
@@ -223,3 +223,25 @@ class BatchLoader:
             else:
                 x = x.contiguous()
             yield x, y.to(self.device, non_blocking=True)
+
+
+class TensorLoader:
+    """Batches of tensors already in memory (cached features), for a Learner: iterable, `len`, `bs`, `device`."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, bs: int, shuffle: bool = False, drop_last: bool = False,
+                 seed: int | None = None):
+        self.x, self.y, self.bs, self.shuffle, self.drop_last = x, y, bs, shuffle, drop_last
+        self.device = x.device
+        self.generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return n // self.bs if self.drop_last else math.ceil(n / self.bs)
+
+    def __iter__(self):
+        n = len(self.y)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.device)
+        for b in range(len(self)):
+            idx = order[b * self.bs:(b + 1) * self.bs]
+            yield self.x[idx], self.y[idx]

@@ -36,8 +36,15 @@ def pick_device(device=None) -> torch.device:
     return torch.device("cpu")
 
 
-def make_head(n_features: int, n_classes: int, hidden: int = 512, p: float = 0.5) -> nn.Sequential:
-    """fastai's default head on pooled features: BN, dropout, linear, ReLU, BN, dropout, linear."""
+def make_head(n_features: int, n_classes: int, hidden: int = 512, p: float = 0.5, type: str = "fastai") -> nn.Module:
+    """fastai's default head on pooled features: BN, dropout, linear, ReLU, BN, dropout, linear.
+
+    `type="linear"` gives one `nn.Linear` instead (the head `nbml.train(ds, mode="head")` fits on embeddings).
+    """
+    if type == "linear":
+        return nn.Linear(n_features, n_classes)
+    if type != "fastai":
+        raise ValueError(f"unknown head type {type!r}; expected 'fastai' or 'linear'")
     return nn.Sequential(
         nn.BatchNorm1d(n_features), nn.Dropout(p / 2), nn.Linear(n_features, hidden, bias=False),
         nn.ReLU(inplace=True),

@@ -554,8 +554,9 @@ class Dataset:
         return similar(self, item_or_image, k=k, **kw)
 
     def duplicates(self, threshold: float | None = None, **kw) -> pd.DataFrame:
-        """Pairs of items that are the same picture: exact (same content or pixels) and near (cosine similarity
-        >= threshold), flagging pairs that cross the train/valid/test split (`leak`); see nbml.analysis."""
+        """Pairs of items that are the same picture: exact (same content or pixels) and near (16x16 thumbnails that
+        correlate >= pixel_threshold, or, with a pretrained backbone, embeddings with cosine similarity >=
+        threshold), flagging pairs that cross the train/valid/test split (`leak`); see nbml.analysis.duplicates."""
         from .analysis import duplicates
         return duplicates(self, threshold=threshold, **kw)
 

@@ -210,7 +210,53 @@ def _make_learner(plan: _Plan, frame, stop_cb):
     learn.logger = lambda *a, **k: None
     if cuda:
         learn.to_bf16()
+    # unaugmented passes over train and valid, for the frozen phase's feature cache
+    learn.nbml_loaders = (BatchLoader(array, rows[is_train], targets[is_train], plan.bs * 2, **common), valid_dl)
     return learn, frame, notes
+
+
+def _find_lr(learn, handle: TrainingHandle) -> float:
+    """fastai's lr_find (valley), or 1e-3 when it finds nothing usable."""
+    handle.emit(E.PhaseStarted("lr_find", 0))
+    lr = float(learn.lr_find(show_plot=False).valley)
+    if not math.isfinite(lr) or lr <= 0:
+        lr = 1e-3
+    handle.emit(E.LearningRateFound(lr))
+    return lr
+
+
+def _head_learner(plan: _Plan, learn, stop_cb):
+    """A Learner for the head alone, fed the frozen body's features computed once (train items unaugmented)."""
+    import torch
+    from fastai.callback.progress import ProgressCallback
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.metrics import accuracy
+    from .data import TensorLoader
+    body, head = learn.model[0], learn.model[1]
+    loaders = learn.nbml_loaders
+    body.eval()
+    feats = []
+    with torch.inference_mode():
+        for dl in loaders:
+            xs, ys = [], []
+            for x, y in dl:
+                if plan.device.type == "cuda":
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        xs.append(body(x).float())
+                else:
+                    xs.append(body(x))
+                ys.append(y)
+            feats.append((torch.cat(xs).clone(), torch.cat(ys).clone()))
+    (xt, yt), (xv, yv) = feats
+    train = TensorLoader(xt, yt, plan.bs, shuffle=True, drop_last=len(yt) > plan.bs, seed=plan.seed)
+    valid = TensorLoader(xv, yv, plan.bs * 2)
+    head_learn = Learner(DataLoaders(train, valid), head, loss_func=CrossEntropyLossFlat(), metrics=accuracy,
+                         path=plan.ds.home / "tmp", model_dir=".", cbs=[stop_cb])
+    head_learn.remove_cb(ProgressCallback)
+    head_learn.logger = lambda *a, **k: None
+    return head_learn
 
 
 def _callbacks(plan: _Plan, handle: TrainingHandle, run_id: int, t0: float):
@@ -263,7 +309,8 @@ def _callbacks(plan: _Plan, handle: TrainingHandle, run_id: int, t0: float):
             plan.ds._update_run(run_id, history=self.history)
             if valid_loss < self.best:
                 self.best, self.best_epoch = valid_loss, epoch
-                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+                # the whole network, also while only the head is being trained on cached features
+                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in plan.net.state_dict().items()}
             handle.emit(E.EpochEnded(self.phase, epoch, self.total, train_loss, valid_loss, metrics, elapsed,
                                      elapsed * (1 - progress) / progress))
 
@@ -294,22 +341,24 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
         handle.emit(E.TrainStarted(run_id, plan.arch, str(plan.device), plan.weights_source, plan.classes, n_train,
                                    len(frame) - n_train, plan.freeze_epochs + plan.epochs, plan.size, plan.bs))
         lr = plan.lr
-        if lr is None:
-            handle.emit(E.PhaseStarted("lr_find", 0))
-            if plan.freeze_epochs:
-                learn.freeze()
-            lr = float(learn.lr_find(show_plot=False).valley)
-            if not math.isfinite(lr) or lr <= 0:
-                lr = 1e-3
-            handle.emit(E.LearningRateFound(lr))
-        plan.params["lr"] = lr
-        ds._update_run(run_id, params=plan.params)
-        if plan.freeze_epochs and not handle.stopping:
-            handle.emit(E.PhaseStarted("frozen", plan.freeze_epochs))
-            learn.freeze()
-            events_cb.start_phase("frozen", 0)
-            learn.fit_one_cycle(plan.freeze_epochs, slice(lr), pct_start=0.99, cbs=[events_cb])
+        if plan.freeze_epochs:
+            # While the body is frozen its output does not change: one pass caches it, and the learning-rate
+            # search and the frozen epochs train the head on those features (no body pass per step).
+            head_learn = _head_learner(plan, learn, stop_cb)
+            if lr is None:
+                lr = _find_lr(head_learn, handle)
+            plan.params["lr"] = lr
+            ds._update_run(run_id, params=plan.params)
+            if not handle.stopping:
+                handle.emit(E.PhaseStarted("frozen", plan.freeze_epochs))
+                events_cb.start_phase("frozen", 0)
+                head_learn.fit_one_cycle(plan.freeze_epochs, lr, pct_start=0.99, cbs=[events_cb])
             lr /= 2
+        else:
+            if lr is None:
+                lr = _find_lr(learn, handle)
+            plan.params["lr"] = lr
+            ds._update_run(run_id, params=plan.params)
         if plan.epochs and not handle.stopping:
             handle.emit(E.PhaseStarted("unfrozen", plan.epochs))
             learn.unfreeze()
@@ -351,8 +400,12 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
 def train(ds, arch: str = "resnet18", epochs: int | None = None, size: int | None = None, bs: int | None = None,
           lr: float | None = None, pretrained="auto", background: bool | None = None, *, weights=None,
           freeze_epochs: int | None = None, valid_pct: float = 0.2, seed: int | None = None, device=None,
-          augment="auto", on_event: Callable | list | None = None, quiet: bool = False, save: bool = True):
+          augment="auto", on_event: Callable | list | None = None, quiet: bool = False, save: bool = True,
+          mode: str = "finetune"):
     """Fine-tune `arch` (a timm name) on the labelled items of `ds`; returns an `nbml.Model`.
+
+    `mode="head"` instead fits only a linear head on the cached embeddings (pretrained `arch`, else the body of
+    the latest trained model): about a second once the embeddings exist; see `nbml.head.train_head`.
 
     Defaults: a stratified validation split when none is set, the learning rate from fastai's `lr_find`, one
     frozen epoch then `epochs` unfrozen ones (no frozen phase without pretrained weights), image size and
@@ -365,6 +418,14 @@ def train(ds, arch: str = "resnet18", epochs: int | None = None, size: int | Non
     training runs in the background; the handle returned acts as the model once training ends
     (`handle.evaluate()` waits for it). Elsewhere a line per epoch is printed and the Model is returned.
     """
+    if mode == "head":
+        from .head import train_head
+        return train_head(ds, arch, epochs, size, bs, lr, pretrained, background, weights=weights,
+                          freeze_epochs=freeze_epochs, valid_pct=valid_pct, seed=seed, device=device, augment=augment,
+                          on_event=on_event, quiet=quiet, save=save)
+    if mode != "finetune":
+        raise ValueError(f"mode must be 'finetune' (the default: train the whole network) or 'head' (fit a head on "
+                         f"the cached embeddings), not {mode!r}")
     if seed is not None:
         import random
         import torch

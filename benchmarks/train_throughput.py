@@ -1,0 +1,162 @@
+"""Stock fastai against nbml.train on the same generated JPEG folder, same backbone, size and batch size.
+
+Stock fastai: `ImageDataLoaders.from_folder` (Resize + aug_transforms), `vision_learner`, `fine_tune(epochs)` with its
+default learning rate. nbml: `nbml.train` with its defaults (lr_find, its schedule). Both use the same train/valid
+folders. Prints images per second, end-to-end time, accuracy per epoch, and the time nbml takes to reach stock
+fastai's final accuracy, with the ratios.
+
+    python benchmarks/train_throughput.py                     # CPU: resnet18 at 128 px
+    python benchmarks/train_throughput.py --arch resnet50 --size 224 --bs 128 --n 8192   # on a GPU
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import print_machine, print_table  # noqa: E402
+
+
+def make_folder(root: Path, n: int, size: int, n_classes: int = 10, seed: int = 0) -> tuple[int, int]:
+    """Class folders of JPEGs: each class is a shape x colour family drawn at a random place, size and angle
+    over a noisy background, so a network has something real to learn. 80% train, 20% valid."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+    rng = np.random.default_rng(seed)
+    shapes = ["ellipse", "rectangle", "triangle", "cross", "ring"]
+    hues = [(210, 60, 50), (50, 90, 200)]
+    counts = {"train": 0, "valid": 0}
+    for i in range(n):
+        cls = i % n_classes
+        split = "valid" if (i // n_classes) % 5 == 0 else "train"
+        shape, (r, g, b) = shapes[cls % 5], hues[cls // 5 % 2]
+        bg = rng.integers(90, 170, (size, size, 3), dtype=np.uint8)
+        img = Image.fromarray(bg)
+        d = ImageDraw.Draw(img)
+        s = rng.integers(size // 4, size // 2)
+        x, y = rng.integers(0, size - s, 2)
+        jitter = rng.integers(-40, 40, 3)
+        colour = tuple(int(v) for v in np.clip(np.array([r, g, b]) + jitter, 0, 255))
+        box = [int(x), int(y), int(x + s), int(y + s)]
+        if shape == "ellipse":
+            d.ellipse(box, fill=colour)
+        elif shape == "rectangle":
+            d.rectangle(box, fill=colour)
+        elif shape == "triangle":
+            d.polygon([(box[0], box[3]), ((box[0] + box[2]) // 2, box[1]), (box[2], box[3])], fill=colour)
+        elif shape == "cross":
+            w = max(2, s // 5)
+            d.rectangle([box[0], y + s // 2 - w, box[2], y + s // 2 + w], fill=colour)
+            d.rectangle([x + s // 2 - w, box[1], x + s // 2 + w, box[3]], fill=colour)
+        else:
+            d.ellipse(box, outline=colour, width=max(2, s // 6))
+        out = root / split / f"c{cls}" / f"{i:06d}.jpg"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        img.save(out, quality=90)
+        counts[split] += 1
+    return counts["train"], counts["valid"]
+
+
+def run_stock(folder: Path, arch: str, size: int, bs: int, epochs: int, workers: int) -> dict:
+    from fastai.callback.core import Callback
+    from fastai.vision.all import ImageDataLoaders, Resize, accuracy, aug_transforms, vision_learner
+
+    class Clock(Callback):
+        order = 90
+
+        def before_fit(self):
+            self.t_fit = time.perf_counter()
+
+        def after_epoch(self):
+            rows.append((time.perf_counter() - t0, float(self.recorder.values[-1][2])))
+
+    rows: list[tuple[float, float]] = []
+    t0 = time.perf_counter()
+    dls = ImageDataLoaders.from_folder(folder, train="train", valid="valid", item_tfms=Resize(size),
+                                       batch_tfms=aug_transforms(), bs=bs, num_workers=workers)
+    learn = vision_learner(dls, arch, pretrained=False, metrics=accuracy, cbs=[Clock()])
+    t_train = time.perf_counter()
+    with learn.no_bar(), learn.no_logging():
+        learn.fine_tune(epochs)
+    t1 = time.perf_counter()
+    return {"total_s": t1 - t0, "train_s": t1 - t_train, "epochs": rows,
+            "images": len(dls.train_ds) * (epochs + 1), "device": str(dls.device)}
+
+
+def run_nbml(folder: Path, arch: str, size: int, bs: int, epochs: int, work: Path) -> dict:
+    import nbml
+    from nbml import events as E
+    rows: list[tuple[float, float]] = []
+    seen = {"batches": 0}
+    t0 = time.perf_counter()
+    ds = nbml.Dataset(work / "bench.nbml")
+    for split in ("train", "valid"):
+        report = ds.add_images(folder / split)
+        ds.set_split(report.added, split)
+
+    def on_event(e):
+        if isinstance(e, E.EpochEnded):
+            rows.append((time.perf_counter() - t0, e.metrics.get("accuracy", float("nan"))))
+        elif isinstance(e, E.TrainStarted):
+            seen["n_train"], seen["device"] = e.n_train, e.device
+        elif isinstance(e, E.BatchEnded):
+            seen["batches"] += 1
+
+    t_train = time.perf_counter()
+    nbml.train(ds, arch=arch, size=size, bs=bs, epochs=epochs, pretrained=False, on_event=on_event, save=False)
+    t1 = time.perf_counter()
+    params = ds.runs().iloc[-1]["params"]
+    return {"total_s": t1 - t0, "train_s": t1 - t_train, "epochs": rows, "images": seen["batches"] * bs,
+            "device": seen["device"], "freeze_epochs": params["freeze_epochs"], "lr": params["lr"]}
+
+
+def time_to(rows, target: float) -> float | None:
+    return next((t for t, acc in rows if acc >= target), None)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="resnet18")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--bs", type=int, default=64)
+    p.add_argument("--n", type=int, default=1000, help="images generated (80%% train)")
+    p.add_argument("--epochs", type=int, default=4, help="fine_tune(epochs) for stock; the same for nbml")
+    p.add_argument("--workers", type=int, default=None, help="stock fastai DataLoader workers (default: cores)")
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    print_machine(f"training throughput: stock fastai vs nbml.train ({args.arch}, {args.size}px, batch {args.bs})")
+    workers = args.workers if args.workers is not None else min(8, os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t = time.perf_counter()
+        n_train, n_valid = make_folder(tmp / "data", args.n, max(args.size, 160))
+        print(f"generated {n_train} train + {n_valid} valid JPEGs in {time.perf_counter() - t:.1f}s; "
+              f"torch threads {torch.get_num_threads()}, stock DataLoader workers {workers}\n")
+        stock = run_stock(tmp / "data", args.arch, args.size, args.bs, args.epochs, workers)
+        ours = run_nbml(tmp / "data", args.arch, args.size, args.bs, args.epochs, tmp)
+    target = stock["epochs"][-1][1]
+    reach = time_to(ours["epochs"], target)
+    rows = []
+    for name, r in (("stock fastai fine_tune", stock), ("nbml.train defaults", ours)):
+        rows.append([name, r["device"], f"{r['images'] / r['train_s']:.1f}", f"{r['train_s']:.1f}",
+                     f"{r['total_s']:.1f}", f"{r['epochs'][-1][1]:.4f}",
+                     " ".join(f"{a:.2f}" for _, a in r["epochs"])])
+    print_table(["run", "device", "img/s (trained)", "train s", "end-to-end s", "final acc", "accuracy per epoch"],
+                rows)
+    print(f"\nnbml: lr {ours['lr']:.2e} from lr_find, frozen epochs {ours['freeze_epochs']} (no pretrained weights)")
+    print(f"img/s ratio nbml / stock: {(ours['images'] / ours['train_s']) / (stock['images'] / stock['train_s']):.2f}x")
+    print(f"end-to-end ratio stock / nbml: {stock['total_s'] / ours['total_s']:.2f}x")
+    if reach is None:
+        print(f"nbml did not reach stock fastai's final accuracy {target:.4f}")
+    else:
+        print(f"time to stock's final accuracy {target:.4f}: stock {stock['total_s']:.1f}s, nbml {reach:.1f}s "
+              f"-> {stock['total_s'] / reach:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

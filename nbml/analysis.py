@@ -1,0 +1,615 @@
+"""What the embeddings show about a dataset: what to label next, items that look alike, duplicates and leaks,
+outliers, labels that look wrong, and counts per class and split.
+
+Every DataFrame returned says in `attrs` which backbone its embeddings came from (`attrs["embeddings"]`, the model
+id, and `attrs["backbone"]`, the same in words) and how it was scored. The widgets build on these functions:
+`embedding_map` (a 2-D PCA map), `suggest` (the labelling queue) and `similar` (items like an id).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .embeddings import Embeddings, embed, embed_images, resolve_backbone, tag
+
+__all__ = ["STRATEGIES", "suggest", "similar", "duplicates", "outliers", "label_issues", "stats", "DataStats",
+           "embedding_map", "uncertainty"]
+
+STRATEGIES = ("margin", "entropy", "least_confident", "random", "diverse")
+MIN_PER_CLASS = 5          # fewer labelled items than this: too few to learn (and to validate on)
+PIXEL_SIZE = 32            # the decoded-cache size the pixel comparison of `duplicates` reads
+_NEAR_PRETRAINED = 0.97    # default embedding cosine for near duplicates with a pretrained backbone
+
+
+# -- helpers ------------------------------------------------------------------------------------------------------
+def _require_items(ds) -> None:
+    if len(ds) == 0:
+        raise ValueError("this project has no items yet; add images with ds.add_images(folder)")
+
+
+def _embeddings(ds, backbone, embeddings: Embeddings | None, ids=None) -> Embeddings:
+    if embeddings is not None:
+        if ids is None:
+            return embeddings
+        have = set(embeddings.ids.tolist())
+        return embeddings.take([i for i in ids if i in have])
+    return embed(ds, backbone, ids=ids, progress=False)
+
+
+def uncertainty(probs: np.ndarray, strategy: str) -> np.ndarray:
+    """Higher is more uncertain: 1 - (p1 - p2) for margin, normalised entropy, 1 - p1 for least_confident."""
+    probs = np.asarray(probs, np.float64)
+    if probs.shape[0] == 0:
+        return np.zeros(0)
+    if strategy == "entropy":
+        ent = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(1)
+        return ent / np.log(max(probs.shape[1], 2))
+    top = np.sort(probs, 1)[:, ::-1]
+    if strategy == "least_confident":
+        return 1 - top[:, 0]
+    second = top[:, 1] if probs.shape[1] > 1 else np.zeros(len(probs))
+    return 1 - (top[:, 0] - second)
+
+
+def _model_embeddings(ds, model, backbone, embeddings: Embeddings | None) -> Embeddings:
+    """The embeddings a model's head reads: its own body's (so `backbone` cannot be another one)."""
+    if backbone is not None:
+        raise ValueError("give a model or a backbone, not both: a model's scores come from its own body")
+    own = resolve_backbone(ds, model)
+    if embeddings is not None and embeddings.model_id == own.model_id:
+        return embeddings
+    return embed(ds, own, progress=False)
+
+
+def _model_probs(model, emb: Embeddings) -> np.ndarray:
+    """The model's probabilities from its body's embeddings: its head on the stored features (same as running the
+    whole net, to float16 rounding), so a model's scores reuse the embedding cache."""
+    import torch
+    head = model.net[1]
+    head.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(emb), 4096):
+            x = torch.from_numpy(emb.features[i:i + 4096]).to(model.device)
+            out.append(torch.softmax(head(x).float(), 1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(model.classes)), np.float32)
+
+
+def _check_model(model, ds) -> None:
+    from .model import Model
+    if hasattr(model, "wait") and hasattr(model, "run_id") and not isinstance(model, Model):
+        raise TypeError("pass the model, not the training handle: model = handle.wait()")
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be an nbml.Model (from nbml.train or nbml.load), not {type(model).__name__}")
+
+
+def _resolve_model(model):
+    if hasattr(model, "wait") and hasattr(model, "run_id"):     # a TrainingHandle: wait for its model
+        return model.wait()
+    return model
+
+
+def _classes_unknown_to(model, labels) -> list[str]:
+    return sorted(set(labels) - set(model.classes))
+
+
+# -- what to label next --------------------------------------------------------------------------------------------
+def suggest(ds, model=None, n: int = 20, strategy: str = "margin", *, backbone=None,
+            embeddings: Embeddings | None = None, pool: int = 5, seed: int | None = 0) -> pd.DataFrame:
+    """The `n` unlabelled items most worth labelling next, best first: `id`, `score`, `predicted`, `confidence`,
+    `path` (and `distance` for 'diverse').
+
+    strategy: 'margin' (smallest gap between the two likeliest classes), 'entropy', 'least_confident', 'random',
+    or 'diverse': the `pool * n` most uncertain by margin, then a spread-out subset by greedy k-center in embedding
+    space (far from the labelled items and from each other), in the order picked; its `score` is the margin
+    uncertainty and `distance` the cosine distance to the nearest labelled or earlier pick. With fewer than two
+    labelled classes, 'diverse' picks by spread alone. Scores come from `model` (its head on its own body's
+    embeddings), or without one from a linear head fitted on the embeddings of the labelled items (`backbone`
+    picks those embeddings; see nbml.embeddings.resolve_backbone). `attrs` say which.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive whole number, not {n!r}")
+    _require_items(ds)
+    model = _resolve_model(model)
+    if model is not None:
+        _check_model(model, ds)
+    columns = ["id", "score", "predicted", "confidence", "path"] + (["distance"] if strategy == "diverse" else [])
+    unlabelled = ds.query_ids(labelled=False, usable_only=True)
+    if not unlabelled:
+        out = pd.DataFrame(columns=columns)
+        out.attrs.update(strategy=strategy, message="every usable item is labelled; add images to label more")
+        return out
+    rng = np.random.default_rng(seed)
+    if strategy == "random" and model is None:
+        pick = rng.permutation(len(unlabelled))[:n]
+        rows = {r["id"]: r for r in ds.item_rows([unlabelled[i] for i in pick])}
+        out = pd.DataFrame({"id": [unlabelled[i] for i in pick], "score": np.nan, "predicted": None,
+                            "confidence": np.nan})
+        out["path"] = [rows[i]["path"] for i in out["id"]]
+        out.attrs.update(strategy="random", scored_by="nothing: a random sample", embeddings=None, backbone=None)
+        return out
+
+    emb = _model_embeddings(ds, model, backbone, embeddings) if model is not None else \
+        _embeddings(ds, backbone, embeddings)
+    labelled_mask = emb.frame["label"].notna().to_numpy()
+    unl = np.flatnonzero(~labelled_mask)
+    if len(unl) == 0:
+        raise ValueError(f"none of the {len(unlabelled)} unlabelled items has an embedding (their files could not "
+                         f"be read): {emb.warnings[:3]}")
+    probs, predicted, scored_by = None, None, None
+    if model is not None:
+        unknown = _classes_unknown_to(model, emb.frame.loc[labelled_mask, "label"])
+        if unknown:
+            warnings.warn(f"the model does not know the classes {unknown} (the project labelled them after it was "
+                          f"trained), so its uncertainty cannot point to them; retrain with nbml.train(ds)",
+                          stacklevel=2)
+        probs = _model_probs(model, emb.take(emb.ids[unl]))
+        classes = model.classes
+        scored_by = f"model of run {model.run_id} ({model.arch})"
+    else:
+        labels = emb.frame.loc[labelled_mask, "label"]
+        classes = [c for c in ds.classes if c in set(labels)]
+        if len(classes) >= 2:
+            from .head import fit_linear, linear_probs
+            y = labels.map({c: i for i, c in enumerate(classes)}).to_numpy()
+            head = fit_linear(emb.features[labelled_mask], y, len(classes))
+            probs = linear_probs(head, emb.features[unl])
+            scored_by = f"a linear head fitted on the embeddings of {int(labelled_mask.sum())} labelled items"
+        elif strategy != "diverse":
+            raise ValueError(f"'{strategy}' needs labelled items of at least two classes to judge what the model is "
+                             f"unsure of (labelled classes: {classes}); label a few of each, or use "
+                             f"strategy='diverse' (spread out in embedding space) or 'random'")
+    if probs is not None:
+        predicted = [classes[i] for i in probs.argmax(1)]
+        unc = uncertainty(probs, "margin" if strategy in ("diverse", "random") else strategy)
+    else:
+        unc = np.zeros(len(unl))
+        scored_by = "spread in embedding space only (fewer than two labelled classes)"
+    distance = None
+    if strategy == "random":
+        order = rng.permutation(len(unl))[:n]
+    elif strategy == "diverse":
+        order, distance = _diverse(emb.vectors[unl], emb.vectors[labelled_mask], unc, n,
+                                   pool if probs is not None else None)
+    else:
+        order = np.argsort(-unc, kind="stable")[:n]
+    out = pd.DataFrame({"id": emb.ids[unl][order], "score": unc[order] if probs is not None else distance,
+                        "predicted": [predicted[i] for i in order] if predicted else None,
+                        "confidence": probs[order].max(1) if probs is not None else np.nan,
+                        "path": emb.frame["path"].to_numpy()[unl][order]})
+    if distance is not None:
+        out["distance"] = distance
+    out.attrs.update(strategy=strategy, scored_by=scored_by)
+    return tag(out, emb)
+
+
+def _diverse(cand: np.ndarray, labelled: np.ndarray, unc: np.ndarray, n: int, pool: int | None):
+    """Greedy k-center among the `pool * n` most uncertain candidates (all when `pool` is None): each pick is the
+    one farthest (cosine distance) from the labelled items and from the picks so far.
+    Returns (positions in cand, distance of each at its pick)."""
+    size = len(cand) if pool is None else min(len(cand), max(n, pool * n))
+    pool_idx = np.argsort(-unc, kind="stable")[:size]
+    vecs = cand[pool_idx]
+    dmin = np.full(size, np.inf)
+    for i in range(0, len(labelled), 4096):
+        dmin = np.minimum(dmin, (1 - vecs @ labelled[i:i + 4096].T).min(1))
+    picks, dists = [], []
+    for _ in range(min(n, size)):
+        j = int(np.argmax(dmin)) if np.isfinite(dmin).any() else 0   # nothing labelled yet: most uncertain first
+        picks.append(j)
+        dists.append(float(dmin[j]) if np.isfinite(dmin[j]) else np.nan)
+        dmin = np.minimum(dmin, 1 - vecs @ vecs[j])
+        dmin[j] = -np.inf
+    return pool_idx[picks], np.asarray(dists)
+
+
+# -- looking alike ---------------------------------------------------------------------------------------------------
+def _is_image_like(query) -> bool:
+    from PIL import Image
+    return isinstance(query, (bytes, bytearray, memoryview, Image.Image, os.PathLike)) or (
+        isinstance(query, str) and not query.strip().lstrip("-").isdigit())
+
+
+def similar(ds, item_or_image, k: int = 20, *, labelled: bool | None = None, label: str | None = None,
+            backbone=None, embeddings: Embeddings | None = None) -> pd.DataFrame:
+    """The `k` items most like the query by cosine similarity of embeddings, most alike first:
+    `id`, `similarity`, `label`, `split`, `path`.
+
+    The query is an item id, a list of ids (the mean of their vectors: give a few examples of a rare class to find
+    more of it), an image path, encoded bytes or a Pillow image (embedded on the fly by the same backbone). The
+    query items themselves are left out. `labelled=False` searches only unlabelled items, `label=` one class.
+    """
+    _require_items(ds)
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive whole number, not {k!r}")
+    emb = _embeddings(ds, backbone, embeddings)
+    exclude: set[int] = set()
+    if _is_image_like(item_or_image):
+        query, exclude = _image_query(ds, emb, item_or_image)
+        what = "an image"
+    else:
+        ids = [item_or_image] if np.ndim(item_or_image) == 0 else list(item_or_image)
+        if not ids:
+            raise ValueError("give at least one item id (or an image) to search for")
+        try:
+            ids = [int(i) for i in ids]
+        except (TypeError, ValueError):
+            raise TypeError(f"similar() takes an item id, a list of ids, an image path, bytes or a Pillow image, "
+                            f"not {item_or_image!r}") from None
+        pos = emb.positions(ids)
+        query = emb.vectors[pos].mean(0)
+        exclude = set(ids)
+        what = f"item {ids[0]}" if len(ids) == 1 else f"the mean of {len(ids)} items"
+    query = query / max(float(np.linalg.norm(query)), 1e-12)
+    sims = emb.vectors @ query
+    keep = ~emb.frame["id"].isin(exclude).to_numpy()
+    if labelled is not None:
+        keep &= emb.frame["label"].notna().to_numpy() == bool(labelled)
+    if label is not None:
+        keep &= (emb.frame["label"] == label).to_numpy()
+    idx = np.flatnonzero(keep)
+    idx = idx[np.argsort(-sims[idx], kind="stable")[:k]]
+    out = pd.DataFrame({"id": emb.ids[idx], "similarity": sims[idx]})
+    for col in ("label", "split", "path"):
+        out[col] = emb.frame[col].to_numpy()[idx]
+    out.attrs["query"] = what
+    return tag(out, emb)
+
+
+def _image_query(ds, emb: Embeddings, image):
+    from PIL import Image
+    exclude = set()
+    data = None
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+    elif not isinstance(image, Image.Image):
+        path = os.fspath(image)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is not a file; give an item id, an image path, bytes or a Pillow image")
+        with open(path, "rb") as f:
+            data = f.read()
+    if data is not None:    # the same content as an item: leave that item out, as for an id
+        digest = hashlib.sha256(data).hexdigest()
+        same = emb.frame.loc[emb.frame["sha256"] == digest, "id"]
+        exclude = set(int(i) for i in same)
+        image = data
+    vec = embed_images(emb.backbone, [image], max_pixels=ds.max_pixels)[0]
+    return vec, exclude
+
+
+def _pixel_thumbs(ds, frame: pd.DataFrame):
+    """Per-channel-centred, unit-length 16x16 colour thumbnails (from the 32 px decoded cache), and the hash of
+    each item's 32 px pixels. Items that cannot be read are dropped: returns (thumbs, pixel hashes, kept)."""
+    import torch
+    import torch.nn.functional as F
+    from .data import ImageCache, check_files
+    frame, _ = check_files(frame)
+    array, rows, kept, _ = ImageCache(ds, PIXEL_SIZE).rows(frame)
+    frame = frame.iloc[kept].reset_index(drop=True)
+    thumbs, hashes = [], []
+    for i in range(0, len(rows), 2048):
+        block = np.asarray(array[rows[i:i + 2048]])
+        hashes += [hashlib.blake2b(r.tobytes(), digest_size=16).hexdigest() for r in block]
+        x = torch.from_numpy(block).permute(0, 3, 1, 2).float()
+        x = F.adaptive_avg_pool2d(x, 16)
+        x = (x - x.mean((2, 3), keepdim=True)).flatten(1)
+        thumbs.append(F.normalize(x, dim=1).numpy())
+    thumbs = np.concatenate(thumbs) if thumbs else np.zeros((0, 768), np.float32)
+    return thumbs, np.asarray(hashes, object), frame
+
+
+def _pairs_above(v: np.ndarray, threshold: float, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i < j) whose dot product is >= threshold, found block by block."""
+    a, b, s = [], [], []
+    total = 0
+    for i0 in range(0, len(v), 1024):
+        block = v[i0:i0 + 1024] @ v.T
+        ii, jj = np.nonzero(block >= threshold)
+        ii = ii + i0
+        keep = jj > ii
+        a.append(ii[keep]), b.append(jj[keep]), s.append(block[ii[keep] - i0, jj[keep]])
+        total += int(keep.sum())
+        if total > limit:
+            break
+    cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))
+    return cat(a, np.int64), cat(b, np.int64), cat(s, np.float32)
+
+
+def duplicates(ds, threshold: float | None = None, *, pixel_threshold: float = 0.99, backbone=None,
+               embeddings: Embeddings | None = None, max_pairs: int = 100_000) -> pd.DataFrame:
+    """Pairs of items that are the same picture, most alike first: `id_a`, `id_b`, `kind`, `similarity`,
+    `pixel_similarity`, `label_a`, `label_b`, `split_a`, `split_b`, `leak`, `conflict`.
+
+    kind 'exact': the same file content (sha256) or the same decoded pixels. kind 'near': the same picture
+    re-encoded, resized or lightly edited (correlation of 16x16 thumbnails >= `pixel_threshold`), or embeddings
+    with cosine similarity >= `threshold` (default 0.97 with a pretrained backbone; with the body of a model trained
+    on this project there is no default, since such a body maps every item of a class close together). `leak`: the
+    two are in different splits (train/valid/test), so validation scores are inflated. `conflict`: both labelled,
+    differently. Without any backbone, the pixel comparison alone runs (and `attrs` say so).
+    """
+    from .embeddings import NoBackboneError
+    _require_items(ds)
+    ids = ds.query_ids(usable_only=True)
+    rows = ds.item_rows(ids)
+    cols = ["id", "path", "path_raw", "sha256", "size_bytes", "mtime", "label", "split"]
+    frame = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows if r.get("kind", "image") == "image"],
+                         columns=cols)
+    thumbs, pixel_hash, frame = _pixel_thumbs(ds, frame)
+    try:
+        emb = _embeddings(ds, backbone, embeddings)
+    except NoBackboneError as e:
+        if threshold is not None:
+            raise
+        emb, why = None, str(e).split(". ")[0]
+    vec = np.zeros((len(frame), 1), np.float32)
+    if emb is not None:
+        have = frame["id"].isin(set(emb.ids)).to_numpy()
+        vec = np.zeros((len(frame), emb.dim), np.float32)
+        vec[have] = emb.vectors[emb.positions(frame.loc[have, "id"])]
+    if threshold is None and emb is not None and emb.backbone.pretrained:
+        threshold = _NEAR_PRETRAINED
+    found: dict[tuple[int, int], str] = {}
+    for key in (frame["sha256"].to_numpy(object), pixel_hash):      # exact: same bytes, or same pixels
+        groups = pd.Series(np.arange(len(frame))).groupby(key).agg(list)
+        for members in groups[groups.map(len) > 1]:
+            for x in range(len(members)):
+                for y in range(x + 1, len(members)):
+                    found[(members[x], members[y])] = "exact"
+    a, b, _ = _pairs_above(thumbs, pixel_threshold, max_pairs)
+    for i, j in zip(a.tolist(), b.tolist()):
+        found.setdefault((i, j), "near")
+    if threshold is not None and emb is not None:
+        a, b, _ = _pairs_above(vec, threshold, max_pairs)
+        for i, j in zip(a.tolist(), b.tolist()):
+            found.setdefault((i, j), "near")
+    if len(found) > max_pairs:
+        warnings.warn(f"more than {max_pairs} pairs found; only the first {max_pairs} are listed. Raise the "
+                      f"threshold", stacklevel=2)
+    pairs = list(found.items())[:max_pairs]
+    ia = np.array([p[0][0] for p in pairs], np.int64)
+    ib = np.array([p[0][1] for p in pairs], np.int64)
+    split_a, split_b = frame["split"].to_numpy(object)[ia], frame["split"].to_numpy(object)[ib]
+    label_a, label_b = frame["label"].to_numpy(object)[ia], frame["label"].to_numpy(object)[ib]
+    out = pd.DataFrame({
+        "id_a": frame["id"].to_numpy(np.int64)[ia], "id_b": frame["id"].to_numpy(np.int64)[ib],
+        "kind": [p[1] for p in pairs],
+        "similarity": (vec[ia] * vec[ib]).sum(1) if emb is not None else np.nan,
+        "pixel_similarity": (thumbs[ia] * thumbs[ib]).sum(1),
+        "label_a": label_a, "label_b": label_b, "split_a": split_a, "split_b": split_b,
+        "leak": [isinstance(sa, str) and isinstance(sb, str) and sa != sb for sa, sb in zip(split_a, split_b)],
+        "conflict": [isinstance(la, str) and isinstance(lb, str) and la != lb for la, lb in zip(label_a, label_b)],
+        "path_a": frame["path"].to_numpy(object)[ia], "path_b": frame["path"].to_numpy(object)[ib]})
+    if emb is not None and len(out):
+        out.loc[~frame["id"].isin(set(emb.ids)).to_numpy()[ia] | ~frame["id"].isin(set(emb.ids)).to_numpy()[ib],
+                "similarity"] = np.nan
+    out["_rank"] = out["kind"].map({"exact": 0, "near": 1})
+    out = out.sort_values(["_rank", "pixel_similarity"], ascending=[True, False], kind="stable")
+    out = out.drop(columns="_rank").reset_index(drop=True)
+    out.attrs.update(threshold=threshold, pixel_threshold=pixel_threshold)
+    if emb is None:
+        out.attrs.update(embeddings=None, backbone=f"none ({why}): pixel comparison only")
+        return out
+    if threshold is None:
+        out.attrs["note"] = (f"near duplicates by pixels only: {emb.model_id} is the body of a model trained on "
+                             f"this project, whose similarity says 'same class' more than 'same picture'; pass "
+                             f"threshold= to also compare embeddings")
+    return tag(out, emb)
+
+
+def outliers(ds, n: int | None = None, *, k: int = 10, backbone=None, embeddings: Embeddings | None = None,
+             labelled: bool | None = None) -> pd.DataFrame:
+    """Items that sit far from everything else, most isolated first: `id`, `score` (mean cosine distance to the
+    `k` nearest other items), `nearest` (the closest item's id), `label`, `split`, `path`."""
+    _require_items(ds)
+    emb = _embeddings(ds, backbone, embeddings)
+    if len(emb) < 2:
+        raise ValueError(f"outliers need at least 2 items with embeddings; this project has {len(emb)}")
+    v = emb.vectors
+    k = int(max(1, min(k, len(v) - 1)))
+    score = np.zeros(len(v))
+    nearest = np.zeros(len(v), np.int64)
+    for i0 in range(0, len(v), 1024):
+        dist = 1 - v[i0:i0 + 1024] @ v.T
+        dist[np.arange(len(dist)), np.arange(i0, i0 + len(dist))] = np.inf
+        part = np.partition(dist, k - 1, axis=1)[:, :k]
+        score[i0:i0 + len(dist)] = part.mean(1)
+        nearest[i0:i0 + len(dist)] = emb.ids[dist.argmin(1)]
+    out = pd.DataFrame({"id": emb.ids, "score": score, "nearest": nearest})
+    for col in ("label", "split", "path"):
+        out[col] = emb.frame[col].to_numpy()
+    if labelled is not None:
+        out = out[out["label"].notna() == bool(labelled)]
+    out = out.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    if n is not None:
+        out = out.head(int(n))
+    out.attrs["k"] = k
+    return tag(out, emb)
+
+
+# -- what looks wrong -------------------------------------------------------------------------------------------------
+def label_issues(ds, model=None, *, folds: int = 5, backbone=None, embeddings: Embeddings | None = None,
+                 seed: int = 0, C: float = 0.1) -> pd.DataFrame:
+    """Labelled items whose label is likely wrong, most likely first: `id`, `label`, `suggested`, `score`,
+    `p_label`, `p_suggested`, `split`, `path`. `score` is 1 - the probability of the given label.
+
+    Confident learning (cleanlab's `find_label_issues`) on out-of-sample probabilities: without a model, a
+    logistic-regression head cross-validated over `folds` stratified folds of the embeddings (classes with a single
+    labelled item cannot be checked and are listed in `attrs["unchecked"]`); with a model, its probabilities for
+    the items it did not train on (valid, test, and items labelled since), or for all with a warning when it
+    trained on every one. `attrs` say which, and which backbone. Offline, the embeddings come from the body of a
+    model trained on these very labels: errors it had time to memorise look less wrong (few epochs keep that small;
+    pretrained embeddings avoid it).
+    """
+    _require_items(ds)
+    model = _resolve_model(model)
+    if model is not None:
+        _check_model(model, ds)
+    emb = _model_embeddings(ds, model, backbone, embeddings) if model is not None else \
+        _embeddings(ds, backbone, embeddings)
+    lab = emb.frame["label"].notna().to_numpy()
+    if not lab.any():
+        raise ValueError("no labelled items to check; label some first (ds.set_label or ds.label())")
+    frame = emb.frame[lab].reset_index(drop=True)
+    feats = emb.features[lab]
+    counts = frame["label"].value_counts()
+    if len(counts) < 2:
+        raise ValueError(f"label_issues needs labelled items of at least two classes (found only "
+                         f"{list(counts.index)}): with one class no label can look wrong")
+    unchecked: list[int] = []
+    if model is None:
+        single = counts[counts < 2].index.tolist()
+        if single:
+            unchecked = frame.loc[frame["label"].isin(single), "id"].astype(int).tolist()
+            warnings.warn(f"classes with a single labelled item cannot be checked (nothing to compare it with): "
+                          f"{single}; label more of them", stacklevel=2)
+        keep = ~frame["label"].isin(single).to_numpy()
+        frame, feats = frame[keep].reset_index(drop=True), feats[keep]
+        classes = [c for c in ds.classes if c in set(frame["label"])]
+        if len(classes) < 2:
+            raise ValueError("label_issues needs at least two classes with two or more labelled items each")
+        from .head import cross_val_probs
+        y = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+        probs = cross_val_probs(feats, y, len(classes), folds=folds, seed=seed, C=C)
+        k = int(max(2, min(folds, np.bincount(y).min())))
+        method = f"{k}-fold cross-validated logistic regression on the embeddings"
+    else:
+        unknown = _classes_unknown_to(model, frame["label"])
+        if unknown:
+            raise ValueError(f"the model does not know the classes {unknown}, which items here are labelled with "
+                             f"(it knows {model.classes}); retrain it (nbml.train(ds)) or call ds.label_issues() "
+                             f"without a model")
+        classes = model.classes
+        trained_on = _trained_ids(ds, model)
+        outside = ~frame["id"].isin(trained_on).to_numpy()
+        if outside.sum() >= 2 and frame.loc[outside, "label"].nunique() >= 2:
+            unchecked = frame.loc[~outside, "id"].astype(int).tolist()
+            frame, feats = frame[outside].reset_index(drop=True), feats[outside]
+            method = (f"the probabilities of the model of run {model.run_id} for the {len(frame)} labelled items "
+                      f"it did not train on; the {len(unchecked)} it trained on are not checked (its probabilities "
+                      f"for them would hide their errors)")
+        else:
+            warnings.warn("the model trained on (nearly) every labelled item, so its probabilities are in-sample "
+                          "and hide label errors; call ds.label_issues() without a model for out-of-sample ones",
+                          stacklevel=2)
+            method = f"the in-sample probabilities of the model of run {model.run_id} (it trained on these items)"
+        sub = Embeddings(frame, feats.astype(np.float16), emb.backbone)
+        probs = _model_probs(model, sub)
+        y = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    ranked = _find_issues(y, probs)
+    p_label = probs[np.arange(len(y)), y]
+    out = pd.DataFrame({"id": frame["id"].to_numpy(np.int64)[ranked], "label": frame["label"].to_numpy()[ranked],
+                        "suggested": [classes[i] for i in probs[ranked].argmax(1)] if len(ranked) else [],
+                        "score": 1 - p_label[ranked], "p_label": p_label[ranked],
+                        "p_suggested": probs[ranked].max(1) if len(ranked) else [],
+                        "split": frame["split"].to_numpy()[ranked], "path": frame["path"].to_numpy()[ranked]})
+    out.attrs.update(method=method, n_checked=len(frame), unchecked=unchecked)
+    return tag(out, emb)
+
+
+def _trained_ids(ds, model) -> set[int]:
+    """Ids of the items the model trained on (its run's data snapshot, train split)."""
+    snap = model.config.get("snapshot_id")
+    if not snap:
+        return set()
+    try:
+        items = ds.snapshot_items(snap)
+    except KeyError:
+        return set()
+    return set(items.loc[items["split"] == "train", "id"].astype(int))
+
+
+def _find_issues(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    from cleanlab.filter import find_label_issues
+    probs = np.clip(np.asarray(probs, np.float64), 1e-9, 1)
+    probs /= probs.sum(1, keepdims=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(find_label_issues(np.asarray(y, np.int64), probs,
+                                                return_indices_ranked_by="self_confidence"), np.int64)
+    except Exception as e:   # cleanlab's own checks, in words a user can act on
+        raise ValueError(f"could not look for label issues on {len(y)} items ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]}); label more items of each class and try again") from None
+
+
+# -- seeing the data --------------------------------------------------------------------------------------------------
+@dataclass
+class DataStats:
+    """Counts per class and split (`counts`), labelled / unlabelled / unusable totals, `warnings`, and `chart`."""
+    counts: pd.DataFrame
+    labelled: int
+    unlabelled: int
+    unusable: int
+    warnings: list = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        head = (f"{self.labelled} labelled, {self.unlabelled} unlabelled" +
+                (f", {self.unusable} unusable" if self.unusable else "") + f", {len(self.counts)} classes")
+        lines = [head, self.counts.to_string() if len(self.counts) else "(no classes yet)"]
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    @property
+    def chart(self):
+        """Stacked bars: labelled items per class by split, and the unlabelled items."""
+        import altair as alt
+        long = self.counts[["train", "valid", "test", "unassigned"]].reset_index().melt(
+            id_vars="class", var_name="split", value_name="items")
+        extra = pd.DataFrame({"class": ["(unlabelled)"], "split": ["unlabelled"], "items": [self.unlabelled]})
+        data = pd.concat([long, extra], ignore_index=True)
+        order = list(self.counts.index) + ["(unlabelled)"]
+        return alt.Chart(data).mark_bar().encode(
+            y=alt.Y("class:N", sort=order, title=None), x=alt.X("sum(items):Q", title="items"),
+            color=alt.Color("split:N", sort=["train", "valid", "test", "unassigned", "unlabelled"]),
+            tooltip=["class", "split", "items"]).properties(title="items per class and split", width=400)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        bundle = self.chart._repr_mimebundle_(include, exclude)
+        bundle = bundle[0] if isinstance(bundle, tuple) else bundle
+        bundle = dict(bundle or {})
+        bundle["text/plain"] = repr(self)
+        return bundle
+
+
+def stats(ds) -> DataStats:
+    """Counts per class and split, labelled against unlabelled, with a warning for classes too small to learn."""
+    df = ds.df
+    usable = df[df["status"] == "ok"]
+    classes = ds.classes
+    lab = usable[usable["label"].notna()]
+    split = lab["split"].fillna("unassigned")
+    table = pd.crosstab(pd.Categorical(lab["label"], categories=classes),
+                        pd.Categorical(split, categories=["train", "valid", "test", "unassigned"]), dropna=False)
+    table = table.reindex(index=classes, columns=["train", "valid", "test", "unassigned"], fill_value=0)
+    table.index.name, table.columns.name = "class", None
+    table["labelled"] = table.sum(axis=1)
+    notes = []
+    if df.empty:
+        notes.append("this project has no items yet; add images with ds.add_images(folder)")
+    for name, n in table["labelled"].items():
+        if n == 0:
+            notes.append(f"class {name!r} has no labelled items")
+        elif n < MIN_PER_CLASS:
+            notes.append(f"class {name!r} has only {n} labelled item{'s' * (n != 1)}: too few to learn and to "
+                         f"validate on; label at least {MIN_PER_CLASS} (20 or more is better)")
+    if len(classes) == 1:
+        notes.append(f"only one class ({classes[0]!r}): a classifier needs at least two")
+    if len(table) and table["labelled"].max() >= 10 * max(table["labelled"][table["labelled"] > 0].min(), 1) \
+            and (table["labelled"] > 0).sum() >= 2:
+        notes.append("the classes are very unbalanced (the largest has 10 times the smallest or more); the model "
+                     "will favour the large ones")
+    return DataStats(table, int(len(lab)), int(usable["label"].isna().sum()), int((df["status"] == "unusable").sum()),
+                     notes)
+
+
+def embedding_map(ds, backbone=None, *, embeddings: Embeddings | None = None) -> pd.DataFrame:
+    """A 2-D PCA map of the items' embeddings: `id`, `x`, `y`, `label`, `split`, `path` (`attrs` say the backbone)."""
+    _require_items(ds)
+    return _embeddings(ds, backbone, embeddings).pca(2)

@@ -1,0 +1,503 @@
+"""Per-item embeddings: a backbone's pooled features for each item, stored as float16 in one memory-mapped file per
+backbone beside the project file (`<project>.d/embeddings/`), indexed by content hash and model id in the store, and
+computed only for the items that have none yet.
+
+Which backbone (`resolve_backbone`): a pretrained timm backbone when its weights can be had; otherwise the body of
+the project's latest trained model; never a randomly initialised network. Random features are close to useless:
+on scikit-learn's digits, random-init resnet18 embeddings give 48% accuracy under a cross-validated logistic
+regression where raw pixels give 92%, and cleanlab's precision on them falls from 0.84 to 0.21.
+
+Every `Embeddings` says where it came from: `model_id` (`timm:resnet18.a1_in1k@224`, `run-12@64`,
+`file:resnet18-3f2a9c01b7d4@224`, `model-<fingerprint>@64`) and `source`, the same in words.
+"""
+from __future__ import annotations
+
+import copy
+import fcntl
+import hashlib
+import json
+import os
+import re
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Backbone", "Embeddings", "NoBackboneError", "resolve_backbone", "embed", "embed_images"]
+
+_NO_RANDOM = ("A randomly initialised network is never used: its features are close to useless for finding "
+              "similar items, label errors or what to label next.")
+
+
+class NoBackboneError(RuntimeError):
+    """No backbone can compute embeddings: no pretrained weights and no trained model in the project."""
+
+
+@dataclass
+class Backbone:
+    """What computes embeddings: a body returning pooled features, its input size and normalisation, and ids."""
+    model_id: str              # the key of its embeddings in the store, e.g. "timm:resnet18.a1_in1k@224", "run-12@64"
+    source: str                # the same in words, shown wherever its embeddings are used
+    arch: str                  # the timm architecture of the body
+    size: int                  # input size in pixels
+    mean: tuple
+    std: tuple
+    weights: str               # where the body's weights came from: "timm:<tag>", "file:<path>", "run-12"
+    loader: Callable = field(repr=False)   # () -> nn.Module (the body); called once, on first use
+    device: object = None
+    fresh: bool = False        # the loader builds a new module each call (so a copy needs no deepcopy)
+    _body: object = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def pretrained(self) -> bool:
+        return self.model_id.startswith(("timm:", "file:"))
+
+    def body(self):
+        """The body module, loaded on first use, in eval mode on its device."""
+        with self._lock:
+            if self._body is None:
+                from .model import pick_device
+                body = self.loader()
+                self.device = pick_device(self.device) if not hasattr(self.device, "type") else self.device
+                self._body = body.to(self.device).eval()
+        return self._body
+
+    def body_copy(self):
+        """An independent copy of the body (on the CPU), for a new model to own."""
+        if self.fresh and self._body is None:
+            return self.loader().to("cpu")
+        return copy.deepcopy(self.body()).to("cpu")
+
+    def features(self, batch_u8: np.ndarray) -> np.ndarray:
+        """Pooled features, float32 [B, D], for uint8 images [B, size, size, 3]."""
+        import torch
+        from .data import normalize
+        body = self.body()
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=self.device)
+        std = torch.tensor(self.std, dtype=torch.float32, device=self.device)
+        with torch.inference_mode():
+            was_training = body.training
+            body.eval()
+            x = normalize(torch.from_numpy(np.ascontiguousarray(batch_u8)).to(self.device), mean, std)
+            if self.device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    out = body(x.contiguous(memory_format=torch.channels_last))
+            else:
+                out = body(x.contiguous())
+            if was_training:
+                body.train()
+            return out.float().cpu().numpy()
+
+
+# -- choosing the backbone ----------------------------------------------------------------------------------------
+_PRETRAINED: dict = {}   # (arch, weights key) -> (time, (body, source, digest) or the exception)
+_PRETRAINED_LOCK = threading.Lock()
+_RETRY_S = 60.0          # a failed load (offline, not cached) is not tried again for this long
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._@-]+", "_", text)
+
+
+def _load_pretrained(arch: str, weights=None):
+    """(body, source, file digest) from `create_body(pretrained=True)`, memoised per process; a failure is
+    remembered for a minute, so an offline session does not retry the hub on every call."""
+    from .pretrained import create_body
+    key = (arch, None)
+    if weights is not None:
+        path = Path(weights).expanduser().resolve()
+        st = path.stat() if path.exists() else None
+        key = (arch, str(path), st and (st.st_mtime, st.st_size))
+    with _PRETRAINED_LOCK:
+        when, found = _PRETRAINED.get(key, (None, None))
+        if found is None or (isinstance(found, Exception) and time.monotonic() - when > _RETRY_S):
+            try:
+                body, source = create_body(arch, pretrained=True, weights=weights)
+                digest = hashlib.sha256(Path(source[5:]).read_bytes()).hexdigest()[:12] \
+                    if source.startswith("file:") else None
+                found = (body, source, digest)
+            except (RuntimeError, OSError, ValueError) as e:
+                found = e
+            _PRETRAINED[key] = (time.monotonic(), found)
+    if isinstance(found, Exception):
+        raise found
+    return found
+
+
+def _pretrained_backbone(arch: str, size: int | None, weights, device) -> Backbone:
+    from .training import IMAGENET_MEAN, IMAGENET_STD
+    body, source, digest = _load_pretrained(arch, weights)
+    cfg = getattr(body, "pretrained_cfg", None) or {}
+    size = int(size or (cfg.get("input_size") or (3, 224, 224))[-1])
+    name = arch.split(".")[0]
+    if source.startswith("file:"):
+        model_id, words = f"file:{name}-{digest}@{size}", f"{name} with weights from {source[5:]}, {size} px"
+    else:
+        tag = source[5:]
+        model_id, words = f"timm:{tag}@{size}", f"pretrained timm {tag}, {size} px"
+    return Backbone(model_id, words, name, size, tuple(cfg.get("mean", IMAGENET_MEAN)),
+                    tuple(cfg.get("std", IMAGENET_STD)), source, loader=lambda: body, device=device)
+
+
+def _config_backbone(ds, config: dict, loader: Callable, device, model_id: str | None = None) -> Backbone:
+    """The body of a trained model, from its config: a head-only model shares the embeddings of its body."""
+    run = config.get("run_id")
+    size = int(config["size"])
+    if config.get("body"):
+        model_id, words = config["body"], config.get("body_source") or f"the body behind {config['body']}"
+    else:
+        model_id = model_id or f"run-{run}@{size}"
+        words = (f"body of run {run} ({config['arch']} trained on this project, {size} px; no pretrained "
+                 f"weights were used)" if str(config.get("weights")) == "random" else
+                 f"body of run {run} ({config['arch']} fine-tuned on this project from {config.get('weights')}, "
+                 f"{size} px)")
+    weights = config.get("body_weights") or (f"run-{run}" if run is not None else "model")
+    return Backbone(model_id, words, config["arch"].split(".")[0], size, tuple(config["mean"]), tuple(config["std"]),
+                    weights, loader=loader, device=device)
+
+
+def _run_backbone(ds, run_id: int | None, device) -> Backbone:
+    runs = ds.runs()
+    done = runs[runs["model_path"].notna()] if not runs.empty else runs
+    if done.empty:
+        raise LookupError("this project has no trained model yet")
+    if run_id is None:
+        row = done.iloc[-1]
+    else:
+        match = done[done["id"] == int(run_id)]
+        if match.empty:
+            raise LookupError(f"run {run_id} has no saved model (runs with one: {done['id'].tolist()})")
+        row = match.iloc[0]
+    folder = Path(row["model_path"])
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise LookupError(f"run {row['id']}'s model folder {folder} is gone")
+    config = json.loads(config_file.read_text())
+
+    def loader():
+        from .model import load
+        return load(folder, device="cpu").net[0]
+    bb = _config_backbone(ds, config, loader, device)
+    bb.fresh = True
+    return bb
+
+
+def _model_backbone(ds, model, device) -> Backbone:
+    config = model.config
+    run = config.get("run_id")
+    model_id = None
+    if run is not None and not config.get("body"):
+        runs = ds.runs()
+        row = runs[runs["id"] == run] if not runs.empty else runs
+        if row.empty or row.iloc[0]["snapshot_id"] != config.get("snapshot_id"):
+            # not one of this project's runs: name it by a fingerprint so it never borrows a run's embeddings
+            blob = json.dumps([config.get("name"), config.get("created"), config.get("arch"), run], default=str)
+            model_id = f"model-{hashlib.sha256(blob.encode()).hexdigest()[:12]}@{int(config['size'])}"
+    elif run is None and not config.get("body"):
+        blob = json.dumps([config.get("name"), config.get("created"), config.get("arch")], default=str)
+        model_id = f"model-{hashlib.sha256(blob.encode()).hexdigest()[:12]}@{int(config['size'])}"
+    bb = _config_backbone(ds, config, lambda: model.net[0], model.device, model_id)
+    if model_id and model_id.startswith("model-"):
+        bb.source = f"body of the given model ({config['arch']}, {int(config['size'])} px)"
+    return bb
+
+
+def resolve_backbone(ds, backbone=None, *, arch: str = "resnet18", size: int | None = None, weights=None,
+                     pretrained="auto", device=None) -> Backbone:
+    """The backbone that computes embeddings.
+
+    `backbone`: None (default: pretrained `arch` when its weights can be had, else the body of the project's
+    latest trained model), an `nbml.Model` (its body), a run id or "run-12", "latest" (the latest run's body),
+    "pretrained" or a timm name (pretrained weights required), or a `Backbone`. `weights` is a local weights file
+    for `arch`. `pretrained=False` skips the pretrained backbone. A randomly initialised backbone is never used.
+    """
+    from .model import Model
+    if isinstance(backbone, Backbone):
+        return backbone
+    if isinstance(backbone, Model):
+        return _model_backbone(ds, backbone, device)
+    if hasattr(backbone, "wait") and hasattr(backbone, "run_id"):       # a TrainingHandle
+        return _model_backbone(ds, backbone.wait(), device)
+    if isinstance(backbone, (int, np.integer)) or (isinstance(backbone, str) and re.fullmatch(r"run-\d+", backbone)):
+        run_id = int(backbone) if not isinstance(backbone, str) else int(backbone[4:])
+        try:
+            return _run_backbone(ds, run_id, device)
+        except LookupError as e:
+            raise NoBackboneError(f"{e}; see ds.runs()") from None
+    if backbone == "latest":
+        try:
+            return _run_backbone(ds, None, device)
+        except LookupError:
+            raise NoBackboneError("this project has no trained model yet: train one with nbml.train(ds)") from None
+    if isinstance(backbone, str):
+        name = arch if backbone == "pretrained" else backbone
+        return _pretrained_backbone(name, size, weights, device)
+    if backbone is not None:
+        raise TypeError(f"backbone must be None, an nbml.Model, a run id, 'latest', 'pretrained' or a timm name, "
+                        f"not {type(backbone).__name__}")
+    if pretrained not in ("auto", True, False):
+        raise ValueError(f"pretrained must be 'auto', True or False, not {pretrained!r}")
+    why = "pretrained=False was given"
+    if pretrained or weights is not None:
+        try:
+            return _pretrained_backbone(arch, size, weights, device)
+        except (RuntimeError, OSError, ValueError) as e:
+            if pretrained is True or weights is not None:
+                raise
+            why = str(e).split(". ")[0]
+    try:
+        return _run_backbone(ds, None, device)
+    except LookupError as e:
+        raise NoBackboneError(
+            f"No backbone to compute embeddings with: {why}, and {e}. Train a model first (nbml.train(ds)), whose "
+            f"body then gives the embeddings, or pass weights='path/to/{arch}.safetensors'. {_NO_RANDOM}") from None
+
+
+# -- the float16 store ----------------------------------------------------------------------------------------------
+class _Store:
+    """One float16 [N, D] file per model id, rows indexed in the store's `embeddings` table."""
+
+    def __init__(self, ds, model_id: str):
+        self.ds, self.model_id = ds, model_id
+        self.folder = Path(ds.home) / "embeddings"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.file = self.folder / f"{_safe(model_id)}.f16"
+        self.info_file = self.folder / f"{_safe(model_id)}.json"
+
+    @contextmanager
+    def lock(self):
+        with open(self.folder / f"{_safe(self.model_id)}.lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def index(self) -> dict[str, int]:
+        return self.ds._embedding_rows(self.model_id)
+
+    @property
+    def dim(self) -> int | None:
+        if not self.info_file.exists():
+            return None
+        return int(json.loads(self.info_file.read_text())["dim"])
+
+    def array(self) -> np.ndarray:
+        dim = self.dim
+        n = self.file.stat().st_size // (2 * dim) if dim and self.file.exists() else 0
+        if n == 0:
+            return np.zeros((0, dim or 0), np.float16)
+        return np.memmap(self.file, np.float16, "r", shape=(n, dim))
+
+    def append(self, shas: list[str], vectors: np.ndarray, backbone: Backbone, index: dict) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float16)
+        if not np.isfinite(vectors).all():
+            raise RuntimeError(f"the backbone {self.model_id} gave features too large or not finite for float16; "
+                               f"its weights look broken")
+        dim = self.dim
+        if dim is None:
+            dim = vectors.shape[1]
+            tmp = self.info_file.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps({"model_id": self.model_id, "source": backbone.source, "dim": dim,
+                                       "dtype": "float16", "arch": backbone.arch, "size": backbone.size,
+                                       "created": time.time()}, indent=2))
+            os.replace(tmp, self.info_file)
+        elif dim != vectors.shape[1]:
+            raise RuntimeError(f"embeddings for {self.model_id} have {dim} dimensions on disk but the backbone gives "
+                               f"{vectors.shape[1]}; delete {self.file} and its .json to start again")
+        row_bytes = 2 * dim
+        with open(self.file, "ab") as out:
+            start = out.tell() // row_bytes
+            out.truncate(start * row_bytes)   # drop a partial row a crash may have left
+            out.seek(start * row_bytes)
+            out.write(vectors.tobytes())
+            out.flush()
+            os.fsync(out.fileno())
+        added = {h: start + i for i, h in enumerate(shas)}
+        self.ds._add_embedding_rows(self.model_id, added)
+        index.update(added)
+
+
+# -- embeddings -------------------------------------------------------------------------------------------------------
+class Embeddings:
+    """Embeddings of items: `ids`, `vectors` (float32, L2-normalised), `features` (float32 as the backbone gave
+    them), `frame` (id, label, split, path), and where they came from (`model_id`, `source`).
+
+    `computed` is how many were computed by the call that made this (the rest came from the store); `missing`
+    lists the ids that have none (their file could not be read), with one reason each in `warnings`.
+    """
+
+    def __init__(self, frame: pd.DataFrame, raw: np.ndarray, backbone: Backbone, computed: int = 0,
+                 missing: list | None = None, warnings: list | None = None):
+        self.frame = frame.reset_index(drop=True)
+        self.ids = self.frame["id"].to_numpy(np.int64)
+        self.raw = raw                      # float16 [n, dim], as stored
+        self.backbone = backbone
+        self.model_id, self.source = backbone.model_id, backbone.source
+        self.computed = int(computed)
+        self.missing = list(missing or [])
+        self.warnings = list(warnings or [])
+        self._vectors = self._features = None
+        self._pos = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        dim = self.raw.shape[1] if self.raw.ndim == 2 else 0
+        extra = f", {len(self.missing)} without (unreadable)" if self.missing else ""
+        return (f"Embeddings({len(self)} items x {dim}, from {self.model_id}: {self.source}; "
+                f"{self.computed} computed now{extra})")
+
+    @property
+    def dim(self) -> int:
+        return int(self.raw.shape[1])
+
+    @property
+    def features(self) -> np.ndarray:
+        """float32, as the backbone gave them (to float16 precision)."""
+        if self._features is None:
+            self._features = self.raw.astype(np.float32)
+        return self._features
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """float32, each row scaled to unit length (cosine similarity is then a dot product)."""
+        if self._vectors is None:
+            v = self.raw.astype(np.float32)
+            v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+            self._vectors = v
+        return self._vectors
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.frame["label"].to_numpy(object)
+
+    def positions(self, ids) -> np.ndarray:
+        """Row positions of these item ids; KeyError naming the first id without an embedding."""
+        if self._pos is None:
+            self._pos = {int(i): p for p, i in enumerate(self.ids)}
+        out = []
+        for i in np.atleast_1d(ids):
+            p = self._pos.get(int(i))
+            if p is None:
+                why = next((w for w in self.warnings if w.startswith(f"item {int(i)} ")), None)
+                raise KeyError(f"item {int(i)} has no embedding" + (f" ({why})" if why else
+                               " (it is removed, unusable, or not in this project)"))
+            out.append(p)
+        return np.asarray(out, np.int64)
+
+    def take(self, ids) -> "Embeddings":
+        """The embeddings of these ids only (in that order)."""
+        pos = self.positions(ids)
+        return Embeddings(self.frame.iloc[pos], self.raw[pos], self.backbone, 0, [], self.warnings)
+
+    def pca(self, n_components: int = 2) -> pd.DataFrame:
+        """A PCA map of the unit vectors: id, x, y (, z...), label, split, path; `attrs` say which backbone."""
+        v = self.vectors
+        names = ["x", "y", "z"][:n_components] if n_components <= 3 else [f"pc{i + 1}" for i in range(n_components)]
+        if len(v) == 0:
+            coords = np.zeros((0, n_components), np.float32)
+        else:
+            centred = v - v.mean(0)
+            _, _, vt = np.linalg.svd(centred, full_matrices=False)
+            coords = centred @ vt[:n_components].T
+            if coords.shape[1] < n_components:
+                coords = np.pad(coords, ((0, 0), (0, n_components - coords.shape[1])))
+        out = pd.DataFrame(coords, columns=names)
+        out.insert(0, "id", self.ids)
+        for col in ("label", "split", "path"):
+            out[col] = self.frame[col].to_numpy()
+        return tag(out, self)
+
+
+def tag(frame: pd.DataFrame, emb: Embeddings | Backbone) -> pd.DataFrame:
+    """Record in `frame.attrs` which backbone the embeddings behind it came from."""
+    frame.attrs["embeddings"] = emb.model_id
+    frame.attrs["backbone"] = emb.source
+    return frame
+
+
+_ITEM_COLUMNS = ["id", "kind", "path", "path_raw", "sha256", "size_bytes", "mtime", "label", "split"]
+
+
+def embed(ds, backbone=None, *, ids=None, bs: int | None = None, progress: bool | None = None,
+          **resolve_kw) -> Embeddings:
+    """Embeddings of the project's usable items (or of `ids`), computing only those the store lacks.
+
+    See `resolve_backbone` for `backbone` and its keywords (`arch`, `size`, `weights`, `pretrained`, `device`).
+    """
+    from .data import ImageCache, check_files
+    ids = ds.query_ids(usable_only=True) if ids is None else [int(i) for i in np.atleast_1d(ids)]
+    if not ids:
+        raise ValueError("this project has no usable items to embed; add images with ds.add_images(folder)")
+    bb = resolve_backbone(ds, backbone, **resolve_kw)
+    rows = ds.item_rows(ids)
+    frame = pd.DataFrame([{k: r.get(k) for k in _ITEM_COLUMNS} for r in rows], columns=_ITEM_COLUMNS)
+    unknown = sorted(set(ids) - set(frame["id"]))
+    warnings = [f"item {i} skipped: not in this project" for i in unknown]
+    not_images = frame["kind"] != "image"
+    warnings += [f"item {i} skipped: a {k} item, and this backbone embeds images" for i, k in
+                 frame.loc[not_images, ["id", "kind"]].itertuples(index=False)]
+    frame = frame[~not_images].reset_index(drop=True)
+    store = _Store(ds, bb.model_id)
+    index = store.index()
+    computed = 0
+    if (~frame["sha256"].isin(index.keys())).any():
+        with store.lock():
+            index = store.index()         # another process may have filled some meanwhile
+            todo = frame[~frame["sha256"].isin(index.keys())].drop_duplicates("sha256")
+            todo, notes = check_files(todo)
+            warnings += notes
+            if len(todo):
+                computed = _compute(ds, bb, store, todo, index, warnings, bs, progress, ImageCache)
+    have = frame["sha256"].isin(index.keys()).to_numpy()
+    missing = frame.loc[~have, "id"].astype(int).tolist()
+    frame = frame[have].reset_index(drop=True)
+    arr = store.array()
+    raw = np.asarray(arr[frame["sha256"].map(index).to_numpy(np.int64)]) if len(frame) else \
+        np.zeros((0, max(store.dim or 0, 0)), np.float16)
+    del arr
+    return Embeddings(frame[["id", "label", "split", "path", "sha256"]], raw, bb, computed, missing, warnings)
+
+
+def _compute(ds, bb: Backbone, store: _Store, todo: pd.DataFrame, index: dict, warnings: list, bs, progress,
+             ImageCache) -> int:
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    t0 = time.perf_counter()
+    if show:
+        print(f"embedding {len(todo)} items with {bb.source}...", file=sys.stderr, flush=True)
+    array, rows, kept, notes = ImageCache(ds, bb.size).rows(todo)
+    warnings += notes
+    todo = todo.iloc[kept].reset_index(drop=True)
+    bb.body()
+    bs = int(bs or (256 if bb.device.type == "cuda" else 64))
+    done = 0
+    for start in range(0, len(rows), bs * 16):         # append in chunks, so an interrupted run keeps its work
+        chunk = rows[start:start + bs * 16]
+        feats = np.concatenate([bb.features(array[chunk[i:i + bs]]) for i in range(0, len(chunk), bs)])
+        store.append(todo["sha256"].iloc[start:start + len(chunk)].tolist(), feats, bb, index)
+        done += len(chunk)
+        if show:
+            print(f"\rembedded {done}/{len(rows)}", end="", file=sys.stderr, flush=True)
+    if show:
+        print(f"\rembedded {done} items in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+    return done
+
+
+def embed_images(backbone: Backbone, images, max_pixels: int | None = None) -> np.ndarray:
+    """float32 features [n, D] for images given as paths, encoded bytes or Pillow images (not stored)."""
+    from ._imaging import open_rgb
+    from .data import to_square
+    squares = []
+    for im in images:
+        img = open_rgb(im) if max_pixels is None else open_rgb(im, max_pixels)
+        squares.append(to_square(img, backbone.size))
+    return backbone.features(np.stack(squares)) if squares else np.zeros((0, 0), np.float32)
