@@ -592,12 +592,24 @@ class Dataset:
                                                  for k, v in rows.items()])
 
     # -- widgets ----------------------------------------------------------------------------------------------
-    def label(self, model=None, *, filter: str = "unlabelled", page_size: int = 48, low_confidence: float = 0.6):
+    def label(self, model=None, *, filter: str = "unlabelled", queue: str | None = None, strategy: str = "margin",
+              page_size: int = 48, low_confidence: float = 0.6, rerank_every: int = 10):
         """A keyboard labelling grid: 1-9 label, arrows move, Enter accepts the model's suggestion, Backspace or
         Ctrl+Z undoes, X marks unusable, shift-click selects. Filters: 'unlabelled', 'all', 'label:NAME',
-        'predicted:NAME', 'low_confidence' (the last two need `model`)."""
+        'predicted:NAME', 'low_confidence' (the last two need `model`). `queue="suggest"` works through
+        `ds.suggest(model, strategy=...)` instead, ranked again every `rerank_every` labels in the background."""
         from .widgets.label import LabelWidget
-        return LabelWidget(self, model, filter=filter, page_size=page_size, low_confidence=low_confidence)
+        if queue not in (None, "suggest"):
+            raise ValueError(f"queue must be 'suggest' or None, not {queue!r}")
+        return LabelWidget(self, model, filter="queue" if queue else filter, page_size=page_size,
+                           low_confidence=low_confidence, strategy=strategy, rerank_every=rerank_every)
+
+    def explore(self, backbone=None, *, projection: str = "auto"):
+        """The data at a glance: a 2-D map of the embeddings (UMAP when installed, else PCA) coloured by label,
+        where a dragged box selects items to label in bulk and a click lists an item's neighbours; the
+        class-frequency chart; and the duplicate and likely-wrong-label lists, fixable with the grid's keys."""
+        from .widgets.explore import ExploreWidget
+        return ExploreWidget(self, backbone, projection=projection)
 
     def compare_runs(self):
         """Every training run's curves overlaid, with a table of parameters and final metrics."""

@@ -181,3 +181,42 @@ def test_events_console_printer_outside_notebook(ds, capsys):
     nbml.train(ds, **{**FAST, "quiet": False})
     out = capsys.readouterr().out
     assert "epoch 1/2" in out and "epoch 2/2" in out and "completed" in out
+
+
+def test_label_queue_works_through_suggestions_and_reranks(ds, model):
+    import time
+    ds.set_label(ds.df["id"].tolist()[::3], None)
+    w = ds.label(queue="suggest", page_size=4, rerank_every=2)
+    assert w.filter == "queue" and "run" in w.queue_source
+    ranked = ds.suggest(model=None, n=w.n_total)
+    assert [i["id"] for i in w.items] == ranked["id"].tolist()[:4]          # the queue is suggest's order
+    assert all(i["suggestion"] in ds.classes for i in w.items)
+    before = w.n_total
+    send(w, type="label", ids=[w.items[0]["id"]], label="red")
+    send(w, type="accept", ids=[w.items[0]["id"]])
+    assert w.n_total == before - 2                                          # decided items leave the queue
+    assert w._ranking.acquire(timeout=30)                                   # the background re-rank finished
+    w._ranking.release()
+    assert w._since_rank == 0 and not w.error
+    with pytest.raises(ValueError, match="queue"):
+        ds.label(queue="bogus")
+
+
+def test_explore_map_brush_neighbours_and_lists(ds, model):
+    from nbml.widgets import ExploreWidget
+    w = ds.explore()
+    assert isinstance(w, ExploreWidget) and len(w.points) == len(ds.df)
+    assert "run-" in w.info and "PCA" in w.info
+    ids = [p["id"] for p in w.points[:5]]
+    send(w, type="brush", ids=ids)
+    assert w.mode == "selection" and sorted(i["id"] for i in w.items) == sorted(ids)
+    send(w, type="label", ids=ids, label="blue")                           # bulk label from the map
+    assert set(ds.df.set_index("id").loc[ids, "label"]) == {"blue"}
+    red = int(ds.df[ds.df["label"] == "red"]["id"].iloc[0])
+    send(w, type="point", id=red)
+    assert w.mode == "similar" and w.items[0]["id"] == red
+    colours = [ds.item(i["id"])["label"] for i in w.items[1:6]]
+    assert colours.count("red") >= 3                                        # neighbours share its colour
+    w.mode = "issues"
+    w.mode = "duplicates"
+    assert w.n_total >= 0

@@ -20,8 +20,20 @@ function render({ model, el }) {
   const help = document.createElement("span");
   help.className = "nbml-muted";
   help.textContent = "1-9 label · arrows move · Enter accept suggestion · Backspace/Ctrl+Z undo · X unusable · shift-click selects";
+  const source = document.createElement("span");
+  source.className = "nbml-muted";
+  const showSource = () => {
+    const err = model.get("error");
+    source.className = err ? "nbml-error" : "nbml-muted";
+    source.textContent = err || (model.get("filter") === "queue" && model.get("queue_source")
+      ? `ranked on embeddings from ${model.get("queue_source")}` : "");
+  };
+  showSource();
+  model.on("change:queue_source", showSource);
+  model.on("change:error", showSource);
+  model.on("change:filter", showSource);
   const extra = document.createElement("span");
-  extra.append(filter, help);
+  extra.append(filter, source, help);
   mountGrid(model, root, { extraBar: extra });
   el.append(root);
 }

@@ -5,5 +5,6 @@ from .monitor import TrainingMonitor
 from .confusion import ConfusionWidget
 from .cleaner import TopLossesWidget
 from .runs import RunsWidget
+from .explore import ExploreWidget
 
-__all__ = ["LabelWidget", "TrainingMonitor", "ConfusionWidget", "TopLossesWidget", "RunsWidget"]
+__all__ = ["LabelWidget", "TrainingMonitor", "ConfusionWidget", "TopLossesWidget", "RunsWidget", "ExploreWidget"]

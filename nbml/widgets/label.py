@@ -5,18 +5,28 @@ import traitlets as t
 
 from ._base import GridWidget, bundle
 
-FILTERS_HELP = "'unlabelled', 'all', 'label:NAME', 'predicted:NAME' or 'low_confidence'"
+import threading
+
+FILTERS_HELP = "'unlabelled', 'all', 'label:NAME', 'predicted:NAME', 'low_confidence' or 'queue'"
 
 
 class LabelWidget(GridWidget):
     _esm = bundle("label")
     filter = t.Unicode("unlabelled").tag(sync=True)
     filter_options = t.List().tag(sync=True)
+    queue_source = t.Unicode("").tag(sync=True)   # the backbone whose embeddings ranked the queue
+    error = t.Unicode("").tag(sync=True)
 
     def __init__(self, ds, model=None, *, filter: str = "unlabelled", page_size: int = 48,
-                 low_confidence: float = 0.6, thumb_size: int = 128):
+                 low_confidence: float = 0.6, thumb_size: int = 128, strategy: str = "margin",
+                 rerank_every: int = 10):
         self.model = model
         self.low_confidence = float(low_confidence)
+        self.strategy, self.rerank_every = strategy, int(rerank_every)
+        self._queue: list[int] | None = None      # suggested ids, best first ('queue' filter)
+        self._queue_info: dict = {}               # id -> (predicted, confidence) from the last ranking
+        self._since_rank = 0
+        self._ranking = threading.Lock()
         self._predictions = None       # id -> (label, confidence), for the filters that need every item
         self._page_predictions = {}
         self._check_filter(filter)
@@ -25,7 +35,7 @@ class LabelWidget(GridWidget):
 
     def _check_filter(self, value: str) -> None:
         kind = value.split(":", 1)[0]
-        if kind not in ("unlabelled", "all", "label", "predicted", "low_confidence"):
+        if kind not in ("unlabelled", "all", "label", "predicted", "low_confidence", "queue"):
             raise ValueError(f"unknown filter {value!r}: use {FILTERS_HELP}")
         if kind in ("predicted", "low_confidence") and self.model is None:
             raise ValueError(f"the filter {value!r} needs a model: ds.label(model=m)")
@@ -52,8 +62,50 @@ class LabelWidget(GridWidget):
             return super()._page_ids(offset, limit)
         return self.ds.query_ids(**where, offset=offset, limit=limit), self.ds.count_ids(**where)
 
+    # -- the 'queue' filter: what ds.suggest ranks first, re-ranked as labels come in ----------------------------
+    def rank(self) -> None:
+        """Rank the unlabelled items again (a head refitted on the labels so far when there is no model)."""
+        page = max(self.page_size * 4, 100)
+        ranked = self.ds.suggest(self.model, n=page, strategy=self.strategy)
+        self._queue = [int(i) for i in ranked["id"]]
+        self._queue_info = {int(r.id): (r.predicted, r.confidence) for r in ranked.itertuples(index=False)}
+        self._since_rank = 0
+        self.queue_source = ranked.attrs.get("backbone") or ranked.attrs.get("embeddings") or ""
+
+    def _rank_in_background(self) -> None:
+        def work():
+            if not self._ranking.acquire(blocking=False):
+                return
+            try:
+                self.rank()
+                self.refresh()
+            except Exception as e:      # keep labelling: the old order stays
+                self.error = f"re-ranking failed: {e}"
+            finally:
+                self._ranking.release()
+        threading.Thread(target=work, name="nbml-rerank", daemon=True).start()
+
+    def _after_decision(self, n: int) -> None:
+        if self.filter == "queue":
+            self._since_rank += n
+            if self._since_rank >= self.rerank_every:
+                self._rank_in_background()
+
+    def _on_label(self, content):
+        super()._on_label(content)
+        self._after_decision(len(content.get("ids") or []))
+
+    def _on_accept(self, content):
+        super()._on_accept(content)
+        self._after_decision(len(content.get("ids") or []))
+
     def _ids(self) -> list[int]:
         kind, _, value = self.filter.partition(":")
+        if kind == "queue":
+            if self._queue is None:
+                self.rank()
+            unlabelled = set(self.ds.query_ids(labelled=False, usable_only=True))
+            return [i for i in self._queue if i in unlabelled]
         if kind == "unlabelled":
             return self.ds.query_ids(labelled=False, usable_only=True)
         if kind == "label":
@@ -68,6 +120,10 @@ class LabelWidget(GridWidget):
         return [i for _, i in ranked]
 
     def _extra(self, rows):
+        if self.filter == "queue":
+            self._page_predictions = {r["id"]: self._queue_info.get(r["id"]) for r in rows}
+            return [{"suggestion": p[0], "confidence": float(p[1])} if p and p[0] is not None else {}
+                    for p in self._page_predictions.values()]
         if self.model is None:
             return [{} for _ in rows]
         if self._predictions is not None:
@@ -85,11 +141,12 @@ class LabelWidget(GridWidget):
 
     def refresh(self) -> None:
         self.filter_options = self._filter_options()
-        self.drops_decided = self.filter.split(":", 1)[0] in ("unlabelled", "predicted", "low_confidence")
+        self.drops_decided = self.filter.split(":", 1)[0] in ("unlabelled", "predicted", "low_confidence", "queue")
         super().refresh()
 
     def _filter_options(self) -> list:
-        options = [["unlabelled", "unlabelled"], ["all", "all items"]]
+        options = [["unlabelled", "unlabelled"], ["queue", f"what to label next ({self.strategy})"],
+                   ["all", "all items"]]
         options += [[f"label:{c}", f"label: {c}"] for c in self.ds.classes]
         if self.model is not None:
             options += [[f"predicted:{c}", f"predicted: {c}"] for c in self.model.classes]

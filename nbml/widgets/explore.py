@@ -1,0 +1,123 @@
+"""`ds.explore()`: the embedding map (brush to select and label in bulk, click for neighbours), the class counts,
+and the duplicate and label-issue lists, every item fixable in place with the grid's keys."""
+from __future__ import annotations
+
+import importlib.util
+
+import traitlets as t
+
+from ._base import GridWidget, bundle
+
+MODES = {"selection": "map selection", "similar": "similar to the clicked item", "duplicates": "duplicates",
+         "issues": "likely wrong labels"}
+
+
+def project_2d(ds, embeddings, method: str = "auto"):
+    """id, x, y, label, split of each embedded item: UMAP when installed (or asked for), PCA otherwise."""
+    from ..analysis import embedding_map
+    frame = embedding_map(ds, embeddings=embeddings)
+    use_umap = method == "umap" or (method == "auto" and importlib.util.find_spec("umap") is not None)
+    if use_umap and len(frame) > 15:
+        import umap
+        coords = umap.UMAP(n_components=2, random_state=0).fit_transform(embeddings.vectors)
+        frame["x"], frame["y"] = coords[:, 0], coords[:, 1]
+        frame.attrs["projection"] = "UMAP"
+    else:
+        frame.attrs["projection"] = "PCA"
+    return frame
+
+
+def map_spec(points, title: str) -> dict:
+    import altair as alt
+    brush = alt.selection_interval(name="brush", encodings=["x", "y"])
+    values = [{"id": int(p.id), "x": float(p.x), "y": float(p.y), "label": p.label if isinstance(p.label, str)
+               else "(unlabelled)", "split": p.split if isinstance(p.split, str) else ""}
+              for p in points.itertuples(index=False)]
+    return alt.Chart(alt.InlineData(values=values)).mark_circle(size=28, opacity=0.75, cursor="pointer").encode(
+        alt.X("x:Q", axis=None), alt.Y("y:Q", axis=None), alt.Color("label:N", title="label"),
+        tooltip=["id:Q", "label:N", "split:N"]).add_params(brush).properties(
+        width=420, height=320, title=title).to_dict()
+
+
+class ExploreWidget(GridWidget):
+    _esm = bundle("explore")
+    spec = t.Dict().tag(sync=True)
+    classes_spec = t.Dict().tag(sync=True)
+    mode = t.Unicode("selection").tag(sync=True)
+    mode_options = t.List().tag(sync=True)
+    info = t.Unicode("").tag(sync=True)
+    points = t.List().tag(sync=True)   # [{id, x, y}], for the front end to resolve a brushed box to ids
+
+    def __init__(self, ds, backbone=None, *, projection: str = "auto", page_size: int = 24):
+        from ..analysis import stats
+        self._embeddings = ds.embed(backbone)
+        self._points = project_2d(ds, self._embeddings, projection)
+        self._selected: list[int] = []
+        self._similar: dict[int, float] = {}
+        self._pairs = None
+        self._issues = None
+        self._extras: dict[int, dict] = {}
+        source = self._embeddings.model_id
+        super().__init__(ds, page_size=page_size, mode="selection",
+                         mode_options=[[k, v] for k, v in MODES.items()],
+                         info=f"embeddings from {source} ({self._points.attrs['projection']} map)")
+        self.spec = map_spec(self._points, f"{len(self._points)} items, {self._points.attrs['projection']} of "
+                                           f"{source} embeddings")
+        self.points = [{"id": int(p.id), "x": float(p.x), "y": float(p.y)} for p in self._points.itertuples()]
+        self.classes_spec = stats(ds).chart.to_dict()
+        self.observe(lambda _: self._mode_set(), "mode")
+
+    def _mode_set(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {list(MODES)}, not {self.mode!r}")
+        self.page = 0
+        self.refresh()
+
+    def _ids(self):
+        if self.mode == "selection":
+            self._extras = {}
+            return list(self._selected)
+        if self.mode == "similar":
+            self._extras = {i: {"caption": f"similarity {s:.2f}"} for i, s in self._similar.items()}
+            return list(self._similar)
+        if self.mode == "duplicates":
+            if self._pairs is None:
+                self._pairs = self.ds.duplicates(embeddings=self._embeddings)
+            self._extras, ids = {}, []
+            for p in self._pairs.itertuples(index=False):
+                for a, b in ((p.id_a, p.id_b), (p.id_b, p.id_a)):
+                    if a not in self._extras:
+                        leak = " · leak across splits" if p.leak else ""
+                        self._extras[int(a)] = {"caption": f"{p.kind} duplicate of #{b}{leak}"}
+                        ids.append(int(a))
+            return ids
+        if self._issues is None:
+            self._issues = self.ds.label_issues(embeddings=self._embeddings)
+        self._extras = {int(r.id): {"suggestion": r.suggested, "confidence": float(r.p_suggested),
+                                    "caption": f"label looks wrong: {r.score:.2f}"}
+                        for r in self._issues.itertuples(index=False)}
+        return list(self._extras)
+
+    def _extra(self, rows):
+        return [self._extras.get(r["id"], {}) for r in rows]
+
+    def _suggestion(self, item_id):
+        return self._extras.get(item_id, {}).get("suggestion")
+
+    def _on_brush(self, content):
+        self._selected = [int(i) for i in content.get("ids") or []]
+        self.mode = "selection"
+        self.page = 0
+        self.refresh()
+        return f"{len(self._selected)} items selected on the map: press a class key to label them all"
+
+    def _on_point(self, content):
+        from ..analysis import similar
+        item = int(content["id"])
+        found = similar(self.ds, item, k=self.page_size, embeddings=self._embeddings)
+        self._similar = {item: 1.0, **{int(i): float(s) for i, s in zip(found["id"], found["similarity"])}}
+        if self.mode != "similar":
+            self.mode = "similar"
+        self.page = 0
+        self.refresh()
+        return f"items most like #{item}"
