@@ -21,6 +21,7 @@ _EXPORTS = {
     "load": ("nbml.model", "load"),
     "backbones": ("nbml.pretrained", "backbones"),
     "PretrainedWeightsWarning": ("nbml.pretrained", "PretrainedWeightsWarning"),
+    "hardware_report": ("nbml.hardware", "hardware_report"),
     "events": ("nbml.events", None),
     "datasets": ("nbml.datasets", None),
     "serve": ("nbml.serving", "serve"),

@@ -107,6 +107,19 @@ def _cached_weights(tag: str) -> str:
     raise LookupError(f"{repo} is not in the local huggingface cache and the hub cannot be reached")
 
 
+def model_kwargs(name: str) -> dict:
+    """timm keyword arguments so a backbone accepts any input size (vision transformers fix theirs otherwise)."""
+    return {"dynamic_img_size": True} if name.startswith(("vit", "deit", "eva", "beit")) else {}
+
+
+def fit_size(arch: str, size: int) -> int:
+    """The nearest input size the backbone accepts (a multiple of the patch size for patch-14 transformers)."""
+    import re
+    match = re.search(r"patch(\d+)", arch)
+    patch = int(match.group(1)) if match else 1
+    return max(patch, patch * round(size / patch)) if patch > 1 else size
+
+
 def create_body(arch: str, pretrained="auto", weights: str | os.PathLike | None = None):
     """A timm backbone returning pooled features [batch, num_features], and where its weights came from.
 
@@ -118,17 +131,17 @@ def create_body(arch: str, pretrained="auto", weights: str | os.PathLike | None 
     if name not in timm.list_models() and not timm.is_model(name):
         raise ValueError(f"unknown backbone {arch!r}; see nbml.backbones() or timm.list_models()")
     if weights is not None:
-        body = timm.create_model(name, pretrained=False, num_classes=0)
+        body = timm.create_model(name, pretrained=False, num_classes=0, **model_kwargs(name))
         load_weights_file(body, weights)
         return body, f"file:{Path(weights).expanduser().resolve()}"
     if pretrained in (False, None):
-        return timm.create_model(name, pretrained=False, num_classes=0), "random"
+        return timm.create_model(name, pretrained=False, num_classes=0, **model_kwargs(name)), "random"
     tag = _pretrained_tag(arch)
     try:
         if _hub_reachable():
-            body = timm.create_model(tag, pretrained=True, num_classes=0)
+            body = timm.create_model(tag, pretrained=True, num_classes=0, **model_kwargs(name))
         else:   # offline: the huggingface cache only, without minutes of network retries
-            body = timm.create_model(tag, pretrained=True, num_classes=0,
+            body = timm.create_model(tag, pretrained=True, num_classes=0, **model_kwargs(name),
                                      pretrained_cfg_overlay=dict(file=_cached_weights(tag)))
         return body, f"timm:{tag}"
     except Exception as e:   # offline, not cached, hub error: all mean "no weights"
@@ -142,4 +155,4 @@ def create_body(arch: str, pretrained="auto", weights: str | os.PathLike | None 
         f"Training starts from random initialisation, which needs more epochs and usually ends far less accurate "
         f"(often tens of points on small datasets). To fix: run once with network access so timm caches the "
         f"weights, or pass weights='path/to/{name}.safetensors'.", PretrainedWeightsWarning, stacklevel=3)
-    return timm.create_model(name, pretrained=False, num_classes=0), "random"
+    return timm.create_model(name, pretrained=False, num_classes=0, **model_kwargs(name)), "random"

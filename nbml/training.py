@@ -157,7 +157,8 @@ def _prepare(ds, arch, epochs, size, bs, lr, pretrained, weights, freeze_epochs,
     is_pretrained = source != "random"
     cfg = getattr(net[0], "pretrained_cfg", None) or {}
     mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
-    size = int(size or _default_size(ds, frame, is_pretrained))
+    from .pretrained import fit_size
+    size = fit_size(arch, int(size or _default_size(ds, frame, is_pretrained)))
     n_train = int((frame["split"] == "train").sum())
     bs = int(bs or _default_bs(n_train))
     if freeze_epochs is None:

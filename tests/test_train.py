@@ -210,3 +210,12 @@ def test_pretrained_weights_from_huggingface_cache(tmp_path):
                           str(snapshot / "model.safetensors")], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["timm:test_resnet", "True"]
+
+
+def test_hardware_report_measures_each_backbone(ds):
+    table = nbml.hardware_report(ds, archs=["test_resnet", "test_vit"], budget_s=4, verbose=False)
+    assert list(table["arch"]) == ["test_resnet", "test_vit"]
+    assert (table["train_img_s"] > 0).all() and (table["infer_img_s"] > 0).all()
+    n = len(ds.df)
+    assert table["epoch_s"].iloc[0] == pytest.approx(n / table["train_img_s"].iloc[0], rel=0.01)
+    assert table.attrs["size"] == 64 and table.attrs["items"] == n
