@@ -3,12 +3,10 @@ cache beside the project file), and feed whole batches, augmented on the device,
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ._imaging import ImageError, decode, read_file
+from ._locks import file_lock
 
 __all__ = ["check_files", "ImageCache", "BatchLoader", "TensorLoader", "Augment", "to_square", "normalize"]
 
@@ -82,14 +81,8 @@ class ImageCache:
         self.file = self.folder / f"images_{self.size}.u8"
         self.row_bytes = self.size * self.size * 3
 
-    @contextmanager
     def _lock(self):
-        with open(self.folder / f"images_{self.size}.lock", "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        return file_lock(self.folder / f"images_{self.size}.lock")
 
     def _array(self) -> np.ndarray:
         n = self.file.stat().st_size // self.row_bytes if self.file.exists() else 0

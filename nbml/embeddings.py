@@ -13,7 +13,6 @@ Every `Embeddings` says where it came from: `model_id` (`timm:resnet18.a1_in1k@2
 from __future__ import annotations
 
 import copy
-import fcntl
 import hashlib
 import json
 import os
@@ -21,13 +20,14 @@ import re
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
+
+from ._locks import file_lock
 
 __all__ = ["Backbone", "Embeddings", "NoBackboneError", "resolve_backbone", "embed", "embed_images"]
 
@@ -271,14 +271,8 @@ class _Store:
         self.file = self.folder / f"{_safe(model_id)}.f16"
         self.info_file = self.folder / f"{_safe(model_id)}.json"
 
-    @contextmanager
     def lock(self):
-        with open(self.folder / f"{_safe(self.model_id)}.lock", "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        return file_lock(self.folder / f"{_safe(self.model_id)}.lock")
 
     def index(self) -> dict[str, int]:
         return self.ds._embedding_rows(self.model_id)

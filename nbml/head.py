@@ -227,11 +227,8 @@ def _fit(ds, emb, frame, handle, valid_pct, seed, pretrained, C, save, device):
         handle.emit(E.TrainEnded(run_id, "completed", metrics, duration, 0))
         return model
     except BaseException as e:
-        duration = time.perf_counter() - t0
-        ds._update_run(run_id, status="failed", finished_at=time.time(), duration_s=duration,
-                       error=f"{type(e).__name__}: {e}")
-        handle.status, handle.error = "failed", e
-        handle.emit(E.TrainEnded(run_id, "failed", {}, duration, None, f"{type(e).__name__}: {e}"))
+        from .training import record_failure
+        record_failure(ds, handle, run_id, t0, e)
         raise
     finally:
         handle._done.set()

@@ -404,14 +404,19 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
         handle.emit(E.TrainEnded(run_id, status, metrics, duration, best_epoch))
         return model
     except BaseException as e:
-        duration = time.perf_counter() - t0
-        ds._update_run(run_id, status="failed", finished_at=time.time(), duration_s=duration,
-                       error=f"{type(e).__name__}: {e}")
-        handle.status, handle.error = "failed", e
-        handle.emit(E.TrainEnded(run_id, "failed", {}, duration, None, f"{type(e).__name__}: {e}"))
+        record_failure(ds, handle, run_id, t0, e)
         raise
     finally:
         handle._done.set()
+
+
+def record_failure(ds, handle: TrainingHandle, run_id: int, t0: float, error: BaseException) -> None:
+    """Mark the run failed in the store and on the handle, and tell the subscribers."""
+    duration = time.perf_counter() - t0
+    message = f"{type(error).__name__}: {error}"
+    ds._update_run(run_id, status="failed", finished_at=time.time(), duration_s=duration, error=message)
+    handle.status, handle.error = "failed", error
+    handle.emit(E.TrainEnded(run_id, "failed", {}, duration, None, message))
 
 
 def train(ds, arch: str = "resnet18", epochs: int | None = None, size: int | None = None, bs: int | None = None,
