@@ -1,0 +1,130 @@
+"""`nbml.monitor(...)`: charts of what a served model has been doing, from its prediction log.
+
+Request volume, latency, the confidence distribution over time, and the mix of predicted classes against the
+training data. The log is aggregated in pandas first, so the charts stay small whatever the log's length.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["monitor"]
+
+_STEPS = [("1s", 1), ("5s", 5), ("10s", 10), ("30s", 30), ("1min", 60), ("5min", 300), ("15min", 900),
+          ("1h", 3600), ("6h", 21600), ("1D", 86400), ("7D", 604800)]
+WIDTH, HEIGHT = 320, 160
+
+
+def _source_parts(source):
+    """(what read_log takes, training class counts or None, model name or None)."""
+    from .predlog import LOG_FILE
+    if hasattr(source, "service") and hasattr(source, "stop"):          # a ServerHandle
+        if source.log is not None:
+            source.log.flush()
+            where = source.log.store
+        else:
+            raise ValueError("this server runs with log=False: there is no prediction log to chart")
+        data = source.service.config.get("training_data") or {}
+        return where, data.get("class_counts"), source.name
+    if hasattr(source, "_write") and hasattr(source, "training_items"):   # a Dataset
+        counts = source.training_items(("train", "valid"))["label"].value_counts().to_dict()
+        return source, counts or None, None
+    if hasattr(source, "dataset") and hasattr(source, "config"):          # a Model
+        if source.dataset is None:
+            raise ValueError("this model has no project; pass the exported folder or the server handle instead")
+        where, counts, _ = _source_parts(source.dataset)
+        exported = (source.config.get("training_data") or {}).get("class_counts")
+        return where, exported or counts, source.config.get("name")
+    path = Path(os.fspath(source)).expanduser()
+    folder = path if path.is_dir() else path.parent
+    config = folder / "config.json"
+    counts = name = None
+    if config.is_file():
+        cfg = json.loads(config.read_text())
+        counts, name = (cfg.get("training_data") or {}).get("class_counts"), cfg.get("name")
+    return (folder / LOG_FILE if path.is_dir() else path), counts, name
+
+
+def _step(span_s: float, bins: int) -> str:
+    for freq, seconds in _STEPS:
+        if span_s / seconds <= bins:
+            return freq
+    return _STEPS[-1][0]
+
+
+def _empty(message: str):
+    import altair as alt
+    text = alt.Chart(pd.DataFrame({"text": [message]})).mark_text(size=14).encode(text="text:N")
+    return alt.vconcat(text.properties(width=2 * WIDTH, height=60))
+
+
+def monitor(source, model: str | None = None, since=None, bins: int = 48):
+    """Charts of served predictions, from a server handle, an exported folder, a project (Dataset) or a Model.
+
+    Returns an altair chart (it displays itself in a notebook): predictions per interval, latency p50/p95,
+    the confidence distribution per interval, and the share of each predicted class next to its share in the
+    training data. `model` picks one model when a project's log holds several; `since` is a time or Timestamp.
+    """
+    import altair as alt
+
+    from .predlog import read_log
+    where, training, default_model = _source_parts(source)
+    model = model or default_model
+    since_s = pd.Timestamp(since).timestamp() if since is not None else None
+    log = read_log(where, model=model, since=since_s)
+    if log.empty:
+        return _empty(f"no predictions logged yet{f' for {model}' if model else ''}")
+
+    span = (log["time"].max() - log["time"].min()).total_seconds()
+    freq = _step(max(span, 1.0), bins)
+    log["bin"] = log["time"].dt.floor(freq)
+    per_bin = log.groupby("bin").agg(predictions=("id", "size"),
+                                     p50=("latency_ms", "median"),
+                                     p95=("latency_ms", lambda s: float(np.percentile(s, 95)))).reset_index()
+    title = f"{model or 'all models'}: {len(log):,} predictions, {log['time'].min():%Y-%m-%d %H:%M} to " \
+            f"{log['time'].max():%Y-%m-%d %H:%M} (bins of {freq})"
+    x = alt.X("bin:T", title=None)
+
+    volume = alt.Chart(per_bin).mark_bar().encode(
+        x=x, y=alt.Y("predictions:Q", title="predictions"),
+        tooltip=[alt.Tooltip("bin:T", title="from"), "predictions:Q"],
+    ).properties(title="Request volume", width=WIDTH, height=HEIGHT)
+
+    latency_long = per_bin.melt(id_vars="bin", value_vars=["p50", "p95"], var_name="quantile", value_name="ms")
+    latency = alt.Chart(latency_long).mark_line(point=True).encode(
+        x=x, y=alt.Y("ms:Q", title="latency (ms)"), color=alt.Color("quantile:N", title=None),
+        tooltip=[alt.Tooltip("bin:T", title="from"), "quantile:N", alt.Tooltip("ms:Q", format=".1f")],
+    ).properties(title="Latency in the server", width=WIDTH, height=HEIGHT)
+
+    edges = np.linspace(0, 1, 11)
+    log["conf_bin"] = pd.cut(log["confidence"].clip(0, 1), edges, include_lowest=True,
+                             labels=[f"{a:.1f}" for a in edges[:-1]]).astype(float)
+    heat = log.groupby(["bin", "conf_bin"]).size().rename("n").reset_index()
+    heat["conf_hi"] = heat["conf_bin"] + 0.1
+    heat["bin_end"] = heat["bin"] + pd.Timedelta(freq)
+    confidence = alt.Chart(heat).mark_rect().encode(
+        x=alt.X("bin:T", title=None), x2="bin_end:T",
+        y=alt.Y("conf_bin:Q", title="confidence", scale=alt.Scale(domain=[0, 1])), y2="conf_hi:Q",
+        color=alt.Color("n:Q", title="predictions", scale=alt.Scale(scheme="blues")),
+        tooltip=[alt.Tooltip("bin:T", title="from"), alt.Tooltip("conf_bin:Q", title="confidence from"), "n:Q"],
+    ).properties(title="Confidence over time", width=WIDTH, height=HEIGHT)
+
+    served = log["label"].value_counts(normalize=True)
+    rows = [{"class": c, "data": "served", "share": float(v)} for c, v in served.items()]
+    if training:
+        total = float(sum(training.values())) or 1.0
+        rows += [{"class": c, "data": "training", "share": n / total} for c, n in training.items()]
+    mix = alt.Chart(pd.DataFrame(rows)).mark_bar().encode(
+        x=alt.X("class:N", title=None, sort="ascending"), xOffset="data:N",
+        y=alt.Y("share:Q", title="share of items", axis=alt.Axis(format="%")),
+        color=alt.Color("data:N", title=None, scale=alt.Scale(domain=["served", "training"])),
+        tooltip=["class:N", "data:N", alt.Tooltip("share:Q", format=".1%")],
+    ).properties(title="Predicted classes vs training data" if training else "Predicted classes",
+                 width=WIDTH, height=HEIGHT)
+
+    return alt.vconcat(alt.hconcat(volume, latency), alt.hconcat(confidence, mix),
+                       title=title).resolve_scale(color="independent")

@@ -1,0 +1,393 @@
+"""The HTTP application: `POST /predict`, the Open Inference Protocol (`/v2/...`) and `GET /metrics`, on Starlette.
+
+Every error is JSON `{"error": "..."}` with a status that says whose fault it is (400 bad input, 401 no token,
+404 unknown model or route, 413 body too large, 500 a bug); the server keeps serving after any of them.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from .._imaging import DEFAULT_MAX_PIXELS, ImageError, decode
+from . import v2
+from .batcher import Batcher
+from .metrics import Metrics
+
+__all__ = ["Settings", "Service", "build_app"]
+
+log = logging.getLogger("nbml.serve")
+INLINE_DECODE_BYTES = 256 * 1024
+
+
+@dataclass
+class Settings:
+    """How a server behaves. `max_body_bytes` bounds a request body (413 above it); `max_pixels` is the
+    decompression-bomb limit; `max_images` bounds the images in one request."""
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_images: int = 256
+    token: str | None = None
+    decode_threads: int | None = None
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class Service:
+    """What a running server holds: the model runner behind a batcher, the decode pool, metrics and the log."""
+
+    def __init__(self, folder: Path, config: dict, runner, settings: Settings, prediction_log=None):
+        from ..data import to_square
+        self.folder, self.config, self.runner, self.settings = Path(folder), config, runner, settings
+        self.name = config["name"]
+        self.classes = list(config["classes"])
+        self.size = int(config["size"])
+        self.log = prediction_log
+        self.metrics = Metrics(self.name, f"{runner.kind}/{runner.device}")
+        self.batcher = Batcher(runner, settings.max_batch, settings.max_wait_ms, on_batch=self.metrics.batch,
+                               alone=lambda: self.metrics.in_flight <= 1)
+        self._to_square = to_square
+        self._pool: ThreadPoolExecutor | None = None
+        self._token = settings.token.encode() if settings.token else None
+        self.ready = False
+
+    async def startup(self) -> None:
+        threads = self.settings.decode_threads or min(8, max(2, 2 * (self.runner_threads or 1)))
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="nbml-decode")
+        await self.batcher.start()
+        self.ready = True
+
+    async def shutdown(self) -> None:
+        self.ready = False
+        await self.batcher.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        if self.log is not None:
+            self.log.close()
+
+    @property
+    def runner_threads(self) -> int | None:
+        return getattr(self.runner, "threads", None)
+
+    def warm_up(self) -> None:
+        """One model call before the first request, so it is not the slow one."""
+        self.runner(np.zeros((1, self.size, self.size, 3), np.uint8))
+
+    def authorized(self, request: Request) -> bool:
+        if self._token is None:
+            return True
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token)
+
+    def _prepare(self, data: bytes) -> tuple[np.ndarray, str]:
+        img = decode(data, self.settings.max_pixels, draft=(self.size, self.size))   # as the training cache does
+        return self._to_square(img, self.size), hashlib.sha256(data).hexdigest()
+
+    async def classify(self, images: list[bytes], t0: float) -> tuple[np.ndarray, list[str]]:
+        """Probabilities and labels for encoded images; ImageError becomes a 400 naming the bad image."""
+        if not images:
+            raise HTTPError(400, "no image in the request")
+        if len(images) > self.settings.max_images:
+            raise HTTPError(413, f"{len(images)} images in one request is more than the limit of "
+                                 f"{self.settings.max_images}; send them in several requests")
+        if len(images) == 1 and len(images[0]) <= INLINE_DECODE_BYTES and self.metrics.in_flight <= 1:
+            # Nothing else is being served: decoding a small image here costs less than the hop to a thread.
+            try:
+                results = [self._prepare(images[0])]
+            except ImageError as e:
+                results = [e]
+        else:
+            loop = asyncio.get_running_loop()
+            self.batcher.coming += 1
+            try:
+                results = await asyncio.gather(*[loop.run_in_executor(self._pool, self._prepare, d) for d in images],
+                                               return_exceptions=True)
+            finally:
+                self.batcher.coming -= 1
+        for i, r in enumerate(results):
+            if isinstance(r, ImageError):
+                where = f"image {i + 1} of {len(images)}: " if len(images) > 1 else ""
+                raise HTTPError(400, f"{where}{r}")
+            if isinstance(r, BaseException):
+                raise r
+        pixels = results[0][0][None] if len(results) == 1 else np.stack([r[0] for r in results])
+        probs = await self.batcher.predict(pixels)
+        top = probs.argmax(1)
+        labels = [self.classes[i] for i in top]
+        confidences = probs[np.arange(len(top)), top]
+        self.metrics.predicted(labels, confidences)
+        if self.log is not None:
+            now, latency = time.time(), (time.perf_counter() - t0) * 1000
+            for (_, sha), label, conf, data in zip(results, labels, confidences, images):
+                self.log.record(now, latency, label, float(conf), sha, data)
+        return probs, labels
+
+    def as_dict(self, probs_row: np.ndarray, label: str) -> dict:
+        return {"label": label, "probabilities": {c: float(p) for c, p in zip(self.classes, probs_row)}}
+
+
+# -- request bodies ----------------------------------------------------------------------------------------------
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed `limit`: at once from Content-Length, or while
+    it streams in. A gzip or deflate Content-Encoding is undone, under the same limit."""
+    declared = request.headers.get("content-length")
+    too_big = HTTPError(413, f"the request body is larger than this server's limit of {limit:,} bytes (start "
+                             f"the server with a larger max_body_bytes to accept it)", {"connection": "close"})
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise too_big
+        except ValueError:
+            raise HTTPError(400, f"Content-Length {declared!r} is not a number") from None
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise too_big
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").lower()
+    if encoding in ("gzip", "deflate"):
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+        try:
+            body = inflater.decompress(body, limit + 1)
+        except zlib.error as e:
+            raise HTTPError(400, f"the {encoding} request body could not be decompressed: {e}") from None
+        if len(body) > limit or inflater.unconsumed_tail:
+            raise too_big
+    elif encoding != "identity":
+        raise HTTPError(400, f"Content-Encoding {encoding!r} is not supported (use gzip, deflate or none)")
+    return body
+
+
+def parse_multipart(body: bytes, content_type: str) -> list[bytes]:
+    """The contents of every file part of a multipart/form-data body."""
+    from python_multipart.multipart import MultipartParser, parse_options_header
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise HTTPError(400, "multipart body without a boundary in its Content-Type")
+    files: list[bytes] = []
+    state = {"field": b"", "headers": {}, "data": [], }
+
+    def on_part_begin():
+        state["headers"], state["data"] = {}, []
+
+    def on_header_field(data, start, end):
+        state["field"] += data[start:end]
+
+    def on_header_value(data, start, end):
+        key = state["field"].lower()
+        state["headers"][key] = state["headers"].get(key, b"") + data[start:end]
+
+    def on_header_end():
+        state["field"] = b""
+
+    def on_part_data(data, start, end):
+        state["data"].append(data[start:end])
+
+    def on_part_end():
+        _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
+        if b"filename" in disposition:
+            files.append(b"".join(state["data"]))
+
+    parser = MultipartParser(boundary, {"on_part_begin": on_part_begin, "on_header_field": on_header_field,
+                                        "on_header_value": on_header_value, "on_header_end": on_header_end,
+                                        "on_part_data": on_part_data, "on_part_end": on_part_end})
+    try:
+        parser.write(body)
+        parser.finalize()
+    except Exception as e:
+        raise HTTPError(400, f"the multipart body could not be parsed: {e}") from None
+    if not files:
+        raise HTTPError(400, "no file in the multipart body: send the image as a file part, e.g. "
+                             "curl -F file=@photo.jpg URL/predict")
+    return files
+
+
+def _b64_image(value, i: int) -> bytes:
+    if not isinstance(value, str):
+        raise HTTPError(400, f"image {i + 1} must be a base64 string, not {type(value).__name__}")
+    if value.startswith("data:") and "," in value:     # a data URL, as browsers make them
+        value = value.split(",", 1)[1]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPError(400, f"image {i + 1} is not valid base64") from None
+
+
+def parse_json_images(body: bytes) -> tuple[list[bytes], bool]:
+    """(images, single) from {"image": b64}, {"images": [b64, ...]}, a bare b64 string or a bare list."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HTTPError(400, f"the request body is not valid JSON: {e}") from None
+    if isinstance(payload, dict):
+        if "image" in payload:
+            payload = payload["image"]
+        elif "images" in payload:
+            payload = payload["images"]
+            if not isinstance(payload, list):
+                raise HTTPError(400, "'images' must be a list of base64 strings")
+        else:
+            raise HTTPError(400, 'send {"image": "<base64>"} or {"images": ["<base64>", ...]}')
+    if isinstance(payload, list):
+        return [_b64_image(v, i) for i, v in enumerate(payload)], False
+    return [_b64_image(payload, 0)], True
+
+
+# -- the application ---------------------------------------------------------------------------------------------
+def build_app(service: Service) -> Starlette:
+    s = service
+    limit = s.settings.max_body_bytes
+
+    def endpoint(name: str, auth: bool = True):
+        def wrap(fn):
+            async def handler(request: Request):
+                t0 = time.perf_counter()
+                s.metrics.in_flight += 1
+                try:
+                    if auth and not s.authorized(request):
+                        response = error(401, "missing or wrong bearer token: send the header "
+                                              "'Authorization: Bearer <token>'", {"www-authenticate": "Bearer"})
+                    else:
+                        response = await fn(request, t0)
+                except HTTPError as e:
+                    response = error(e.status, e.message, e.headers)
+                except Exception as e:   # a bug: say so, keep serving
+                    log.exception("nbml server error on %s", request.url.path)
+                    response = error(500, f"internal server error ({type(e).__name__}: {e}); the server is still "
+                                          f"running")
+                finally:
+                    s.metrics.in_flight -= 1
+                s.metrics.request(name, response.status_code, time.perf_counter() - t0)
+                return response
+            return handler
+        return wrap
+
+    def check_model(request: Request) -> None:
+        name = request.path_params["name"]
+        if name != s.name:
+            raise HTTPError(404, f"unknown model {name!r}: this server serves {s.name!r}")
+        version = request.path_params.get("version")
+        if version is not None and version != "1":
+            raise HTTPError(404, f"unknown version {version!r} of model {s.name!r}: the only version is '1'")
+
+    @endpoint("index")
+    async def index(request, t0):
+        return JSONResponse({"model": s.name, "classes": s.classes, "input_size": s.size,
+                             "runner": s.metrics.runner,
+                             "endpoints": ["POST /predict", "GET /v2/health/live", "GET /v2/health/ready",
+                                           f"GET /v2/models/{s.name}", f"POST /v2/models/{s.name}/infer",
+                                           "GET /metrics"]})
+
+    @endpoint("predict")
+    async def predict(request, t0):
+        body = await read_body(request, limit)
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            images = parse_multipart(body, content_type)
+            single = len(images) == 1
+        elif content_type.startswith("application/json"):
+            images, single = parse_json_images(body)
+        elif content_type.startswith(("image/", "application/octet-stream")):
+            images, single = [body], True
+        else:
+            raise HTTPError(400, "send the image as multipart/form-data (curl -F file=@photo.jpg), as JSON "
+                                 '{"image": "<base64>"}, or as the raw file with Content-Type image/*')
+        probs, labels = await s.classify(images, t0)
+        results = [s.as_dict(p, lab) for p, lab in zip(probs, labels)]
+        return JSONResponse(results[0] if single else {"predictions": results})
+
+    @endpoint("health", auth=False)
+    async def live(request, t0):
+        return JSONResponse({"live": True})
+
+    @endpoint("health", auth=False)
+    async def ready(request, t0):
+        return JSONResponse({"ready": s.ready}, status_code=200 if s.ready else 503)
+
+    @endpoint("v2_metadata")
+    async def server_metadata(request, t0):
+        from .. import __version__
+        return JSONResponse({"name": "nbml", "version": __version__, "extensions": ["binary_tensor_data"]})
+
+    @endpoint("v2_metadata")
+    async def model_metadata(request, t0):
+        check_model(request)
+        return JSONResponse(v2.model_metadata(s.name, len(s.classes), f"nbml_{s.runner.kind}"))
+
+    @endpoint("v2_metadata")
+    async def model_ready(request, t0):
+        check_model(request)
+        return JSONResponse({"name": s.name, "ready": s.ready}, status_code=200 if s.ready else 503)
+
+    @endpoint("v2_metadata")
+    async def model_config(request, t0):
+        check_model(request)
+        return JSONResponse(s.config)
+
+    @endpoint("v2_infer")
+    async def infer(request, t0):
+        check_model(request)
+        body = await read_body(request, limit)
+        try:
+            parsed = v2.parse_infer_request(body, request.headers.get("inference-header-content-length"))
+        except v2.ProtocolError as e:
+            raise HTTPError(400, str(e)) from None
+        probs, labels = await s.classify(parsed.images, t0)
+        content, headers = v2.encode_infer_response(s.name, parsed, probs, labels)
+        return Response(content, headers=headers)
+
+    @endpoint("metrics")
+    async def metrics(request, t0):
+        return PlainTextResponse(s.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def not_found(request, exc):
+        return error(exc.status_code, f"{request.method} {request.url.path}: "
+                                      f"{'no such endpoint' if exc.status_code == 404 else exc.detail}")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await s.startup()
+        try:
+            yield
+        finally:
+            await s.shutdown()
+
+    model = "/v2/models/{name}"
+    versioned = "/v2/models/{name}/versions/{version}"
+    routes = [Route("/", index), Route("/predict", predict, methods=["POST"]),
+              Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server_metadata),
+              Route("/metrics", metrics)]
+    for base in (model, versioned):
+        routes += [Route(base, model_metadata), Route(base + "/ready", model_ready),
+                   Route(base + "/config", model_config), Route(base + "/infer", infer, methods=["POST"])]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found})
