@@ -21,6 +21,11 @@ from ._locks import file_lock
 __all__ = ["check_files", "ImageCache", "BatchLoader", "TensorLoader", "Augment", "to_square", "normalize"]
 
 
+def _fresh_seed() -> int:
+    """A random seed that leaves torch's global generator alone (torch.seed() would re-seed it)."""
+    return int.from_bytes(os.urandom(8), "little") >> 1
+
+
 def _fs_path(row) -> str:
     raw = row["path_raw"] if "path_raw" in row else None
     return os.fsdecode(raw) if isinstance(raw, (bytes, bytearray)) else row["path"]
@@ -188,7 +193,7 @@ class BatchLoader:
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device)
         self.channels_last = channels_last
-        self.generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
+        self.generator = torch.Generator().manual_seed(seed if seed is not None else _fresh_seed())
         self.n = len(self.rows)
 
     def __len__(self) -> int:
@@ -225,7 +230,7 @@ class TensorLoader:
                  seed: int | None = None):
         self.x, self.y, self.bs, self.shuffle, self.drop_last = x, y, bs, shuffle, drop_last
         self.device = x.device
-        self.generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
+        self.generator = torch.Generator().manual_seed(seed if seed is not None else _fresh_seed())
 
     def __len__(self) -> int:
         n = len(self.y)

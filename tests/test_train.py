@@ -219,3 +219,12 @@ def test_hardware_report_measures_each_backbone(ds):
     n = len(ds.df)
     assert table["epoch_s"].iloc[0] == pytest.approx(n / table["train_img_s"].iloc[0], rel=0.01)
     assert table.attrs["size"] == 64 and table.attrs["items"] == n
+
+
+def test_same_seed_same_run(ds):
+    """seed= makes a run repeatable: building the loaders must not re-seed torch's global generator."""
+    losses = []
+    for _ in range(2):
+        nbml.train(ds, **FAST)
+        losses.append([h["train_loss"] for h in ds.runs().iloc[-1]["history"]])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
