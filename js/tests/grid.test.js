@@ -156,12 +156,22 @@ describe("mountGrid", () => {
     ]);
   });
 
-  it("when decided items drop out of the list, the cursor stays put", () => {
+  it("when decided items drop out of the list, they leave at once and the cursor stays put on the next one", () => {
     const items = makeItems(3);
     const { model } = mount({ items, drops_decided: true });
     press("1");
+    expect(cells().map((c) => Number(c.dataset.id))).toEqual([items[1].id, items[2].id]);
     press("2");
-    expect(model.sent.map((m) => m.ids)).toEqual([[items[0].id], [items[0].id]]);
+    expect(model.sent.map((m) => m.ids)).toEqual([[items[0].id], [items[1].id]]);
+    model.change("items", [items[2]]);                 // Python's page replaces the optimistic one
+    expect(cells().map((c) => Number(c.dataset.id))).toEqual([items[2].id]);
+  });
+
+  it("a label shows on the cell before Python answers", () => {
+    const items = makeItems(2);
+    mount({ items });
+    press("2");
+    expect(cells()[0].textContent).toContain("dog");
   });
 
   it("shift-click range then 3 sends every selected id in order", () => {

@@ -43,6 +43,10 @@ class Widget(anywidget.AnyWidget):
                 reply["error"] = f"{type(e).__name__}: {e}"
                 traceback.print_exc()
         self.send(reply)
+        self._after_reply()
+
+    def _after_reply(self) -> None:
+        """Work that may follow the `done` reply (the grid sends its refreshed page then)."""
 
 
 class GridWidget(Widget):
@@ -63,6 +67,7 @@ class GridWidget(Widget):
         self.ds = ds
         self._thumbs = ThumbCache(ds, thumb_size)
         self._page_rows: dict[str, dict] = {}
+        self._refresh_pending = False
         super().__init__(page_size=page_size, **traits)
         self.refresh()
 
@@ -112,7 +117,13 @@ class GridWidget(Widget):
         keys = [r["sha256"] for r in rows]
         self.send({"type": "thumbs", "keys": keys}, buffers=[found[k] for k in keys])
 
-    # -- actions from the front end (each one is in the store before `done` is sent) -----------------------------
+    # -- actions from the front end: each is in the store before `done` is sent; the front end shows it at once,
+    # and the refreshed page (the authority) follows the reply ----------------------------------------------------
+    def _after_reply(self) -> None:
+        if self._refresh_pending:
+            self._refresh_pending = False
+            self.refresh()
+
     @staticmethod
     def _targets(content) -> list[int]:
         ids = [int(i) for i in content.get("ids") or []]
@@ -122,7 +133,7 @@ class GridWidget(Widget):
 
     def _on_label(self, content):
         self.ds.set_label(self._targets(content), content["label"])
-        self.refresh()
+        self._refresh_pending = True
 
     def _on_accept(self, content):
         by_label: dict[str, list[int]] = {}
@@ -134,15 +145,15 @@ class GridWidget(Widget):
             raise ValueError("no model suggestion to accept: open the grid with a model, e.g. ds.label(model=m)")
         for label, ids in by_label.items():
             self.ds.set_label(ids, label)
-        self.refresh()
+        self._refresh_pending = True
 
     def _on_unusable(self, content):
         self.ds.mark_unusable(self._targets(content))
-        self.refresh()
+        self._refresh_pending = True
 
     def _on_remove(self, content):
         self.ds.remove(self._targets(content))
-        self.refresh()
+        self._refresh_pending = True
 
     def _on_keep(self, content):
         """Confirm the current label (recorded as a human decision in the history)."""
@@ -152,16 +163,16 @@ class GridWidget(Widget):
                 by_label.setdefault(row["label"], []).append(row["id"])
         for label, ids in by_label.items():
             self.ds.set_label(ids, label)
-        self.refresh()
+        self._refresh_pending = True
 
     def _on_undo(self, content):
         undone = self.ds.undo()
-        self.refresh()
+        self._refresh_pending = True
         return "nothing to undo" if undone is None else f"undid {undone['kind']}"
 
     def _on_add_class(self, content):
         self.ds.add_class(content["name"])
-        self.refresh()
+        self._refresh_pending = True
 
     def _on_page(self, content):
         self.page = int(content["page"])

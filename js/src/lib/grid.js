@@ -56,7 +56,9 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
   const requested = new Set();  // thumbnail keys asked for and not yet received
   window.nbmlTimings = window.nbmlTimings || [];
 
-  const items = () => model.get("items") || [];
+  // A decision shows at once (optimistically); the page Python sends after its `done` reply replaces it.
+  let local = null;
+  const items = () => local || model.get("items") || [];
   const classes = () => model.get("classes") || [];
 
   function columns() {
@@ -104,12 +106,20 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
         const ids = targets();
         if (!ids.length) return;
         send({ type: "label", ids, label: classes()[action.index] });
+        showDecision(ids, (i) => ({ ...i, label: classes()[action.index] }));
         break;
       }
       case "accept": case "unusable": case "remove": case "keep": {
         const ids = targets();
         if (!ids.length) return;
         send({ type: action.type, ids });
+        const change = {
+          accept: (i) => (i.suggestion ? { ...i, label: i.suggestion } : i),
+          unusable: (i) => ({ ...i, status: "unusable" }),
+          remove: (i) => ({ ...i, status: "removed" }),
+          keep: (i) => ({ ...i, decision: "kept" }),
+        }[action.type];
+        showDecision(ids, change);
         break;
       }
     }
@@ -127,6 +137,13 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
     selection = new Set();
     anchor = null;
     render();
+  }
+
+  function showDecision(ids, change) {
+    const chosen = new Set(ids);
+    const list = items();
+    local = model.get("drops_decided") ? list.filter((i) => !chosen.has(i.id))
+      : list.map((i) => (chosen.has(i.id) ? change(i) : i));
   }
 
   captureKeys(root, () => classes().length, act);
@@ -228,7 +245,7 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
     showThumbs();
   }
 
-  model.on("change:items", render);
+  model.on("change:items", () => { local = null; render(); });
   model.on("change:classes", render);
   model.on("change:counts", renderBar);
   render();
