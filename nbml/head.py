@@ -219,12 +219,9 @@ def _fit(ds, emb, frame, handle, valid_pct, seed, pretrained, C, save, device):
                             metrics=metrics, versions=_versions())
         net = nn.Sequential(bb.body_copy(), linear)
         model = Model(net, config, dataset=ds, device=run_device)
-        model_path = str(model.save(ds.home / "models" / f"run-{run_id}")) if save else None
-        duration = time.perf_counter() - t0
-        ds._update_run(run_id, status="completed", finished_at=time.time(), duration_s=duration, history=history,
-                       metrics=metrics, model_path=model_path)
-        handle.model, handle.status = model, "completed"
-        handle.emit(E.TrainEnded(run_id, "completed", metrics, duration, 0))
+        from .training import record_success
+        record_success(ds, handle, model, run_id, "completed", metrics, time.perf_counter() - t0, 0, save,
+                       history=history)
         return model
     except BaseException as e:
         from .training import record_failure

@@ -397,17 +397,23 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
                             snapshot_id=snapshot, metrics=metrics, versions=_versions())
         model = Model(learn.model, config, dataset=ds, learner=learn)
         duration = time.perf_counter() - t0
-        model_path = str(model.save(ds.home / "models" / f"run-{run_id}")) if plan.save else None
-        ds._update_run(run_id, status=status, finished_at=time.time(), duration_s=duration, metrics=metrics,
-                       model_path=model_path)
-        handle.model, handle.status = model, status
-        handle.emit(E.TrainEnded(run_id, status, metrics, duration, best_epoch))
+        record_success(ds, handle, model, run_id, status, metrics, duration, best_epoch, plan.save)
         return model
     except BaseException as e:
         record_failure(ds, handle, run_id, t0, e)
         raise
     finally:
         handle._done.set()
+
+
+def record_success(ds, handle: TrainingHandle, model, run_id: int, status: str, metrics: dict, duration: float,
+                   best_epoch: int | None, save: bool, **run_values) -> None:
+    """Save the run's model beside the project, close the run in the store, and tell the subscribers."""
+    model_path = str(model.save(ds.home / "models" / f"run-{run_id}")) if save else None
+    ds._update_run(run_id, status=status, finished_at=time.time(), duration_s=duration, metrics=metrics,
+                   model_path=model_path, **run_values)
+    handle.model, handle.status = model, status
+    handle.emit(E.TrainEnded(run_id, status, metrics, duration, best_epoch))
 
 
 def record_failure(ds, handle: TrainingHandle, run_id: int, t0: float, error: BaseException) -> None:
