@@ -406,3 +406,14 @@ def test_bad_inputs_give_clear_messages(trained, tmp_path):
     with pytest.raises(ValueError, match="at least two classes"):
         ds.label_issues()
     empty.close()
+
+
+def test_suggest_never_fits_on_the_test_split(trained):
+    ds, _, _ = trained
+    ds.set_label(ds.df["id"].iloc[-5:].tolist(), None)                  # something to suggest
+    labelled = ds.df[ds.df["label"].notna() & (ds.df["status"] == "ok")]
+    test_ids = labelled["id"].iloc[:4].tolist()
+    ds.set_split(test_ids, "test")
+    out = ds.suggest(n=3)
+    fitted = int(out.attrs["scored_by"].split("embeddings of ")[1].split()[0])
+    assert fitted == len(labelled) - len(test_ids)
