@@ -4,7 +4,6 @@ The core knows nothing of widgets: it emits the plain events of `nbml.events` to
 """
 from __future__ import annotations
 
-import copy
 import math
 import platform
 import threading

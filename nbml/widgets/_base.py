@@ -103,9 +103,10 @@ class GridWidget(Widget):
         for row, extra in zip(rows, self._extra(rows)):
             items.append({"id": row["id"], "label": row["label"], "status": row["status"], "split": row["split"],
                           "thumb": row["sha256"], **extra})
+        counts = {k: v for k, v in self.ds.label_counts().items() if k is not None}   # every class, in order
         with self.hold_sync():
-            self.classes = self.ds.classes
-            self.counts = {k: v for k, v in self.ds.label_counts().items() if k is not None}
+            self.classes = list(counts)
+            self.counts = counts
             self.n_total = total
             self.page = page
             self.items = items
