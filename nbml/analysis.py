@@ -38,7 +38,9 @@ def _embeddings(ds, backbone, embeddings: Embeddings | None, ids=None) -> Embedd
             return embeddings
         have = set(embeddings.ids.tolist())
         return embeddings.take([i for i in ids if i in have])
-    return embed(ds, backbone, ids=ids, progress=False)
+    if ids is not None:
+        return embed(ds, backbone, ids=ids, progress=False)
+    return ds.embed(backbone, progress=False)    # loaded once, reused while the store says they are current
 
 
 def uncertainty(probs: np.ndarray, strategy: str) -> np.ndarray:
@@ -63,7 +65,7 @@ def _model_embeddings(ds, model, backbone, embeddings: Embeddings | None) -> Emb
     own = resolve_backbone(ds, model)
     if embeddings is not None and embeddings.model_id == own.model_id:
         return embeddings
-    return embed(ds, own, progress=False)
+    return ds.embed(own, progress=False)
 
 
 def _model_probs(model, emb: Embeddings) -> np.ndarray:
@@ -226,6 +228,8 @@ def similar(ds, item_or_image, k: int = 20, *, labelled: bool | None = None, lab
     The query is an item id, a list of ids (the mean of their vectors: give a few examples of a rare class to find
     more of it), an image path, encoded bytes or a Pillow image (embedded on the fly by the same backbone). The
     query items themselves are left out. `labelled=False` searches only unlabelled items, `label=` one class.
+    Without `embeddings=`, the project's are loaded on the first call and reused while they are current
+    (`Dataset.embed`), with the labels and splits the store has now, so a repeated query costs milliseconds.
     """
     _require_items(ds)
     if not isinstance(k, (int, np.integer)) or k < 1:

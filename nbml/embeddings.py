@@ -20,6 +20,7 @@ import re
 import sys
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,7 +30,8 @@ import pandas as pd
 
 from ._locks import file_lock
 
-__all__ = ["Backbone", "Embeddings", "NoBackboneError", "resolve_backbone", "embed", "embed_images"]
+__all__ = ["Backbone", "Embeddings", "EmbeddingCache", "NoBackboneError", "resolve_backbone", "embed",
+           "embed_images"]
 
 _NO_RANDOM = ("A randomly initialised network is never used: its features are close to useless for finding "
               "similar items, label errors or what to label next.")
@@ -164,21 +166,17 @@ def _config_backbone(ds, config: dict, loader: Callable, device, model_id: str |
 
 
 def _run_backbone(ds, run_id: int | None, device) -> Backbone:
-    runs = ds.runs()
-    done = runs[runs["model_path"].notna()] if not runs.empty else runs
-    if done.empty:
+    done = dict(ds._saved_runs())        # run id -> model folder; resolved on every analysis call, so kept light
+    if not done:
         raise LookupError("this project has no trained model yet")
     if run_id is None:
-        row = done.iloc[-1]
-    else:
-        match = done[done["id"] == int(run_id)]
-        if match.empty:
-            raise LookupError(f"run {run_id} has no saved model (runs with one: {done['id'].tolist()})")
-        row = match.iloc[0]
-    folder = Path(row["model_path"])
+        run_id = max(done)
+    elif int(run_id) not in done:
+        raise LookupError(f"run {run_id} has no saved model (runs with one: {sorted(done)})")
+    folder = Path(done[int(run_id)])
     config_file = folder / "config.json"
     if not config_file.is_file():
-        raise LookupError(f"run {row['id']}'s model folder {folder} is gone")
+        raise LookupError(f"run {run_id}'s model folder {folder} is gone")
     config = json.loads(config_file.read_text())
 
     def loader():
@@ -338,8 +336,7 @@ class Embeddings:
         self.computed = int(computed)
         self.missing = list(missing or [])
         self.warnings = list(warnings or [])
-        self._vectors = self._features = None
-        self._pos = None
+        self._lazy: dict = {}     # vectors, features, positions: computed once, shared by copies (`_sharing`)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -357,18 +354,18 @@ class Embeddings:
     @property
     def features(self) -> np.ndarray:
         """float32, as the backbone gave them (to float16 precision)."""
-        if self._features is None:
-            self._features = self.raw.astype(np.float32)
-        return self._features
+        if "features" not in self._lazy:
+            self._lazy["features"] = self.raw.astype(np.float32)
+        return self._lazy["features"]
 
     @property
     def vectors(self) -> np.ndarray:
         """float32, each row scaled to unit length (cosine similarity is then a dot product)."""
-        if self._vectors is None:
+        if "vectors" not in self._lazy:
             v = self.raw.astype(np.float32)
             v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-            self._vectors = v
-        return self._vectors
+            self._lazy["vectors"] = v
+        return self._lazy["vectors"]
 
     @property
     def labels(self) -> np.ndarray:
@@ -376,17 +373,27 @@ class Embeddings:
 
     def positions(self, ids) -> np.ndarray:
         """Row positions of these item ids; KeyError naming the first id without an embedding."""
-        if self._pos is None:
-            self._pos = {int(i): p for p, i in enumerate(self.ids)}
+        if "positions" not in self._lazy:
+            self._lazy["positions"] = {int(i): p for p, i in enumerate(self.ids)}
+        where = self._lazy["positions"]
         out = []
         for i in np.atleast_1d(ids):
-            p = self._pos.get(int(i))
+            p = where.get(int(i))
             if p is None:
                 why = next((w for w in self.warnings if w.startswith(f"item {int(i)} ")), None)
                 raise KeyError(f"item {int(i)} has no embedding" + (f" ({why})" if why else
                                " (it is removed, unusable, or not in this project)"))
             out.append(p)
         return np.asarray(out, np.int64)
+
+    def _sharing(self, frame: pd.DataFrame | None = None, computed: int = 0) -> "Embeddings":
+        """The same vectors (shared, not copied, lazily computed ones included) with another `frame` (the same ids
+        in the same order, other labels or splits) or another `computed`."""
+        out = copy.copy(self)
+        if frame is not None:
+            out.frame = frame
+        out.computed = int(computed)
+        return out
 
     def take(self, ids) -> "Embeddings":
         """The embeddings of these ids only (in that order)."""
@@ -420,6 +427,125 @@ def tag(frame: pd.DataFrame, emb: Embeddings | Backbone) -> pd.DataFrame:
 
 
 _ITEM_COLUMNS = ["id", "kind", "path", "path_raw", "sha256", "size_bytes", "mtime", "label", "split"]
+_NO_ITEMS = "this project has no usable items to embed; add images with ds.add_images(folder)"
+
+
+class EmbeddingCache:
+    """A project's loaded `Embeddings`, one per backbone (model id), reused while the store says they are current.
+
+    Reading 100,000 stored embeddings takes seconds, a query on loaded ones milliseconds. Each use reads a token
+    from the store (`Dataset._embedding_state`: counters of item and split changes, the newest label change, the
+    newest embedding row; three indexed reads): unchanged, the loaded vectors are returned as they are; changed
+    labels or splits are read into a new frame beside the same vectors; items added, removed or marked unusable
+    (or embeddings written elsewhere) load the embeddings of the new items only. A cached object is never changed
+    in place: whoever holds one keeps what it showed. `loads` counts full loads from the store, `updates` partial
+    ones, `hits` uses that read no vector. The `keep` most recently used backbones are kept.
+    """
+
+    RELABEL_LIMIT = 5000     # more label changes than this since the last use: read every label instead
+
+    def __init__(self, ds, keep: int = 2):
+        self.ds, self.keep = ds, int(keep)
+        self._entries: OrderedDict[str, tuple[tuple, Embeddings]] = OrderedDict()
+        self._lock = threading.RLock()
+        self.loads = self.updates = self.hits = 0
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def get(self, backbone=None, *, bs: int | None = None, progress: bool | None = None, **resolve_kw) -> Embeddings:
+        """The embeddings of every usable item for `backbone` (see `resolve_backbone`), computing the missing ones,
+        as current as the store. `computed` says how many this call computed."""
+        try:
+            bb = resolve_backbone(self.ds, backbone, **resolve_kw)
+        except NoBackboneError:
+            if not self.ds.count_ids(usable_only=True):      # the first thing to fix, as `embed` says
+                raise ValueError(_NO_ITEMS) from None
+            raise
+        with self._lock:
+            token = self.ds._embedding_state(bb.model_id)   # read before loading: a later change shows next time
+            found = self._entries.get(bb.model_id)
+            if found is None:
+                emb = embed(self.ds, bb, bs=bs, progress=progress)
+                self.loads += 1
+                computed = emb.computed
+            else:
+                old, emb = found
+                computed = 0
+                if old[0] != token[0] or old[3] != token[3]:
+                    emb, computed = self._update_items(emb, bs, progress)
+                    self.updates += 1
+                else:
+                    self.hits += 1
+                emb = self._refresh_labels(emb, old, token)
+            if computed:      # the embedding rows this call wrote are in `emb`: no reason to look again next time
+                token = token[:3] + self.ds._embedding_state(bb.model_id)[3:]
+            self._entries[bb.model_id] = (token, emb)
+            self._entries.move_to_end(bb.model_id)
+            while len(self._entries) > self.keep:
+                self._entries.popitem(last=False)
+            return emb._sharing(computed=computed) if computed != emb.computed else emb
+
+    def _update_items(self, emb: Embeddings, bs, progress) -> tuple[Embeddings, int]:
+        """Drop the items no longer usable, load (computing where needed) the embeddings of those new to it."""
+        usable = np.asarray(self.ds.query_ids(usable_only=True), np.int64)
+        if not len(usable):
+            raise ValueError(_NO_ITEMS)
+        keep = np.isin(emb.ids, usable)
+        new = np.setdiff1d(usable, emb.ids)        # added, restored, or without an embedding before: tried again
+        if keep.all() and not len(new):
+            return emb, 0
+        kept = emb if keep.all() else _subset(emb, np.flatnonzero(keep))
+        if not len(new):
+            return kept, 0
+        added = embed(self.ds, emb.backbone, ids=new.tolist(), bs=bs, progress=progress)
+        return _concat(kept, added), added.computed
+
+    def _refresh_labels(self, emb: Embeddings, old: tuple, token: tuple) -> Embeddings:
+        """`emb` with the labels and splits the store has now (a new frame; the vectors are shared)."""
+        if old[1] == token[1] and old[2] == token[2]:
+            return emb
+        frame = emb.frame
+        ids = None
+        if old[1] == token[1]:                      # only labels changed: read those that did
+            ids = self.ds._relabelled_since(old[2], self.RELABEL_LIMIT)
+            if ids is not None and not ids:
+                return emb
+        current = self.ds._item_columns(["label", "split"], ids).set_index("id")
+        rows = frame["id"].isin(current.index).to_numpy()
+        frame = frame.copy()
+        at = frame["id"].to_numpy()[rows]
+        for col in ("label", "split"):
+            values = frame[col].to_numpy(object).copy()
+            values[rows] = current.loc[at, col].to_numpy(object)
+            frame[col] = values
+        return emb._sharing(frame, emb.computed)
+
+
+def _subset(emb: Embeddings, pos: np.ndarray) -> Embeddings:
+    """Rows `pos` of `emb`, carrying the unit vectors and features already computed."""
+    out = Embeddings(emb.frame.iloc[pos], emb.raw[pos], emb.backbone, 0, [], emb.warnings)
+    for key in ("vectors", "features"):
+        if key in emb._lazy:
+            out._lazy[key] = emb._lazy[key][pos]
+    return out
+
+
+def _concat(a: Embeddings, b: Embeddings) -> Embeddings:
+    """`a` and `b` together in id order (as `embed` gives them), carrying unit vectors already computed in `a`."""
+    frame = pd.concat([a.frame, b.frame], ignore_index=True)
+    raw = np.concatenate([a.raw, b.raw])
+    vectors = np.concatenate([a._lazy["vectors"], b.vectors]) if "vectors" in a._lazy else None
+    ids = frame["id"].to_numpy(np.int64)
+    if len(ids) > 1 and not (np.diff(ids) > 0).all():      # restored items come back in their place
+        order = np.argsort(ids, kind="stable")
+        frame, raw = frame.iloc[order], raw[order]
+        vectors = None if vectors is None else vectors[order]
+    out = Embeddings(frame, raw, a.backbone, b.computed, b.missing, b.warnings)
+    if vectors is not None:
+        out._lazy["vectors"] = vectors
+    return out
 
 
 def embed(ds, backbone=None, *, ids=None, bs: int | None = None, progress: bool | None = None,
@@ -431,7 +557,7 @@ def embed(ds, backbone=None, *, ids=None, bs: int | None = None, progress: bool 
     from .data import ImageCache, check_files
     ids = ds.query_ids(usable_only=True) if ids is None else [int(i) for i in np.atleast_1d(ids)]
     if not ids:
-        raise ValueError("this project has no usable items to embed; add images with ds.add_images(folder)")
+        raise ValueError(_NO_ITEMS)
     bb = resolve_backbone(ds, backbone, **resolve_kw)
     rows = ds.item_rows(ids)
     frame = pd.DataFrame([{k: r.get(k) for k in _ITEM_COLUMNS} for r in rows], columns=_ITEM_COLUMNS)

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import pandas as pd
-from sqlalchemy import create_engine, event, func, insert, select, update
+from sqlalchemy import Integer, Text, cast, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Engine
 
 from . import _schema as S
 from ._imaging import DEFAULT_MAX_PIXELS
+from .embeddings import EmbeddingCache
 from .ingest import Candidate, IngestReport, display_path, find_candidates, inspect_files
 
 __all__ = ["Dataset", "LABEL_SOURCES", "SPLITS"]
@@ -28,6 +29,11 @@ LABEL_SOURCES = ("human", "import", "model")
 SPLITS = ("train", "valid", "test")
 _ITEM_COLUMNS = ("id", "kind", "path", "label", "split", "label_source", "status", "sha256", "width", "height",
                  "added_at", "label_time")
+# Counters in `meta`, bumped in the same transaction as the change they count, so a reader (this process or
+# another) can tell in one indexed read whether what it loaded is still current (see nbml.embeddings.EmbeddingCache).
+# Label changes need none: each one adds a row to `labels`, whose newest id says the same.
+ITEMS_VERSION = "items_version"     # items added, removed, restored or marked unusable
+SPLITS_VERSION = "splits_version"   # splits set or cleared
 
 
 def _sqlite_engine(path: Path, immediate: bool) -> Engine:
@@ -90,6 +96,7 @@ class Dataset:
             self._reader = _sqlite_engine(self.path, immediate=False)
             self.home = self.path.with_name(self.path.name + ".d")
         self._init_schema()
+        self._embedding_cache = EmbeddingCache(self)   # loaded embeddings, reused while current (see embed)
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _init_schema(self) -> None:
@@ -112,6 +119,7 @@ class Dataset:
             yield c
 
     def close(self) -> None:
+        self._embedding_cache.clear()
         self._writer.dispose()
         self._reader.dispose()
 
@@ -308,6 +316,7 @@ class Dataset:
             if not rows:
                 return
             c.execute(insert(S.items), rows)     # one executemany for the whole batch
+            self._bump(c, ITEMS_VERSION)
             ids = dict(c.execute(select(S.items.c.sha256, S.items.c.id)
                                  .where(S.items.c.sha256.in_(list(fresh)))).all())
             history = [dict(item_id=ids[h], value=b.label, source="import", time=now, action_id=None)
@@ -321,6 +330,15 @@ class Dataset:
     def _log_action(self, c, kind: str, payload: dict) -> int:
         return c.execute(insert(S.actions).values(kind=kind, payload=json.dumps(payload), time=_now(), undone=0)
                          ).inserted_primary_key[0]
+
+    @staticmethod
+    def _bump(c, *keys: str) -> None:
+        """Add one to these `meta` counters (created at 1), inside the caller's write transaction."""
+        for key in keys:
+            done = c.execute(update(S.meta).where(S.meta.c.key == key)
+                             .values(value=cast(cast(S.meta.c.value, Integer) + 1, Text))).rowcount
+            if not done:
+                c.execute(insert(S.meta).values(key=key, value="1"))
 
     def _live_rows(self, c, ids: list[int], allow_removed: bool = False) -> dict[int, dict]:
         rows = {r["id"]: dict(r) for r in c.execute(
@@ -366,6 +384,7 @@ class Dataset:
             payload = {"items": [{"id": i, "before": rows[i]["status"], "after": status} for i in ids]}
             self._log_action(c, kind, payload)
             c.execute(update(S.items).where(S.items.c.id.in_(ids)).values(status=status))
+            self._bump(c, ITEMS_VERSION)
 
     def remove(self, item_id) -> None:
         """Soft-delete one item or a list: it leaves `df` and training, and `restore` or `undo` brings it back."""
@@ -389,6 +408,7 @@ class Dataset:
             self._log_action(c, "split", {"items": [{"id": i, "before": rows[i]["split"], "after": split}
                                                     for i in ids]})
             c.execute(update(S.items).where(S.items.c.id.in_(ids)).values(split=split))
+            self._bump(c, SPLITS_VERSION)
 
     def undo(self) -> dict | None:
         """Revert the latest change not yet undone (label, remove, restore, split, new class).
@@ -411,9 +431,11 @@ class Dataset:
             elif kind in ("remove", "restore", "unusable"):
                 for it in payload["items"]:
                     c.execute(update(S.items).where(S.items.c.id == it["id"]).values(status=it["before"]))
+                self._bump(c, ITEMS_VERSION)
             elif kind == "split":
                 for it in payload["items"]:
                     c.execute(update(S.items).where(S.items.c.id == it["id"]).values(split=it["before"]))
+                self._bump(c, SPLITS_VERSION)
             elif kind == "add_class":
                 self._drop_unused_classes(c, payload["classes"])
             c.execute(update(S.actions).where(S.actions.c.id == row["id"]).values(undone=1))
@@ -449,6 +471,7 @@ class Dataset:
             for split, ids in (("valid", valid_ids), ("train", train_ids)):
                 if ids:
                     c.execute(update(S.items).where(S.items.c.id.in_(ids)).values(split=split))
+            self._bump(c, SPLITS_VERSION)
         return len(valid_ids) + len(train_ids)
 
     def training_items(self, splits: Sequence[str] = ("train", "valid")) -> pd.DataFrame:
@@ -513,6 +536,12 @@ class Dataset:
                 frame[col] = pd.to_datetime(frame[col], unit="s")
         return frame
 
+    def _saved_runs(self) -> list[tuple[int, str]]:
+        """(run id, model folder) of the runs that saved a model, oldest first."""
+        with self._read() as c:
+            return [tuple(r) for r in c.execute(select(S.runs.c.id, S.runs.c.model_path)
+                                                .where(S.runs.c.model_path.is_not(None)).order_by(S.runs.c.id))]
+
     def load_run(self, run_id: int | None = None):
         """The model a run saved (the latest completed run when no id is given)."""
         frame = self.runs()
@@ -534,9 +563,14 @@ class Dataset:
         Backbone: pretrained `arch` (resnet18) when its weights can be had, else the body of the latest trained
         model, never a random one; or pass a Model, a run id, 'latest', a timm name, or `weights='file'`.
         Returns `Embeddings` (`.ids`, `.vectors`, `.model_id`, `.source`, `.pca()`); see nbml.embeddings.embed.
+        The loaded embeddings are kept (per backbone) and reused while the project's items and embeddings are
+        unchanged, with labels and splits read afresh, so `similar`, `suggest` and the rest need not reload them;
+        `ids=` loads those items only, every time.
         """
         from .embeddings import embed
-        return embed(self, backbone, **kw)
+        if kw.get("ids") is not None:
+            return embed(self, backbone, **kw)
+        return self._embedding_cache.get(backbone, **kw)
 
     def suggest(self, model=None, n: int = 20, strategy: str = "margin", **kw) -> pd.DataFrame:
         """Unlabelled items to label next, most useful first: `id`, `score`, `predicted`, `confidence`, `path`.
@@ -549,7 +583,8 @@ class Dataset:
 
     def similar(self, item_or_image, k: int = 20, **kw) -> pd.DataFrame:
         """The `k` items most like an item id, a list of ids (their mean), an image path, bytes or Pillow image:
-        `id`, `similarity`, `label`, `split`, `path`. `labelled=False` searches the unlabelled items only."""
+        `id`, `similarity`, `label`, `split`, `path`. `labelled=False` searches the unlabelled items only.
+        The embeddings are loaded on the first call and reused while current (see `embed`)."""
         from .analysis import similar
         return similar(self, item_or_image, k=k, **kw)
 
@@ -584,6 +619,33 @@ class Dataset:
         with self._read() as c:
             return dict(c.execute(select(S.embeddings.c.sha256, S.embeddings.c.row)
                                   .where(S.embeddings.c.model_id == model_id)).all())
+
+    def _embedding_state(self, model_id: str) -> tuple:
+        """What loaded embeddings of `model_id` depend on, in three indexed reads: (items version, splits version,
+        newest label change, newest embedding row). Equal tuples mean nothing they show has changed."""
+        with self._read() as c:
+            meta = dict(c.execute(select(S.meta.c.key, S.meta.c.value)
+                                  .where(S.meta.c.key.in_([ITEMS_VERSION, SPLITS_VERSION]))).all())
+            label_row = c.execute(select(func.max(S.labels.c.id))).scalar()
+            emb_row = c.execute(select(func.max(S.embeddings.c.row))
+                                .where(S.embeddings.c.model_id == model_id)).scalar()
+        return (int(meta.get(ITEMS_VERSION, 0)), int(meta.get(SPLITS_VERSION, 0)), label_row or 0,
+                -1 if emb_row is None else emb_row)
+
+    def _relabelled_since(self, label_row: int, limit: int) -> list[int] | None:
+        """Ids of the items whose label changed after label-history row `label_row`; None when more than `limit`."""
+        with self._read() as c:
+            ids = list(c.execute(select(S.labels.c.item_id).where(S.labels.c.id > label_row)
+                                 .distinct().limit(limit + 1)).scalars())
+        return None if len(ids) > limit else ids
+
+    def _item_columns(self, columns: Sequence[str], ids: Sequence[int] | None = None) -> pd.DataFrame:
+        """`id` and these item columns, for `ids` (or every item), in id order."""
+        q = select(S.items.c.id, *[S.items.c[n] for n in columns]).order_by(S.items.c.id)
+        if ids is not None:
+            q = q.where(S.items.c.id.in_([int(i) for i in ids]))
+        with self._read() as c:
+            return pd.DataFrame(c.execute(q).all(), columns=["id", *columns])
 
     def _add_embedding_rows(self, model_id: str, rows: dict[str, int]) -> None:
         if rows:

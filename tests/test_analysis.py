@@ -187,6 +187,58 @@ def test_similar_finds_the_same_colour_among_unlabelled_items(trained, tmp_path)
     assert set(by_pil["label"]) == {"green"}
 
 
+def test_similar_reuses_loaded_embeddings_while_the_store_is_unchanged(trained, tmp_path):
+    ds, _, _ = trained
+    cache = ds._embedding_cache
+    first = ds.similar(1, k=5)
+    assert (cache.loads, cache.updates) == (1, 0)
+    held = ds.embed()                                   # the loaded vectors, not a reload
+    assert held.computed == 0 and (cache.loads, cache.updates) == (1, 0)
+    hits = cache.hits
+    assert list(ds.similar(1, k=5)["id"]) == list(first["id"]) and cache.hits == hits + 1
+
+    # labels and splits are read afresh, the vectors are not: the result, and the label= filter, are current
+    target = int(first["id"].iloc[0])
+    ds.set_label(target, "purple")
+    ds.set_split(target, "test")
+    now = ds.similar(1, k=5).set_index("id")
+    assert (now.loc[target, "label"], now.loc[target, "split"]) == ("purple", "test")
+    assert ds.similar(1, k=5, label="purple")["id"].tolist() == [target]
+    ds.undo()                                           # the split goes back
+    assert ds.similar(1, k=5).set_index("id").loc[target, "split"] == first.set_index("id").loc[target, "split"]
+    assert (cache.loads, cache.updates) == (1, 0)
+    assert held.frame.set_index("id").loc[target, "label"] != "purple"      # what a caller holds never changes
+
+    # new items are embedded and found, only they are computed; a removed item leaves, undo brings it back
+    added = ds.add_images(make_images(tmp_path / "more", per_class=2, seed=3), label_from=None).added
+    found = ds.similar(added[0], k=50)
+    assert set(added[1:]) <= set(found["id"]) and len(found) == 36 + 6 - 1
+    assert (cache.loads, cache.updates) == (1, 1) and ds.embed().computed == 0
+    ds.remove(added[1])
+    assert added[1] not in set(ds.similar(added[0], k=50)["id"])
+    with pytest.raises(KeyError, match=f"item {added[1]} has no embedding"):
+        ds.similar(added[1])
+    ds.undo()
+    assert added[1] in set(ds.similar(added[0], k=50)["id"])
+    assert (cache.loads, cache.updates) == (1, 3)
+
+    # changes made through another handle on the same file (another kernel, the server) are seen too
+    other = nbml.Dataset(ds.path)
+    other.set_label(added[2], "blue")
+    other.mark_unusable(added[3])
+    other.close()
+    seen = ds.similar(added[0], k=50).set_index("id")
+    assert seen.loc[added[2], "label"] == "blue" and added[3] not in seen.index
+
+    # and the answer is the one a fresh load gives
+    from nbml.analysis import similar
+    fresh = similar(ds, added[0], k=50, embeddings=embeddings_module.embed(ds, progress=False))
+    cached = ds.similar(added[0], k=50)
+    assert cached[["id", "label", "split", "path"]].equals(fresh[["id", "label", "split", "path"]])
+    assert np.allclose(cached["similarity"], fresh["similarity"])
+    assert cache.loads == 1
+
+
 def test_duplicates_finds_reencoded_copies_and_cross_split_leaks(trained, tmp_path):
     ds = trained[0]
     pics = tmp_path / "pics"
