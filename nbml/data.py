@@ -18,7 +18,8 @@ from PIL import Image
 from ._imaging import ImageError, decode, read_file
 from ._locks import file_lock
 
-__all__ = ["check_files", "ImageCache", "BatchLoader", "TensorLoader", "Augment", "to_square", "normalize"]
+__all__ = ["check_files", "ImageCache", "BatchLoader", "TensorLoader", "Augment", "to_square", "normalize",
+           "to_device_images", "DeviceScalars"]
 
 
 def _fresh_seed() -> int:
@@ -155,16 +156,23 @@ class Augment:
             return cls(max_zoom=1.4, max_shift=0.1, max_rotate=10, flip=True)
         return cls(max_zoom=1.1, max_shift=0.08, max_rotate=8, flip=False)
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    @staticmethod
+    def draw(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The random numbers for `n` images, [n, 5] on the CPU (drawn a whole epoch at a time)."""
+        return torch.rand(n, 5, generator=generator)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                 rand: torch.Tensor | None = None) -> torch.Tensor:
+        """Augment a float NCHW batch; `rand` ([n, 5], on x's device) avoids a host-to-device copy per batch."""
         n = x.shape[0]
-        dev = x.device
-        rand = torch.rand(n, 5, generator=generator, device="cpu").to(dev)
+        if rand is None:
+            rand = self.draw(n, generator).to(x.device)
         zoom = 1.0 / (1.0 + rand[:, 0] * (self.max_zoom - 1.0))
         angle = (rand[:, 1] * 2 - 1) * math.radians(self.max_rotate)
         slack = (1 - zoom)
         tx = (rand[:, 2] * 2 - 1) * (slack + self.max_shift)
         ty = (rand[:, 3] * 2 - 1) * (slack + self.max_shift)
-        sx = torch.where((rand[:, 4] < 0.5) & torch.tensor(self.flip, device=dev), -zoom, zoom)
+        sx = torch.where(rand[:, 4] < 0.5, -zoom, zoom) if self.flip else zoom
         cos, sin = torch.cos(angle), torch.sin(angle)
         theta = torch.stack([torch.stack([cos * sx, -sin * zoom, tx], 1),
                              torch.stack([sin * sx, cos * zoom, ty], 1)], 1).to(x.dtype)
@@ -178,18 +186,61 @@ def normalize(x_uint8_nhwc: torch.Tensor, mean: torch.Tensor, std: torch.Tensor)
     return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
 
 
-class BatchLoader:
-    """Batches from a uint8 array, moved to the device as uint8, then augmented and normalised there.
+def to_device_images(array: np.ndarray, rows: np.ndarray, device: torch.device, max_fraction: float = 0.4,
+                     chunk_rows: int = 512) -> tuple[torch.Tensor, np.ndarray] | None:
+    """The cache rows a run uses, copied once into the GPU's memory (uint8), when they take at most `max_fraction`
+    of its free memory: each batch is then a gather on the device, with no host copy or synchronisation per batch.
 
+    Returns (images on the device, each input row's index into them), or None when they do not fit.
+    """
+    device = torch.device(device)
+    if device.type != "cuda" or len(rows) == 0:
+        return None
+    used = np.unique(rows)
+    row_bytes = int(np.prod(array.shape[1:]))
+    free, _ = torch.cuda.mem_get_info(device)
+    if len(used) * row_bytes > max_fraction * free:
+        return None
+    out = torch.empty((len(used),) + tuple(array.shape[1:]), dtype=torch.uint8, device=device)
+    staging = torch.empty((min(chunk_rows, len(used)),) + tuple(array.shape[1:]), dtype=torch.uint8).pin_memory()
+    for start in range(0, len(used), chunk_rows):
+        part = used[start:start + chunk_rows]
+        staging[:len(part)].numpy()[:] = array[part]
+        out[start:start + len(part)].copy_(staging[:len(part)], non_blocking=True)
+        torch.cuda.current_stream(device).synchronize()      # the staging buffer is reused
+    return out, np.searchsorted(used, rows)
+
+
+class DeviceScalars:
+    """For the fastai Learner: metrics and losses of a batch stay on the device (`Learner.to_detach` asks the
+    loader), so validation does not wait for the GPU after every batch. Anything but a scalar goes to the CPU."""
+
+    def to_detach(self, b, cpu: bool = True, gather: bool = True):
+        from fastai.torch_core import to_detach
+        if isinstance(b, torch.Tensor) and b.ndim == 0:
+            return b.detach()
+        return to_detach(b, cpu=cpu, gather=gather)
+
+
+class BatchLoader(DeviceScalars):
+    """Batches from uint8 NHWC images, augmented and normalised on the device.
+
+    `images` is the memory-mapped cache (numpy; each batch is read, pinned and copied ahead of use in a
+    background thread on CUDA) or a uint8 tensor already on the device (`to_device_images`; a batch is a gather).
     Quacks enough like a fastai DataLoader for the Learner: iterable of (x, y), `len`, `bs`, `device`.
     """
 
-    def __init__(self, images: np.ndarray, rows: np.ndarray, targets: np.ndarray, bs: int, mean, std,
+    def __init__(self, images, rows: np.ndarray, targets: np.ndarray, bs: int, mean, std,
                  device: torch.device, shuffle: bool = False, drop_last: bool = False, augment: Augment | None = None,
                  channels_last: bool = False, seed: int | None = None):
-        self.images, self.rows, self.targets = images, np.asarray(rows), torch.as_tensor(targets, dtype=torch.long)
-        self.bs, self.shuffle, self.drop_last, self.augment = bs, shuffle, drop_last, augment
         self.device = torch.device(device)
+        self.images, self.rows = images, np.asarray(rows)
+        self.on_device = isinstance(images, torch.Tensor)
+        self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.long)
+        if self.on_device:
+            self.rows_t = torch.from_numpy(self.rows.astype(np.int64)).to(self.device)
+        self.targets_dev = self.targets.to(self.device)
+        self.bs, self.shuffle, self.drop_last, self.augment = bs, shuffle, drop_last, augment
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device)
         self.channels_last = channels_last
@@ -204,26 +255,56 @@ class BatchLoader:
             return torch.randperm(self.n, generator=self.generator).numpy()
         return np.arange(self.n)
 
+    def _host_batch(self, idx: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        rows = self.rows[idx]
+        sort = np.argsort(rows, kind="stable")      # sequential reads from the memory map
+        x = torch.from_numpy(np.ascontiguousarray(self.images[rows[sort]]))
+        if self.device.type == "cuda":
+            x = x.pin_memory()
+        return x, idx[sort]
+
+    def _uint8_batches(self, order: np.ndarray):
+        """(uint8 NHWC batch on the device, positions of its items) per batch."""
+        n_batches = len(self)
+        if self.on_device:
+            order_t = torch.from_numpy(order.astype(np.int64)).to(self.device)
+            for b in range(n_batches):
+                idx = order_t[b * self.bs:(b + 1) * self.bs]
+                yield self.images.index_select(0, self.rows_t[idx]), idx
+            return
+        slices = [order[b * self.bs:(b + 1) * self.bs] for b in range(n_batches)]
+        if self.device.type != "cuda":
+            for idx in slices:
+                x, idx = self._host_batch(idx)
+                yield x, torch.from_numpy(idx)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(1) as pool:     # read and pin the next batch while the GPU works on this one
+            ahead = pool.submit(self._host_batch, slices[0]) if slices else None
+            for b in range(n_batches):
+                x, idx = ahead.result()
+                if b + 1 < n_batches:
+                    ahead = pool.submit(self._host_batch, slices[b + 1])
+                yield x.to(self.device, non_blocking=True), torch.from_numpy(idx).to(self.device, non_blocking=True)
+
     def __iter__(self):
         order = self._order()
-        for b in range(len(self)):
-            idx = order[b * self.bs:(b + 1) * self.bs]
-            rows = self.rows[idx]
-            sort = np.argsort(rows, kind="stable")      # sequential reads from the memory map
-            x = torch.from_numpy(np.ascontiguousarray(self.images[rows[sort]]))
-            y = self.targets[idx[sort]]
-            x = x.to(self.device, non_blocking=True)
+        rand = None
+        if self.augment is not None:       # one epoch of random numbers, one copy to the device
+            rand = self.augment.draw(len(self) * self.bs, self.generator).to(self.device)
+        for b, (x, idx) in enumerate(self._uint8_batches(order)):
             x = normalize(x, self.mean, self.std)
-            if self.augment is not None:
-                x = self.augment(x, self.generator)
+            if rand is not None:
+                x = self.augment(x, rand=rand[b * self.bs:b * self.bs + x.shape[0]])
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             else:
                 x = x.contiguous()
-            yield x, y.to(self.device, non_blocking=True)
+            same = idx.device.type == self.device.type
+            yield x, (self.targets_dev[idx] if same else self.targets[idx].to(self.device))
 
 
-class TensorLoader:
+class TensorLoader(DeviceScalars):
     """Batches of tensors already in memory (cached features), for a Learner: iterable, `len`, `bs`, `device`."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, bs: int, shuffle: bool = False, drop_last: bool = False,

@@ -10,6 +10,7 @@ import torch
 import nbml
 from nbml import events as E
 from nbml.pretrained import PretrainedWeightsWarning, create_body
+from nbml.training import SCRATCH_LR
 
 FAST = dict(arch="test_resnet", epochs=2, size=32, bs=8, lr=2e-3, pretrained=False, quiet=True, seed=0)
 
@@ -59,12 +60,30 @@ def test_learns_the_colours(ds):
     assert model.evaluate().accuracy >= 0.8
 
 
-def test_lr_find_and_default_schedule(ds):
-    model = nbml.train(ds, arch="test_resnet", epochs=1, size=32, pretrained=False, quiet=True, seed=0)
+def test_default_schedule_from_scratch(ds):
+    seen = []
+    model = nbml.train(ds, arch="test_resnet", epochs=1, size=32, pretrained=False, quiet=True, seed=0,
+                       on_event=seen.append)
     params = ds.runs().iloc[-1]["params"]
-    assert isinstance(params["lr"], float) and 1e-7 < params["lr"] < 10
+    assert params["lr"] == SCRATCH_LR             # no lr_find on an untrained network
     assert params["freeze_epochs"] == 0          # no frozen phase for a random body
+    assert [e.phase for e in seen if isinstance(e, E.PhaseStarted)] == ["unfrozen"]
     assert model.run_id == ds.runs().iloc[-1]["id"]
+
+
+def test_lr_find_on_the_full_network_when_asked_for_no_frozen_phase(ds, tmp_path):
+    # pretrained weights (a file) with freeze_epochs=0: the search runs on the whole network, about an epoch long
+    import timm
+    from safetensors.torch import save_file
+    source = timm.create_model("test_resnet", pretrained=False)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    seen = []
+    nbml.train(ds, arch="test_resnet", epochs=1, size=32, weights=tmp_path / "w.safetensors", freeze_epochs=0,
+               quiet=True, save=False, on_event=seen.append)
+    params = ds.runs().iloc[-1]["params"]
+    found = [e for e in seen if isinstance(e, E.LearningRateFound)]
+    assert len(found) == 1 and params["lr"] == found[0].lr and 1e-7 < params["lr"] < 10
+    assert [e.phase for e in seen if isinstance(e, E.PhaseStarted)] == ["lr_find", "unfrozen"]
 
 
 def test_save_and_load_round_trip(ds, tmp_path, image_folder):
