@@ -668,8 +668,9 @@ class Dataset:
 
     def explore(self, backbone=None, *, projection: str = "auto"):
         """The data at a glance: a 2-D map of the embeddings (UMAP when installed, else PCA) coloured by label,
-        where a dragged box selects items to label in bulk and a click lists an item's neighbours; the
-        class-frequency chart; and the duplicate and likely-wrong-label lists, fixable with the grid's keys."""
+        where a free-hand lasso (or a box: a toggle above the map) selects items to label in bulk with the grid's
+        keys and a click lists an item's neighbours; the class-frequency chart; and the duplicate and
+        likely-wrong-label lists, fixable with the grid's keys."""
         from .widgets.explore import ExploreWidget
         return ExploreWidget(self, backbone, projection=projection)
 

@@ -1,4 +1,5 @@
-"""The widgets in a real JupyterLab, in Debian's Chromium driven by Playwright: keys, clicks, Stop, the store.
+"""The widgets in a real JupyterLab, in Debian's Chromium driven by Playwright: keys, clicks, a lasso, Stop, the
+store.
 
 Needs /usr/bin/chromium (`apt-get install chromium`, as .ci/run does); skipped with that reason otherwise.
 """
@@ -148,3 +149,101 @@ def test_stop_button_stops_training(lab, page):
     assert poll(lambda: "stopped" in page.locator(".nbml-monitor").inner_text(), timeout=30)
     history = query(project, "SELECT history FROM runs ORDER BY id DESC LIMIT 1")[0][0]
     assert 2 <= history.count('"epoch"') < 5000
+
+
+def inside(x, y, polygon):
+    """Even-odd ray casting, written again here so the test does not trust the widget's own geometry."""
+    hit = False
+    for (xi, yi), (xj, yj) in zip(polygon, polygon[-1:] + polygon[:-1]):
+        if (yi > y) != (yj > y) and x < (xj - xi) * (y - yi) / (yj - yi) + xi:
+            hit = not hit
+    return hit
+
+
+def near_edge(x, y, polygon, px=4.0):
+    """Whether (x, y) is within `px` of an edge (rounding may put such a point either side)."""
+    for (x1, y1), (x2, y2) in zip(polygon, polygon[1:] + polygon[:1]):
+        dx, dy = x2 - x1, y2 - y1
+        t = max(0.0, min(1.0, ((x - x1) * dx + (y - y1) * dy) / (dx * dx + dy * dy or 1)))
+        if ((x - x1 - t * dx) ** 2 + (y - y1 - t * dy) ** 2) ** 0.5 < px:
+            return True
+    return False
+
+
+def test_explore_lasso_selects_points_to_label_in_bulk(lab, page):
+    project = str(lab.folder / "explore.nbml")
+    lab.write_notebook("explore.ipynb", [
+        "import nbml\nds = nbml.Dataset('explore.nbml')\nds.add_images('images')\n"
+        f"nbml.train(ds, epochs=1, quiet=True, {TRAIN})\n"
+        "ds.set_label(ds.query_ids(), None)   # the map's points start unlabelled\n"
+        "w = ds.explore(projection='pca')\nw"])
+    lab.open(page, "explore.ipynb")
+    marks = ".nbml-explore .nbml-map svg .mark-symbol.role-mark path"
+    page.wait_for_selector(marks, timeout=180_000)
+    lab.wait_idle(page)
+    def centres():     # where each point is drawn now, in page pixels (read again after anything may scroll)
+        return page.evaluate(f"""() => [...document.querySelectorAll({marks!r})].map((p) => {{
+            const r = p.getBoundingClientRect();
+            return {{ id: p.__data__.datum.id, x: r.x + r.width / 2, y: r.y + r.height / 2 }}; }})""")
+    points = centres()
+    assert len(points) == 36
+    assert page.locator(".nbml-explore .nbml-tools button[aria-pressed='true']").inner_text() == "lasso"
+
+    # a concave lasso: the left half of the map with a notch cut into it from the right
+    xs, ys = [p["x"] for p in points], [p["y"] for p in points]
+    x0, x1, y0, y1 = min(xs) - 12, max(xs) + 12, min(ys) - 12, max(ys) + 12
+    xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
+    lasso = [(x0, y0), (xm, y0), (x0 + (x1 - x0) / 5, ym), (xm, y1), (x0, y1)]
+    sure = {p["id"] for p in points if inside(p["x"], p["y"], lasso) and not near_edge(p["x"], p["y"], lasso)}
+    unsure = {p["id"] for p in points if near_edge(p["x"], p["y"], lasso)}
+    assert sure and len(sure | unsure) < len(points)
+    page.mouse.move(*lasso[0])
+    page.mouse.down()
+    for x, y in lasso[1:] + lasso[:1]:
+        page.mouse.move(x, y, steps=10)
+    page.mouse.up()
+
+    message = page.locator(".nbml-explore .nbml-bar .nbml-muted", has_text="selected on the map")
+    assert poll(lambda: message.count() == 1, timeout=30)
+    n_selected = int(message.inner_text().split()[0])
+    assert page.locator(".nbml-explore .nbml-lasso path").get_attribute("d").endswith("Z")
+    assert poll(lambda: page.locator(".nbml-explore .nbml-cell").count() == min(n_selected, 24))
+    assert page.locator(".nbml-explore .nbml-cell.selected").count() == min(n_selected, 24)
+
+    page.keyboard.press("1")                       # classes: blue, green, red -> every selected item "blue"
+    def labelled():
+        return {i for (i,) in query(project, "SELECT id FROM items WHERE label='blue'")}
+    assert poll(lambda: len(labelled()) == n_selected)
+    assert sure <= labelled() <= sure | unsure
+    assert query(project, "SELECT count(*) FROM items WHERE label IS NOT NULL")[0][0] == n_selected
+
+    # a click on a point still lists its neighbours in lasso mode
+    far = max(points, key=lambda p: p["x"])
+    page.mouse.click(far["x"], far["y"])
+    assert poll(lambda: page.locator(".nbml-explore select").input_value() == "similar", timeout=30)
+    assert poll(lambda: page.locator(".nbml-explore .nbml-cell").first.get_attribute("data-id") == str(far["id"]))
+
+    # the box is still there: a box over the right half selects only points there
+    page.locator(".nbml-explore .nbml-tools button", has_text="box").click()
+    points = centres()
+    xs, ys = [p["x"] for p in points], [p["y"] for p in points]
+    xm = (min(xs) + max(xs)) / 2
+    page.mouse.move(xm, min(ys) - 3)              # inside the plot: the box brush starts only there
+    page.mouse.down()
+    page.mouse.move(max(xs) + 3, max(ys) + 3, steps=10)
+    page.mouse.up()
+    right = sum(p["x"] > xm + 4 for p in points)
+    maybe = sum(abs(p["x"] - xm) <= 4 for p in points)
+    assert poll(lambda: page.locator(".nbml-explore select").input_value() == "selection", timeout=30)
+    assert poll(lambda: message.count() == 1, timeout=30)
+    n_box = int(message.inner_text().split()[0])
+    assert right >= 1 and right <= n_box <= right + maybe
+
+    # back to the lasso: the box is cleared from the map (and the selection stays)
+    def box_width():
+        return page.evaluate("""() => Math.max(0, ...[...document.querySelectorAll(
+            '.nbml-explore .nbml-map .brush_brush path')].map((p) => p.getBoundingClientRect().width))""")
+    assert box_width() > 10
+    page.locator(".nbml-explore .nbml-tools button", has_text="lasso").click()
+    assert poll(lambda: box_width() < 1, timeout=10)
+    assert int(message.inner_text().split()[0]) == n_box

@@ -310,6 +310,16 @@ describe("mountGrid", () => {
     expect(root.querySelector(".nbml-bar").textContent).toContain("undid label");
   });
 
+  it("the silent done that answers a thumbnail request leaves the message; the next action's done clears it", () => {
+    const { model } = mount({ items: makeItems(2) });
+    model.emit("msg:custom", { type: "done", seq: null, message: "5 items selected on the map" });
+    model.emit("msg:custom", { type: "done", seq: null });            // Python's reply to {type: "thumbs"}
+    expect(root.querySelector(".nbml-bar").textContent).toContain("5 items selected on the map");
+    press("1");
+    model.emit("msg:custom", { type: "done", seq: model.sent[0].seq });
+    expect(root.querySelector(".nbml-bar").textContent).not.toContain("selected on the map");
+  });
+
   it("other custom messages are ignored", () => {
     const { model } = mount({ items: makeItems(2) });
     const before = (window.nbmlTimings || []).length;
@@ -407,6 +417,38 @@ describe("cursor and selection after decisions", () => {
     press("ArrowRight", { shiftKey: true });
     press("1");
     expect(model.sent[0].ids).toEqual([items[0].id, items[1].id]);
+  });
+});
+
+describe("ids selected outside the grid (the explore map)", () => {
+  it("a class key labels every chosen id, on this page or not, and then the choice is spent", () => {
+    const items = makeItems(4);
+    const { model, api } = mount({ items, n_total: 6, page_size: 4 });
+    const offPage = nextId + 100;
+    api.selectIds([items[1].id, items[3].id, offPage]);
+    expect(cells().map((c) => c.classList.contains("selected"))).toEqual([false, true, false, true]);
+    press("2");
+    expect(model.sent).toEqual([{ type: "label", ids: [items[1].id, items[3].id, offPage], label: "dog", seq: 1 }]);
+    expect(cells().map((c) => c.querySelector(".nbml-label").textContent)).toEqual(["unlabelled", "dog", "unlabelled", "dog"]);
+    expect(cells()[0].classList.contains("cursor")).toBe(true);         // a bulk decision does not move the cursor
+    press("1");
+    expect(model.sent[1]).toEqual({ type: "label", ids: [items[0].id], label: "cat", seq: 2 });
+  });
+
+  it("the grid's own selection replaces them: a click, an arrow or Escape", () => {
+    const items = makeItems(3);
+    const { model, api } = mount({ items });
+    api.selectIds([items[0].id, items[2].id]);
+    click(cells()[1]);
+    press("1");
+    expect(model.sent[0].ids).toEqual([items[1].id]);
+    api.selectIds([items[0].id, items[2].id]);
+    press("Escape");
+    press("1");
+    expect(model.sent[1].ids).toEqual([items[2].id]);                  // the cursor item, moved on after the click's label
+    api.selectIds([items[0].id, items[2].id]);
+    api.selectIds([]);
+    expect(cells().some((c) => c.classList.contains("selected"))).toBe(false);
   });
 });
 

@@ -1,5 +1,7 @@
-"""`ds.explore()`: the embedding map (brush to select and label in bulk, click for neighbours), the class counts,
-and the duplicate and label-issue lists, every item fixable in place with the grid's keys."""
+"""`ds.explore()`: the embedding map (a free-hand lasso, or a box, selects items to label in bulk; a click lists
+neighbours), the class counts, and the duplicate and label-issue lists, every item fixable in place with the grid's
+keys. The front end (js/src/explore.js) resolves a lasso or a box to ids itself and sends them as
+`{type: "brush", ids}`."""
 from __future__ import annotations
 
 import importlib.util
@@ -29,7 +31,7 @@ def project_2d(ds, embeddings, method: str = "auto"):
 
 def map_spec(points, title: str) -> dict:
     import altair as alt
-    brush = alt.selection_interval(name="brush", encodings=["x", "y"])
+    brush = alt.selection_interval(name="brush", encodings=["x", "y"])   # the box tool; the lasso is drawn over it
     values = [{"id": int(p.id), "x": float(p.x), "y": float(p.y), "label": p.label if isinstance(p.label, str)
                else "(unlabelled)", "split": p.split if isinstance(p.split, str) else ""}
               for p in points.itertuples(index=False)]
@@ -46,7 +48,7 @@ class ExploreWidget(GridWidget):
     mode = t.Unicode("selection").tag(sync=True)
     mode_options = t.List().tag(sync=True)
     info = t.Unicode("").tag(sync=True)
-    points = t.List().tag(sync=True)   # [{id, x, y}], for the front end to resolve a brushed box to ids
+    points = t.List().tag(sync=True)   # [{id, x, y}], for the front end to resolve a lasso or a box to ids
 
     def __init__(self, ds, backbone=None, *, projection: str = "auto", page_size: int = 24):
         from ..analysis import stats

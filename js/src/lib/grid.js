@@ -52,6 +52,9 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
   root.append(bar, grid);
 
   let cursor = 0, anchor = null, selection = new Set(), seq = 0;
+  // ids chosen outside the grid (the explore map's lasso or box), on this page or beyond it: the next decision
+  // applies to all of them; the grid's own selection (a click, an arrow, Escape) replaces them
+  let chosen = null;
   const pending = new Map();   // seq -> time the key was pressed
   const requested = new Set();  // thumbnail keys asked for and not yet received
   window.nbmlTimings = window.nbmlTimings || [];
@@ -68,6 +71,7 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
   }
 
   function targets() {
+    if (chosen) return [...chosen];
     const list = items();
     const idx = selection.size ? [...selection].sort((a, b) => a - b) : [cursor];
     return idx.filter((i) => i < list.length).map((i) => list[i].id);
@@ -81,6 +85,8 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
 
   function act(action) {
     const list = items();
+    const many = chosen ? chosen.size > 1 : selection.size > 1;
+    if (["move", "toggle", "clear"].includes(action.type)) chosen = null;
     switch (action.type) {
       case "move":
         if (action.extend) {
@@ -125,7 +131,7 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
     }
     // after a decision on one item, move on to the next (unless decided items leave the list when Python
     // refreshes it); from the last item of a page, on to the next page
-    if (selection.size <= 1 && !model.get("drops_decided")) {
+    if (!many && !model.get("drops_decided")) {
       const pages = Math.ceil((model.get("n_total") || 0) / model.get("page_size"));
       if (cursor >= list.length - 1 && model.get("page") < pages - 1) {
         cursor = 0;
@@ -134,6 +140,15 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
         cursor = Math.min(cursor + 1, Math.max(list.length - 1, 0));
       }
     }
+    selection = new Set();
+    chosen = null;
+    anchor = null;
+    render();
+  }
+
+  /** Select these ids (from outside the grid), or none; they need not be on the current page. */
+  function selectIds(ids) {
+    chosen = ids && ids.length ? new Set(ids) : null;
     selection = new Set();
     anchor = null;
     render();
@@ -165,6 +180,9 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
     const t0 = pending.get(msg.seq);
     pending.delete(msg.seq);
     if (t0 !== undefined) window.nbmlTimings.push(performance.now() - t0);
+    // every message gets a `done`: a silent one for a message that is not an action (a thumbnail request) keeps
+    // the line as it is, so "12 items selected..." stays up while the page's thumbnails arrive
+    if (msg.seq == null && !msg.message && !msg.error) return;
     message.textContent = msg.error ? msg.error : (msg.message || "");
     message.className = msg.error ? "nbml-error" : "nbml-muted";
   });
@@ -210,7 +228,8 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
     renderBar();
     const cells = list.map((item, i) => {
       const cell = document.createElement("div");
-      cell.className = "nbml-cell" + (i === cursor ? " cursor" : "") + (selection.has(i) ? " selected" : "") +
+      const picked = selection.has(i) || (chosen !== null && chosen.has(item.id));
+      cell.className = "nbml-cell" + (i === cursor ? " cursor" : "") + (picked ? " selected" : "") +
         (item.status && item.status !== "ok" ? ` ${item.status}` : "");
       cell.dataset.id = item.id;
       const img = document.createElement("img");
@@ -233,6 +252,7 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
         cell.append(badge);
       }
       cell.addEventListener("click", (e) => {
+        chosen = null;
         selection = clickSelection(selection, anchor, i, { shift: e.shiftKey, toggle: e.ctrlKey || e.metaKey });
         if (!e.shiftKey || anchor === null) anchor = i;
         cursor = i;
@@ -249,5 +269,5 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
   model.on("change:classes", render);
   model.on("change:counts", renderBar);
   render();
-  return { render, act };
+  return { render, act, selectIds };
 }

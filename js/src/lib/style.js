@@ -24,6 +24,12 @@ export const CSS = `
   flex: 1; min-width: 120px; }
 .nbml-progress > div { height: 100%; background: var(--jp-brand-color1, #1976d2); width: 0; transition: width .2s; }
 .nbml-error { color: #c62828; }
+.nbml-map { position: relative; user-select: none; }
+.nbml-lasso { position: absolute; left: 0; top: 0; width: 100%; height: 100%; pointer-events: none; overflow: visible; }
+.nbml-lasso path { fill: rgba(25,118,210,.12); stroke: var(--jp-brand-color1, #1976d2); stroke-width: 1.5;
+  stroke-dasharray: 4 3; }
+.nbml-tools button[aria-pressed="true"] { background: var(--jp-brand-color1, #1976d2); color: #fff;
+  border-color: var(--jp-brand-color1, #1976d2); }
 .nbml table { border-collapse: collapse; font-size: 12px; }
 .nbml td, .nbml th { border-bottom: 1px solid var(--jp-border-color2, #e0e0e0); padding: 2px 8px; text-align: right; }
 .nbml th:first-child, .nbml td:first-child { text-align: left; }
