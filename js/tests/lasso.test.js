@@ -125,6 +125,13 @@ describe("mountLasso", () => {
     expect(lassos).toHaveLength(1);
     expect(lassos[0].slice(0, 4)).toEqual([[10, 10], [60, 10], [60, 60], [10, 60]]);
     expect(box.querySelector(".nbml-lasso path").getAttribute("d")).toMatch(/^M10\.0,10\.0L60\.0,10\.0.*Z$/);
+    // once it is done, moving the mouse (hovering for a tooltip) neither changes it nor is kept from Vega
+    const drawn = box.querySelector(".nbml-lasso path").getAttribute("d");
+    const hovers = [];
+    box.querySelector("svg").addEventListener("pointermove", () => hovers.push(1));
+    pointer("pointermove", mark, 90, 90);
+    expect(box.querySelector(".nbml-lasso path").getAttribute("d")).toBe(drawn);
+    expect(hovers).toHaveLength(1);
   });
 
   it("leaves a click (a press that hardly moves) to Vega, and a scribble selects nothing", () => {

@@ -115,8 +115,9 @@ export function mountLasso(box, getSvg, onLasso) {
       return;
     }
     e.stopPropagation();
+    drag = null;
     const path = extendPath(done.chart, local(e).chart);
-    draw(true);                   // the closed lasso stays drawn until the next one
+    shape.setAttribute("d", lassoPathData(done.overlay, true));    // the closed lasso stays drawn until the next
     onLasso(Math.abs(polygonArea(path)) >= MIN_AREA_PX ? path : []);
   };
   box.addEventListener("pointerup", (e) => finish(e, false), true);
