@@ -7,7 +7,7 @@ import time
 __all__ = ["hardware_report"]
 
 
-def _median_rate(step, batch: int, budget_s: float, warmup: int = 2) -> tuple[float, int]:
+def _median_rate(step, batch: int, budget_s: float, warmup: int = 1) -> tuple[float, int]:
     """Images per second of `step()` (median over as many repeats as the budget allows), and the repeats run."""
     for _ in range(warmup):
         step()
@@ -59,7 +59,7 @@ def _measure(arch: str, size: int, bs: int, device, budget_s: float) -> dict:
 
 
 def hardware_report(ds=None, *, size: int | None = None, archs=None, bs: int | None = None, device=None,
-                    budget_s: float = 50.0, verbose: bool = True):
+                    budget_s: float = 45.0, verbose: bool = True):
     """A table, one row per recommended backbone: training and inference images/s measured here, and the
     estimated time per epoch over `ds`'s labelled items and per 1,000 predictions.
 
@@ -81,11 +81,15 @@ def hardware_report(ds=None, *, size: int | None = None, archs=None, bs: int | N
             side = float(np.median(np.minimum(labelled["width"], labelled["height"])))
             size = int(min(224, max(64, 32 * np.ceil(side / 32))))
     size = int(size or 224)
-    bs = int(bs or (64 if device.type == "cuda" else 16))
+    bs = int(bs or (64 if device.type == "cuda" else 8))
     per_arch = budget_s / max(len(archs), 1)
     rows = []
+    start = time.perf_counter()
     for arch in archs:
         t = time.perf_counter()
+        if t - start > budget_s:
+            rows.append({"arch": arch, "size": fit_size(arch, size), "error": f"skipped: over the {budget_s:.0f}s budget"})
+            continue
         try:
             m = _measure(arch, fit_size(arch, size), bs, device, per_arch)
         except (RuntimeError, ValueError, AssertionError) as e:   # out of memory, or a size the model refuses
