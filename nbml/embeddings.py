@@ -371,11 +371,15 @@ class Embeddings:
     def labels(self) -> np.ndarray:
         return self.frame["label"].to_numpy(object)
 
-    def positions(self, ids) -> np.ndarray:
-        """Row positions of these item ids; KeyError naming the first id without an embedding."""
+    def _position_map(self) -> dict[int, int]:
+        """{item id: row}, built once."""
         if "positions" not in self._lazy:
             self._lazy["positions"] = {int(i): p for p, i in enumerate(self.ids)}
-        where = self._lazy["positions"]
+        return self._lazy["positions"]
+
+    def positions(self, ids) -> np.ndarray:
+        """Row positions of these item ids; KeyError naming the first id without an embedding."""
+        where = self._position_map()
         out = []
         for i in np.atleast_1d(ids):
             p = where.get(int(i))
@@ -506,20 +510,22 @@ class EmbeddingCache:
         """`emb` with the labels and splits the store has now (a new frame; the vectors are shared)."""
         if old[1] == token[1] and old[2] == token[2]:
             return emb
-        frame = emb.frame
         ids = None
         if old[1] == token[1]:                      # only labels changed: read those that did
             ids = self.ds._relabelled_since(old[2], self.RELABEL_LIMIT)
             if ids is not None and not ids:
                 return emb
-        current = self.ds._item_columns(["label", "split"], ids).set_index("id")
-        rows = frame["id"].isin(current.index).to_numpy()
-        frame = frame.copy()
-        at = frame["id"].to_numpy()[rows]
+        current = self.ds._item_columns(["label", "split"], ids)
+        where = emb._position_map()
+        found = [(where[i], k) for k, i in enumerate(current["id"]) if i in where]
+        if not found:
+            return emb
+        rows, src = (np.asarray(x, np.int64) for x in zip(*found))
+        frame = emb.frame.copy(deep=False)
         for col in ("label", "split"):
-            values = frame[col].to_numpy(object).copy()
-            values[rows] = current.loc[at, col].to_numpy(object)
-            frame[col] = values
+            column = frame[col].astype(object) if frame[col].dtype.kind == "f" else frame[col].copy()
+            column.iloc[rows] = np.asarray(current[col], object)[src]
+            frame[col] = column
         return emb._sharing(frame, emb.computed)
 
 

@@ -639,13 +639,15 @@ class Dataset:
                                  .distinct().limit(limit + 1)).scalars())
         return None if len(ids) > limit else ids
 
-    def _item_columns(self, columns: Sequence[str], ids: Sequence[int] | None = None) -> pd.DataFrame:
-        """`id` and these item columns, for `ids` (or every item), in id order."""
+    def _item_columns(self, columns: Sequence[str], ids: Sequence[int] | None = None) -> dict[str, list]:
+        """{"id": [...], column: [...]} for `ids` (or every item), in id order: plain lists, quick for 100,000."""
         q = select(S.items.c.id, *[S.items.c[n] for n in columns]).order_by(S.items.c.id)
         if ids is not None:
             q = q.where(S.items.c.id.in_([int(i) for i in ids]))
         with self._read() as c:
-            return pd.DataFrame(c.execute(q).all(), columns=["id", *columns])
+            rows = c.execute(q).all()
+        values = list(zip(*rows)) if rows else [()] * (len(columns) + 1)
+        return {name: list(v) for name, v in zip(["id", *columns], values)}
 
     def _add_embedding_rows(self, model_id: str, rows: dict[str, int]) -> None:
         if rows:
