@@ -181,7 +181,7 @@ def _run_backbone(ds, run_id: int | None, device) -> Backbone:
 
     def loader():
         from .model import load
-        return load(folder, device="cpu").net[0]
+        return ds._embedding_cache.body(folder, lambda: load(folder, device="cpu").net[0])
     bb = _config_backbone(ds, config, loader, device)
     bb.fresh = True
     return bb
@@ -451,12 +451,34 @@ class EmbeddingCache:
     def __init__(self, ds, keep: int = 2):
         self.ds, self.keep = ds, int(keep)
         self._entries: OrderedDict[str, tuple[tuple, Embeddings]] = OrderedDict()
+        self._bodies: OrderedDict[tuple, object] = OrderedDict()     # saved runs' bodies, see `body`
         self._lock = threading.RLock()
         self.loads = self.updates = self.hits = 0
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._bodies.clear()
+
+    def holds(self, model_id: str) -> bool:
+        """Whether embeddings for this backbone are loaded (possibly stale: `get` brings them up to date)."""
+        with self._lock:
+            return model_id in self._entries
+
+    def body(self, folder, load: Callable):
+        """A copy of a saved run's body (torch module, CPU), loaded from `folder` once while its file is unchanged:
+        a copy costs a fraction of rebuilding the network and reading its weights."""
+        folder = Path(folder)
+        key = (str(folder), *(os.stat(f).st_mtime_ns for f in sorted(folder.glob("*.safetensors"))))
+        with self._lock:
+            module = self._bodies.get(key)
+            if module is None:
+                module = load()
+                self._bodies[key] = module
+                while len(self._bodies) > self.keep:
+                    self._bodies.popitem(last=False)
+            self._bodies.move_to_end(key)
+            return copy.deepcopy(module)
 
     def get(self, backbone=None, *, bs: int | None = None, progress: bool | None = None, **resolve_kw) -> Embeddings:
         """The embeddings of every usable item for `backbone` (see `resolve_backbone`), computing the missing ones,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import platform
+import re
 import threading
 import time
 import warnings
@@ -149,7 +150,16 @@ def train_head(ds, arch: str = "resnet18", epochs=None, size=None, bs=None, lr=N
     from .embeddings import embed, resolve_backbone
     backbone = resolve_backbone(ds, None, arch=arch, size=size, weights=weights, pretrained=pretrained,
                                 device=device)
-    emb = embed(ds, backbone, ids=frame["id"].tolist(), bs=bs, progress=None if not quiet else False)
+    progress = None if not quiet else False
+    if ds._embedding_cache.holds(backbone.model_id):
+        # loaded already (by similar, suggest, the grid...): bring them up to date and take the labelled items
+        cached = ds._embedding_cache.get(backbone, bs=bs, progress=progress)
+        have, wanted = set(cached.ids.tolist()), set(frame["id"].tolist())
+        emb = cached.take([i for i in frame["id"].tolist() if i in have])
+        emb.warnings = [w for w in cached.warnings                    # only those about the labelled items
+                        if (m := re.match(r"item (\d+) ", w)) is None or int(m.group(1)) in wanted]
+    else:
+        emb = embed(ds, backbone, ids=frame["id"].tolist(), bs=bs, progress=progress)
     handle = TrainingHandle()
     subscribers = on_event if isinstance(on_event, (list, tuple)) else [on_event] if on_event else []
     if not subscribers and not quiet:

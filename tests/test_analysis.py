@@ -404,6 +404,31 @@ def test_head_mode_trains_on_embeddings_and_makes_a_full_model(trained):
         nbml.train(ds, mode="heads")
 
 
+def test_head_mode_reuses_loaded_embeddings_and_body(trained):
+    ds, first, images = trained
+    cache = ds._embedding_cache
+    cold = nbml.train(ds, mode="head", quiet=True)             # nothing loaded yet: reads the labelled items' rows
+    assert not cache.holds(f"run-{first.run_id}@32") and cache.loads == 0
+    ds.similar(1, k=3)                                        # loads every item's embeddings for this backbone
+    loads = cache.loads
+    hits = cache.hits
+    warm = nbml.train(ds, mode="head", quiet=True)
+    assert cache.loads == loads and cache.hits == hits + 1    # no second read of the vectors
+    assert warm.config["snapshot_id"] == cold.config["snapshot_id"]
+    img = images / "red" / "1.png"
+    assert warm.predict(img).probabilities == pytest.approx(cold.predict(img).probabilities, abs=1e-5)
+    # each model owns its body: changing one leaves the cached body and the next model alone
+    with torch.no_grad():
+        next(warm.net[0].parameters()).zero_()
+    again = nbml.train(ds, mode="head", quiet=True)
+    assert again.predict(img).probabilities == pytest.approx(cold.predict(img).probabilities, abs=1e-5)
+    # a label changed since: the warm path fits on the current labels
+    ds.set_label(ds.query_ids(label="red")[0], "blue")
+    relabelled = nbml.train(ds, mode="head", quiet=True)
+    assert relabelled.config["snapshot_id"] != cold.config["snapshot_id"]
+    assert ds.runs().iloc[-1]["params"]["n_train"] + ds.runs().iloc[-1]["params"]["n_valid"] == 36
+
+
 # -- seeing the data and bad input ---------------------------------------------------------------------------------
 def test_stats_counts_and_warnings(ds, tmp_path):
     ds.add_images(make_images(tmp_path / "u", per_class=1, seed=4), label_from=None)
