@@ -485,7 +485,9 @@ class Dataset:
 
     def snapshot(self, frame: pd.DataFrame) -> str:
         """Record the labelled data a run saw; returns its id (a hash of ids, contents, labels and splits)."""
-        listing = frame[["id", "sha256", "label", "split"]].values.tolist()
+        # column lists zipped: the same JSON as rows of [id, sha256, label, split], without an object array
+        listing = list(zip(frame["id"].astype("int64").tolist(), frame["sha256"].tolist(), frame["label"].tolist(),
+                           frame["split"].tolist()))
         blob = json.dumps(listing, separators=(",", ":")).encode()
         snap_id = hashlib.sha256(blob).hexdigest()[:16]
         counts = frame["label"].value_counts().sort_index().to_dict()
