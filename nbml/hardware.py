@@ -81,7 +81,7 @@ def hardware_report(ds=None, *, size: int | None = None, archs=None, bs: int | N
             side = float(np.median(np.minimum(labelled["width"], labelled["height"])))
             size = int(min(224, max(64, 32 * np.ceil(side / 32))))
     size = int(size or 224)
-    bs = int(bs or (64 if device.type == "cuda" else 8))
+    bs = int(bs or (64 if device.type == "cuda" else 4))
     per_arch = budget_s / max(len(archs), 1)
     rows = []
     start = time.perf_counter()
