@@ -72,6 +72,12 @@ def _ids(item_ids) -> list[int]:
     return out
 
 
+def _frame(rows, columns: list[str]) -> pd.DataFrame:
+    """A DataFrame of SQLAlchemy rows, given as plain tuples: pandas probes a Row's attributes one by one otherwise,
+    which took 0.1 s for 10,000 rows."""
+    return pd.DataFrame(list(map(tuple, rows)), columns=columns)
+
+
 class Dataset:
     """An nbml project: `Dataset("pets.nbml")` opens the file, or creates it.
 
@@ -178,7 +184,7 @@ class Dataset:
         cols = [S.items.c[n] for n in _ITEM_COLUMNS]
         with self._read() as c:
             rows = c.execute(select(*cols).where(*where).order_by(S.items.c.id)).all()
-        return pd.DataFrame(rows, columns=list(_ITEM_COLUMNS))
+        return _frame(rows, list(_ITEM_COLUMNS))
 
     def item(self, item_id: int) -> dict:
         with self._read() as c:
@@ -199,7 +205,7 @@ class Dataset:
             q = q.where(S.labels.c.item_id == int(item_id))
         with self._read() as c:
             rows = c.execute(q.order_by(S.labels.c.id)).all()
-        return pd.DataFrame(rows, columns=["item_id", "label", "source", "time", "action_id"])
+        return _frame(rows, ["item_id", "label", "source", "time", "action_id"])
 
     def item_rows(self, ids: Sequence[int]) -> list[dict]:
         """Full rows for these item ids, in the order given (unknown ids are left out)."""
@@ -480,7 +486,7 @@ class Dataset:
         with self._read() as c:
             rows = c.execute(select(*cols).where(S.items.c.status == "ok", S.items.c.label.is_not(None),
                                                  S.items.c.split.in_(list(splits))).order_by(S.items.c.id)).all()
-        return pd.DataFrame(rows, columns=["id", "path", "path_raw", "sha256", "size_bytes", "mtime", "label",
+        return _frame(rows, ["id", "path", "path_raw", "sha256", "size_bytes", "mtime", "label",
                                            "split"])
 
     def snapshot(self, frame: pd.DataFrame) -> str:
