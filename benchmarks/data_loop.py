@@ -239,7 +239,7 @@ def label_issues(tmp: Path, folder: Path) -> None:
     cv_acc_true = float((probs.argmax(1) == truly).mean())
 
     print(f"{len(df)} digits, {len(flipped_set)} labels flipped; model: resnet18 from random init, {SIZE} px, "
-          f"nbml defaults (lr_find + 10 epochs), trained on the noisy labels in {t_train:.1f} s, validation "
+          f"nbml defaults (lr 1e-3 from random weights, 10 epochs), trained on the noisy labels in {t_train:.1f} s, validation "
           f"accuracy against the noisy labels {model.config['metrics']['accuracy']:.3f}")
     print(f"embeddings: {issues.attrs['backbone']} (model id {issues.attrs['embeddings']})")
     print(f"method: {issues.attrs['method']}; its out-of-sample predictions agree with the true labels on "

@@ -1,12 +1,13 @@
 """Stock fastai against nbml.train on the same generated JPEG folder, same backbone, size and batch size.
 
 Stock fastai: `ImageDataLoaders.from_folder` (Resize + aug_transforms), `vision_learner`, `fine_tune(epochs)` with its
-default learning rate. nbml: `nbml.train` with its defaults (lr_find, its schedule). Both use the same train/valid
-folders. Prints images per second, end-to-end time, accuracy per epoch, and the time nbml takes to reach stock
-fastai's final accuracy, with the ratios.
+default learning rate. nbml: `nbml.train` with its defaults (from random weights: lr 1e-3, no frozen phase). Both
+use the same train/valid folders and start from random weights. Prints images per second over the epochs that train
+the whole network (validation included), end-to-end time, accuracy per epoch, the time nbml takes to reach stock
+fastai's final accuracy, the ratios, and with --raw a bare PyTorch step on device tensors as the ceiling.
 
-    python benchmarks/train_throughput.py                     # CPU: resnet18 at 128 px
-    python benchmarks/train_throughput.py --arch resnet50 --size 224 --bs 128 --n 8192   # on a GPU
+    python benchmarks/train_throughput.py --raw               # CPU: resnet18 at 128 px
+    python benchmarks/train_throughput.py --arch resnet50 --size 224 --bs 128 --n 8192 --raw   # on a GPU
 """
 from __future__ import annotations
 
