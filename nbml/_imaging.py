@@ -154,3 +154,13 @@ def open_rgb(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return decode(bytes(source), max_pixels)
     return decode(read_file(source), max_pixels)
+
+
+def to_square(img: Image.Image, size: int) -> np.ndarray:
+    """Resize the shorter side to `size` and centre-crop: uint8 array [size, size, 3]."""
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    w, h = img.size
+    side = min(w, h)
+    box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+    return np.array(img.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0))

@@ -13,9 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from ._imaging import ImageError, decode, read_file
+from ._imaging import ImageError, decode, read_file, to_square
 from ._locks import file_lock
 
 __all__ = ["check_files", "ImageCache", "BatchLoader", "TensorLoader", "Augment", "to_square", "normalize",
@@ -58,16 +57,6 @@ def check_files(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                 continue
         keep.append(i)
     return frame.iloc[keep].reset_index(drop=True), warnings
-
-
-def to_square(img: Image.Image, size: int) -> np.ndarray:
-    """Resize the shorter side to `size` and centre-crop: uint8 array [size, size, 3]."""
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    w, h = img.size
-    side = min(w, h)
-    box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
-    return np.array(img.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0))
 
 
 def _decode_square(path: str, sha256: str | None, size: int, max_pixels: int) -> np.ndarray:

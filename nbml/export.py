@@ -187,14 +187,16 @@ def _requirements() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     from . import __version__
-    lines = ["# What `nbml serve <this folder>` needs: ONNX Runtime runs the model on the CPU."]
+    lines = ["# What `nbml serve <this folder>` needs: ONNX Runtime runs the model on the CPU; no torch, no fastai.",
+             "#   pip install -r requirements.txt",
+             f"#   pip install --no-deps nbml=={__version__}    (nbml's server code without its training stack)"]
     for pkg, floor in (("onnxruntime", "1.18"), ("numpy", "1.24"), ("pillow", "10.0"), ("starlette", "0.40"),
-                       ("uvicorn", "0.30"), ("python-multipart", "0.0.9")):
+                       ("uvicorn", "0.30"), ("python-multipart", "0.0.9"), ("sqlalchemy", "2.0"),
+                       ("pandas", "2.0")):
         try:
             lines.append(f"{pkg}>={floor}  # exported with {version(pkg)}")
         except PackageNotFoundError:
             lines.append(f"{pkg}>={floor}")
-    lines.append(f"nbml=={__version__}")
     return "\n".join(lines) + "\n"
 
 
@@ -204,6 +206,7 @@ def _fmt_metric(v) -> str:
 
 def model_card(config: dict) -> str:
     """README.md of the artifact: what the model is, what it was trained on, how well it did, how to serve it."""
+    from . import __version__
     name, classes, size = config["name"], config["classes"], config["size"]
     when = lambda t: time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "unknown"  # noqa: E731
     data = config.get("training_data")
@@ -243,6 +246,7 @@ def model_card(config: dict) -> str:
               "## Serving", "",
               "```bash",
               "pip install -r requirements.txt",
+              f"pip install --no-deps nbml=={__version__}   # the server without torch and fastai",
               "nbml serve . --host 127.0.0.1 --port 8000",
               "curl -F file=@photo.jpg http://127.0.0.1:8000/predict",
               "```", "",

@@ -55,9 +55,11 @@ def test_model_card_and_requirements(env):
     assert f"accuracy: {config['metrics']['accuracy']:.4f}" in card
     assert "Triton" in card and "decode" in card          # says what Triton needs that nbml's server does itself
     reqs = (env.folder / "requirements.txt").read_text()
-    for pkg in ("onnxruntime", "numpy", "pillow", "starlette", "uvicorn", "python-multipart", "nbml=="):
+    for pkg in ("onnxruntime", "numpy", "pillow", "starlette", "uvicorn", "python-multipart", "sqlalchemy"):
         assert pkg in reqs
-    assert "torch" not in reqs and "fastai" not in reqs
+    active = [line for line in reqs.splitlines() if line and not line.startswith("#")]
+    assert not any(name in line for line in active for name in ("torch", "fastai", "timm", "nbml"))
+    assert "pip install --no-deps nbml==" in reqs and "pip install --no-deps nbml==" in card
 
 
 def test_triton_repository_layout(env):

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .._imaging import DEFAULT_MAX_PIXELS, ImageError, decode
+from .._imaging import DEFAULT_MAX_PIXELS, ImageError, decode, to_square
 from . import v2
 from .batcher import Batcher
 from .metrics import Metrics
@@ -64,7 +64,6 @@ class Service:
     """What a running server holds: the model runner behind a batcher, the decode pool, metrics and the log."""
 
     def __init__(self, folder: Path, config: dict, runner, settings: Settings, prediction_log=None):
-        from ..data import to_square
         self.folder, self.config, self.runner, self.settings = Path(folder), config, runner, settings
         self.name = config["name"]
         self.classes = list(config["classes"])
