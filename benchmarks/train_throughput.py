@@ -96,7 +96,19 @@ def raw_step_rate(arch: str, size: int, bs: int, n_classes: int = 10, steps: int
     return steps * bs / (time.perf_counter() - t)
 
 
-def run_stock(folder: Path, arch: str, size: int, bs: int, epochs: int, workers: int | None) -> dict:
+def write_weights(path: Path, arch: str, seed: int = 0) -> Path:
+    """A timm checkpoint for `arch` (random weights, seeded) that both sides load as their 'pretrained' start."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+    torch.manual_seed(seed)
+    model = timm.create_model(arch, pretrained=False)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def run_stock(folder: Path, arch: str, size: int, bs: int, epochs: int, workers: int | None,
+              weights: Path | None = None) -> dict:
     from fastai.callback.core import Callback
     from fastai.vision.all import ImageDataLoaders, Resize, accuracy, aug_transforms, vision_learner
 
@@ -121,13 +133,16 @@ def run_stock(folder: Path, arch: str, size: int, bs: int, epochs: int, workers:
     dls = ImageDataLoaders.from_folder(folder, train="train", valid="valid", item_tfms=Resize(size),
                                        batch_tfms=aug_transforms(), bs=bs, **extra)
     learn = vision_learner(dls, arch, pretrained=False, metrics=accuracy, cbs=[Clock()])
+    if weights is not None:      # what pretrained=True would load, from the local file (no download here)
+        from safetensors.torch import load_file
+        learn.model[0].model.load_state_dict(load_file(str(weights)), strict=False)
     with learn.no_bar(), learn.no_logging():
         learn.fine_tune(epochs)
     t1 = time.perf_counter()
     return {"total_s": t1 - t0, "epochs": rows, "n_train": len(dls.train_ds), "device": str(dls.device)}
 
 
-def run_nbml(folder: Path, arch: str, size: int, bs: int, epochs: int, work: Path) -> dict:
+def run_nbml(folder: Path, arch: str, size: int, bs: int, epochs: int, work: Path, weights: Path | None = None) -> dict:
     import nbml
     from nbml import events as E
     rows: list[tuple[float, float, str, float]] = []
@@ -148,7 +163,8 @@ def run_nbml(folder: Path, arch: str, size: int, bs: int, epochs: int, work: Pat
         elif isinstance(e, E.TrainStarted):
             seen["n_train"], seen["device"] = e.n_train, e.device
 
-    nbml.train(ds, arch=arch, size=size, bs=bs, epochs=epochs, pretrained=False, on_event=on_event, save=False)
+    start = {"weights": weights} if weights is not None else {"pretrained": False}
+    nbml.train(ds, arch=arch, size=size, bs=bs, epochs=epochs, on_event=on_event, save=False, **start)
     t1 = time.perf_counter()
     params = ds.runs().iloc[-1]["params"]
     return {"total_s": t1 - t0, "epochs": rows, "n_train": seen["n_train"], "device": seen["device"],
@@ -174,6 +190,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4, help="fine_tune(epochs) for stock; the same for nbml")
     p.add_argument("--workers", type=int, default=None, help="stock fastai DataLoader workers (default: fastai's)")
     p.add_argument("--raw", action="store_true", help="also time a bare PyTorch step on tensors on the device")
+    p.add_argument("--weights", action="store_true",
+                   help="both sides start from the same local checkpoint treated as pretrained weights (random values: "
+                        "no weights can be downloaded here), so both run fine-tuning's frozen phase")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -187,8 +206,9 @@ def main() -> None:
         print(f"generated {n_train} train + {n_valid} valid JPEGs in {time.perf_counter() - t:.1f}s; "
               f"torch threads {torch.get_num_threads()}, stock DataLoader workers "
               f"{workers if workers is not None else defaults.cpus}\n")
-        stock = run_stock(tmp / "data", args.arch, args.size, args.bs, args.epochs, workers)
-        ours = run_nbml(tmp / "data", args.arch, args.size, args.bs, args.epochs, tmp)
+        weights = write_weights(tmp / f"{args.arch}.safetensors", args.arch) if args.weights else None
+        stock = run_stock(tmp / "data", args.arch, args.size, args.bs, args.epochs, workers, weights)
+        ours = run_nbml(tmp / "data", args.arch, args.size, args.bs, args.epochs, tmp, weights)
     raw = raw_step_rate(args.arch, args.size, args.bs) if args.raw else None
     target = stock["epochs"][-1][1]
     reach = time_to(ours["epochs"], target)
@@ -198,8 +218,9 @@ def main() -> None:
                      " ".join(f"{acc:.2f}{'f' if phase == 'frozen' else ''}" for _, acc, phase, _ in r["epochs"])])
     print_table(["run", "device", "img/s (full-network epochs)", "end-to-end s", "final acc",
                  "accuracy per epoch (f: body frozen)"], rows)
-    print(f"\nnbml: lr {ours['lr']:.2e}, frozen epochs {ours['freeze_epochs']} (no pretrained weights: both from "
-          f"random initialisation)")
+    start = ("the same local checkpoint, loaded as pretrained weights" if args.weights else
+             "random initialisation (no pretrained weights)")
+    print(f"\nnbml: lr {ours['lr']:.2e}, frozen epochs {ours['freeze_epochs']}; both sides started from {start}")
     print(f"img/s ratio nbml / stock: {full_rate(ours) / full_rate(stock):.2f}x")
     if raw:
         print(f"bare PyTorch step on device tensors: {raw:.1f} img/s; stock {full_rate(stock) / raw:.0%} of it, "
