@@ -368,6 +368,9 @@ def _callbacks(plan: _Plan, handle: TrainingHandle, run_id: int, t0: float):
                 self.pending.append((losses, None, meta))
             self._flush(block=last)
 
+        def after_fit(self):
+            self._flush(block=True)       # a Stop mid-epoch leaves losses in flight
+
         def _flush(self, block: bool):
             while self.pending and (block or self.pending[0][1] is None or self.pending[0][1].query()):
                 host, done, (phase, epoch, it, n_iter, lr, progress, elapsed, eta) = self.pending.pop(0)
