@@ -456,6 +456,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--parts", default="123")
     args = ap.parse_args()
+    if args.real_items is not None and args.real_items < 1797 and "3" in args.parts:
+        ap.error("--real-items must be at least 1797: the stored copies are made from the real embedding of each "
+                 "of the 1,797 digits")
     print_machine("data loop: label efficiency, label issues, query speed (offline, CPU)")
     quiet_warnings()
     import nbml
