@@ -150,12 +150,10 @@ class Augment:
         """The random numbers for `n` images, [n, 5] on the CPU (drawn a whole epoch at a time)."""
         return torch.rand(n, 5, generator=generator)
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None,
-                 rand: torch.Tensor | None = None) -> torch.Tensor:
-        """Augment a float NCHW batch; `rand` ([n, 5], on x's device) avoids a host-to-device copy per batch."""
-        n = x.shape[0]
+    def __call__(self, x: torch.Tensor, rand: torch.Tensor | None = None) -> torch.Tensor:
+        """Augment a float NCHW batch with `rand` ([n, 5] from `draw`, on x's device; drawn here when None)."""
         if rand is None:
-            rand = self.draw(n, generator).to(x.device)
+            rand = self.draw(x.shape[0]).to(x.device)
         zoom = 1.0 / (1.0 + rand[:, 0] * (self.max_zoom - 1.0))
         angle = (rand[:, 1] * 2 - 1) * math.radians(self.max_rotate)
         slack = (1 - zoom)

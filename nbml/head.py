@@ -8,7 +8,6 @@ L2 penalty of scikit-learn's `LogisticRegression(C)` (C=0.1 by default); the sta
 from __future__ import annotations
 
 import math
-import platform
 import re
 import threading
 import time
@@ -127,20 +126,6 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, n_classes: int, folds: int = 5
     return probs
 
 
-def _versions() -> dict:
-    """Package versions without importing fastai (which takes seconds)."""
-    from importlib.metadata import PackageNotFoundError, version
-    from . import __version__
-    out = {"nbml": __version__}
-    for name in ("fastai", "torch", "timm"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    out["python"] = platform.python_version()
-    return out
-
-
 def _log_loss(probs: np.ndarray, y: np.ndarray) -> float:
     if len(y) == 0:
         return math.nan
@@ -213,6 +198,7 @@ def train_head(ds, arch: str = "resnet18", epochs=None, size=None, bs=None, lr=N
 def _fit(ds, emb, frame, handle, valid_pct, seed, pretrained, C, save, device):
     from torch import nn
     from .model import Model, new_config, pick_device
+    from .training import _versions, record_failure, record_success, run_name
     t0 = time.perf_counter()
     bb = emb.backbone
     frame = frame.set_index("id").loc[emb.ids].reset_index()      # items without an embedding are left out
@@ -252,19 +238,17 @@ def _fit(ds, emb, frame, handle, valid_pct, seed, pretrained, C, save, device):
                         fit_s=fit_s)]
         handle.emit(E.EpochEnded("head", 0, 1, history[0]["train_loss"], history[0]["valid_loss"], metrics,
                                  elapsed, 0.0))
-        config = new_config(name=f"{ds.path.stem if ds.path else 'nbml'}-run{run_id}", arch=bb.arch,
+        config = new_config(name=run_name(ds, run_id), arch=bb.arch,
                             classes=classes, size=bb.size, mean=list(bb.mean), std=list(bb.std),
                             head={"type": "linear"}, weights=bb.weights, body=bb.model_id, body_source=bb.source,
                             body_weights=bb.weights, mode="head", run_id=run_id, snapshot_id=snapshot,
                             metrics=metrics, versions=_versions())
         net = nn.Sequential(bb.body_copy(), linear)
         model = Model(net, config, dataset=ds, device=run_device)
-        from .training import record_success
         record_success(ds, handle, model, run_id, "completed", metrics, time.perf_counter() - t0, 0, save,
                        history=history)
         return model
     except BaseException as e:
-        from .training import record_failure
         record_failure(ds, handle, run_id, t0, e)
         raise
     finally:

@@ -120,12 +120,24 @@ def _default_bs(n_train: int) -> int:
 
 
 def _versions() -> dict:
-    import fastai
-    import timm
+    """Package versions recorded with a run; fastai's and timm's from their metadata, so head mode need not import
+    fastai (seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
     import torch
     from . import __version__
-    return {"nbml": __version__, "fastai": fastai.__version__, "torch": torch.__version__, "timm": timm.__version__,
-            "python": platform.python_version()}
+    out = {"nbml": __version__, "torch": torch.__version__}
+    for name in ("fastai", "timm"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    out["python"] = platform.python_version()
+    return out
+
+
+def run_name(ds, run_id: int) -> str:
+    """The name a run's model gets: `<project>-run<id>`."""
+    return f"{ds.path.stem if ds.path else 'nbml'}-run{run_id}"
 
 
 def _prepare(ds, arch, epochs, size, bs, lr, pretrained, weights, freeze_epochs, valid_pct, seed, device,
@@ -460,7 +472,7 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
         history = events_cb.history
         final = (history[best_epoch] if best_epoch is not None else history[-1]) if history else {}
         metrics = {k: v for k, v in final.items() if k not in ("epoch", "phase", "elapsed_s")}
-        config = new_config(name=f"{ds.path.stem if ds.path else 'nbml'}-run{run_id}", arch=plan.arch,
+        config = new_config(name=run_name(ds, run_id), arch=plan.arch,
                             classes=plan.classes, size=plan.size, mean=list(plan.mean), std=list(plan.std),
                             head={"hidden": 512, "p": 0.5}, weights=plan.weights_source, run_id=run_id,
                             snapshot_id=snapshot, metrics=metrics, versions=_versions())
