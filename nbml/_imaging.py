@@ -161,6 +161,8 @@ def to_square(img: Image.Image, size: int) -> np.ndarray:
     if img.mode != "RGB":
         img = img.convert("RGB")
     w, h = img.size
+    if w == h == size:                 # e.g. a JPEG that draft() already decoded at the model's size
+        return np.array(img)
     side = min(w, h)
     box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
     return np.array(img.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0))

@@ -105,9 +105,10 @@ class Service:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token)
 
-    def _prepare(self, data: bytes) -> tuple[np.ndarray, str]:
+    def _prepare(self, data: bytes, digest: bool = True) -> tuple[np.ndarray, str | None]:
+        """(pixels, the bytes' sha256 for the log, or None when `digest` is False: `_account` takes it then)."""
         img = decode(data, self.settings.max_pixels, draft=(self.size, self.size))   # as the training cache does
-        return self._to_square(img, self.size), hashlib.sha256(data).hexdigest()
+        return self._to_square(img, self.size), hashlib.sha256(data).hexdigest() if digest else None
 
     async def classify(self, images: list[bytes], t0: float) -> tuple[np.ndarray, list[str]]:
         """Probabilities and labels for encoded images; ImageError becomes a 400 naming the bad image."""
@@ -117,17 +118,19 @@ class Service:
             raise HTTPError(413, f"{len(images)} images in one request is more than the limit of "
                                  f"{self.settings.max_images}; send them in several requests")
         if len(images) == 1 and len(images[0]) <= INLINE_DECODE_BYTES and self.metrics.in_flight <= 1:
-            # Nothing else is being served: decoding a small image here costs less than the hop to a thread.
+            # Nothing else is being served: decoding a small image here costs less than the hop to a thread, and
+            # its hash can wait until the answer is written.
             try:
-                results = [self._prepare(images[0])]
+                results = [self._prepare(images[0], digest=False)]
             except ImageError as e:
                 results = [e]
         else:
             loop = asyncio.get_running_loop()
             self.batcher.coming += 1
             try:
-                results = await asyncio.gather(*[loop.run_in_executor(self._pool, self._prepare, d) for d in images],
-                                               return_exceptions=True)
+                digest = self.log is not None     # hashed here, in parallel, for the log
+                results = await asyncio.gather(*[loop.run_in_executor(self._pool, self._prepare, d, digest)
+                                                 for d in images], return_exceptions=True)
             finally:
                 self.batcher.coming -= 1
         for i, r in enumerate(results):
@@ -140,16 +143,21 @@ class Service:
         probs = await self.batcher.predict(pixels)
         top = probs.argmax(1)
         labels = [self.classes[i] for i in top]
-        confidences = probs[np.arange(len(top)), top]
-        self.metrics.predicted(labels, confidences)
-        if self.log is not None:
-            now, latency = time.time(), (time.perf_counter() - t0) * 1000
-            for (_, sha), label, conf, data in zip(results, labels, confidences, images):
-                self.log.record(now, latency, label, float(conf), sha, data)
+        # Counted and logged just after the answer is written (the next turn of the event loop): bookkeeping is
+        # not part of the client's wait.
+        asyncio.get_running_loop().call_soon(self._account, labels, probs[np.arange(len(top)), top],
+                                             [sha for _, sha in results], images, time.time(),
+                                             (time.perf_counter() - t0) * 1000)
         return probs, labels
 
+    def _account(self, labels, confidences, hashes, images, when: float, latency_ms: float) -> None:
+        self.metrics.predicted(labels, confidences)
+        if self.log is not None:
+            for label, conf, sha, data in zip(labels, confidences, hashes, images):
+                self.log.record(when, latency_ms, label, float(conf), sha or hashlib.sha256(data).hexdigest(), data)
+
     def as_dict(self, probs_row: np.ndarray, label: str) -> dict:
-        return {"label": label, "probabilities": {c: float(p) for c, p in zip(self.classes, probs_row)}}
+        return {"label": label, "probabilities": dict(zip(self.classes, probs_row.tolist()))}
 
 
 # -- request bodies ----------------------------------------------------------------------------------------------
@@ -187,44 +195,49 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def parse_multipart(body: bytes, content_type: str) -> list[bytes]:
-    """The contents of every file part of a multipart/form-data body."""
-    from python_multipart.multipart import MultipartParser, parse_options_header
+    """The contents of every file part of a multipart/form-data body (RFC 7578).
+
+    The body is already in memory, so the parts are found with `bytes.find` (a streaming parser's per-chunk
+    callbacks cost more than the rest of the request's Python work together)."""
+    from python_multipart.multipart import parse_options_header
     _, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not boundary:
         raise HTTPError(400, "multipart body without a boundary in its Content-Type")
+
+    def bad(why: str) -> HTTPError:
+        return HTTPError(400, f"the multipart body could not be parsed: {why}")
+
+    delimiter = b"\r\n--" + boundary
+    if body.startswith(delimiter[2:]):               # no preamble
+        pos = len(delimiter) - 2
+    else:
+        pos = body.find(delimiter)
+        if pos < 0:
+            raise bad("the boundary from the Content-Type does not occur in the body")
+        pos += len(delimiter)
     files: list[bytes] = []
-    state = {"field": b"", "headers": {}, "data": [], }
-
-    def on_part_begin():
-        state["headers"], state["data"] = {}, []
-
-    def on_header_field(data, start, end):
-        state["field"] += data[start:end]
-
-    def on_header_value(data, start, end):
-        key = state["field"].lower()
-        state["headers"][key] = state["headers"].get(key, b"") + data[start:end]
-
-    def on_header_end():
-        state["field"] = b""
-
-    def on_part_data(data, start, end):
-        state["data"].append(data[start:end])
-
-    def on_part_end():
-        _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
-        if b"filename" in disposition:
-            files.append(b"".join(state["data"]))
-
-    parser = MultipartParser(boundary, {"on_part_begin": on_part_begin, "on_header_field": on_header_field,
-                                        "on_header_value": on_header_value, "on_header_end": on_header_end,
-                                        "on_part_data": on_part_data, "on_part_end": on_part_end})
-    try:
-        parser.write(body)
-        parser.finalize()
-    except Exception as e:
-        raise HTTPError(400, f"the multipart body could not be parsed: {e}") from None
+    while not body.startswith(b"--", pos):           # "--" after a delimiter closes the body
+        eol = body.find(b"\r\n", pos)
+        if eol < 0 or body[pos:eol].strip(b" \t"):
+            raise bad("a boundary line does not end where it should")
+        end = body.find(delimiter, eol)
+        if end < 0:
+            raise bad("the body ends before the closing boundary")
+        head_end = body.find(b"\r\n\r\n", eol, end + 2)
+        if head_end < 0:
+            raise bad("a part has no blank line after its headers")
+        disposition = b""
+        for line in body[eol + 2:head_end].split(b"\r\n"):
+            name, colon, value = line.partition(b":")
+            if line and not colon:
+                raise bad(f"malformed part header {line[:80]!r}")
+            if name.strip().lower() == b"content-disposition":
+                disposition = value.strip()
+        _, disposition_params = parse_options_header(disposition)
+        if b"filename" in disposition_params or b"filename*" in disposition_params:
+            files.append(body[head_end + 4:end])
+        pos = end + len(delimiter)
     if not files:
         raise HTTPError(400, "no file in the multipart body: send the image as a file part, e.g. "
                              "curl -F file=@photo.jpg URL/predict")
@@ -286,7 +299,9 @@ def build_app(service: Service) -> Starlette:
                                           f"running")
                 finally:
                     s.metrics.in_flight -= 1
-                s.metrics.request(name, response.status_code, time.perf_counter() - t0)
+                # counted once the response is written, like the predictions (Service.classify)
+                asyncio.get_running_loop().call_soon(s.metrics.request, name, response.status_code,
+                                                     time.perf_counter() - t0)
                 return response
             return handler
         return wrap

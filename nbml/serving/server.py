@@ -89,7 +89,7 @@ def _uvicorn_server(service: Service, timeout_graceful_shutdown: float = 5.0):
     config = uvicorn.Config(build_app(service), lifespan="on", log_level="warning", log_config=None,
                             access_log=False,
                             timeout_graceful_shutdown=timeout_graceful_shutdown, timeout_keep_alive=30,
-                            server_header=False)
+                            server_header=False, proxy_headers=False)   # nothing reads the client address
     return uvicorn.Server(config)
 
 
