@@ -3,9 +3,9 @@
 Rows go to a project's store (the `predictions` table of a `Dataset`) or, when a server runs without a project, to
 `<artifact>/predictions.sqlite`, which holds the same table.
 
-What is durable when: a row is queued in memory just after its answer is sent and written, with the other queued rows, in
-one SQLite transaction (WAL, `synchronous=FULL`) at most `flush_s` seconds later (1 s by default), and at once when
-the server stops. After a clean stop (`handle.stop()`, Ctrl-C or SIGTERM for `nbml serve`), every prediction that was
+What is durable when: a row is queued in memory just after its answer is sent, and written with the other queued
+rows in one SQLite transaction (WAL, `synchronous=FULL`) at most `flush_s` seconds later (1 s by default), and at
+once when the server stops. After a clean stop (`handle.stop()`, Ctrl-C or SIGTERM for `nbml serve`), every prediction that was
 answered is on disk. A hard kill (SIGKILL, power cut) loses at most the rows of the last `flush_s` seconds, never
 part of a flush, and never anything written before.
 """
