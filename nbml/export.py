@@ -191,8 +191,7 @@ def _requirements() -> str:
              "#   pip install -r requirements.txt",
              f"#   pip install --no-deps nbml=={__version__}    (nbml's server code without its training stack)"]
     for pkg, floor in (("onnxruntime", "1.18"), ("numpy", "1.24"), ("pillow", "10.0"), ("starlette", "0.40"),
-                       ("uvicorn", "0.30"), ("python-multipart", "0.0.9"), ("sqlalchemy", "2.0"),
-                       ("pandas", "2.0")):
+                       ("uvicorn", "0.30"), ("sqlalchemy", "2.0"), ("pandas", "2.0")):
         try:
             lines.append(f"{pkg}>={floor}  # exported with {version(pkg)}")
         except PackageNotFoundError:

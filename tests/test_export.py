@@ -55,7 +55,7 @@ def test_model_card_and_requirements(env):
     assert f"accuracy: {config['metrics']['accuracy']:.4f}" in card
     assert "Triton" in card and "decode" in card          # says what Triton needs that nbml's server does itself
     reqs = (env.folder / "requirements.txt").read_text()
-    for pkg in ("onnxruntime", "numpy", "pillow", "starlette", "uvicorn", "python-multipart", "sqlalchemy"):
+    for pkg in ("onnxruntime", "numpy", "pillow", "starlette", "uvicorn", "sqlalchemy"):
         assert pkg in reqs
     active = [line for line in reqs.splitlines() if line and not line.startswith("#")]
     assert not any(name in line for line in active for name in ("torch", "fastai", "timm", "nbml"))

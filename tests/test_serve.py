@@ -103,6 +103,9 @@ def test_predict_multipart_json_and_raw(env, server):
     assert httpx.post(f"{server.url}/predict", json=[b64, b64]).json()["predictions"][0]["label"] == body["label"]
     raw = httpx.post(f"{server.url}/predict", content=data, headers={"content-type": "image/png"})
     assert raw.json()["label"] == body["label"]
+    chunked = httpx.post(f"{server.url}/predict", content=iter([data[:100], data[100:]]),    # no Content-Length
+                         headers={"content-type": "image/png"})
+    assert chunked.json()["probabilities"] == pytest.approx(body["probabilities"], abs=1e-6)
     two = httpx.post(f"{server.url}/predict", files=[("a", ("a.png", data)), ("b", ("b.png", env.png[20]))])
     assert [p["label"] for p in two.json()["predictions"]] == [body["label"], preds[1]["label"]]
 
@@ -111,7 +114,7 @@ def test_multipart_parser_on_bodies_real_clients_encode():
     """parse_multipart on what httpx and urllib3 (requests) send, and on the RFC's optional parts."""
     from urllib3 import encode_multipart_formdata
 
-    from nbml.serving.app import HTTPError, parse_multipart
+    from nbml.serving.app import HTTPError, header_parameters, parse_multipart
     a, b = os.urandom(5000) + b"\r\n--not-the-boundary\r\n", b"\r\n"   # file bytes that look like syntax
     request = httpx.Request("POST", "http://x/predict", data={"note": "hi"},
                             files=[("a", ("a.jpg", a, "image/jpeg")), ("b", ("b.png", b, "image/png"))])
@@ -136,6 +139,9 @@ def test_multipart_parser_on_bodies_real_clients_encode():
         assert e.value.status == 400
     with pytest.raises(HTTPError, match="without a boundary"):
         parse_multipart(b"--XyZ--", "multipart/form-data")
+    assert header_parameters('multipart/form-data; Boundary="a;b \\"q\\" c" ; charset=utf-8; boundary=no') == {
+        "boundary": 'a;b "q" c', "charset": "utf-8"}
+    assert header_parameters('form-data; name="a; filename=b"') == {"name": "a; filename=b"}   # not a file part
 
 
 def test_open_inference_protocol_with_tritonclient(env, server):
@@ -435,7 +441,8 @@ def test_port_in_use_is_a_clear_error(env, server):
 
 # `nbml serve` run with the training stack made unimportable: what requirements.txt installs is all it needs
 WITHOUT_TRAINING_STACK = ("import sys\n"
-                          "for name in ('torch', 'torchvision', 'fastai', 'timm', 'sklearn', 'cleanlab'):\n"
+                          "for name in ('torch', 'torchvision', 'fastai', 'timm', 'sklearn', 'cleanlab',\n"
+                          "             'python_multipart', 'multipart'):\n"
                           "    sys.modules[name] = None\n"
                           "from nbml.cli import main\n"
                           "sys.exit(main())\n")

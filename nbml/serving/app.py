@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -161,25 +162,35 @@ class Service:
 
 
 # -- request bodies ----------------------------------------------------------------------------------------------
+def _too_big(limit: int) -> HTTPError:
+    return HTTPError(413, f"the request body is larger than this server's limit of {limit:,} bytes (start the server "
+                          f"with a larger max_body_bytes to accept it)", {"connection": "close"})
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed `limit`: at once from Content-Length, or while
     it streams in. A gzip or deflate Content-Encoding is undone, under the same limit."""
     declared = request.headers.get("content-length")
-    too_big = HTTPError(413, f"the request body is larger than this server's limit of {limit:,} bytes (start "
-                             f"the server with a larger max_body_bytes to accept it)", {"connection": "close"})
     if declared is not None:
         try:
-            if int(declared) > limit:
-                raise too_big
+            declared_bytes = int(declared)
         except ValueError:
             raise HTTPError(400, f"Content-Length {declared!r} is not a number") from None
+        if declared_bytes > limit:
+            raise _too_big(limit)
     chunks, total = [], 0
-    async for chunk in request.stream():
+    while True:      # the ASGI messages themselves: a body that came in one piece is not copied
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         total += len(chunk)
         if total > limit:
-            raise too_big
+            raise _too_big(limit)
         chunks.append(chunk)
-    body = b"".join(chunks)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").lower()
     if encoding in ("gzip", "deflate"):
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
@@ -188,10 +199,27 @@ async def read_body(request: Request, limit: int) -> bytes:
         except zlib.error as e:
             raise HTTPError(400, f"the {encoding} request body could not be decompressed: {e}") from None
         if len(body) > limit or inflater.unconsumed_tail:
-            raise too_big
+            raise _too_big(limit)
     elif encoding != "identity":
         raise HTTPError(400, f"Content-Encoding {encoding!r} is not supported (use gzip, deflate or none)")
     return body
+
+
+# one `; name=value` parameter of a header (RFC 9110 5.6.6): the value a token or a quoted string with \-escapes
+_PARAMETER = re.compile(r""";\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)""")
+_ESCAPE = re.compile(r"\\(.)")
+
+
+def header_parameters(value: str) -> dict[str, str]:
+    """The parameters of a header value such as 'multipart/form-data; boundary="x"': lower-case names, unquoted
+    values; the first of a repeated name wins."""
+    out: dict[str, str] = {}
+    for name, raw in _PARAMETER.findall(value):
+        raw = raw.strip()
+        if raw.startswith('"'):
+            raw = _ESCAPE.sub(r"\1", raw[1:-1])
+        out.setdefault(name.lower(), raw)
+    return out
 
 
 def parse_multipart(body: bytes, content_type: str) -> list[bytes]:
@@ -199,9 +227,7 @@ def parse_multipart(body: bytes, content_type: str) -> list[bytes]:
 
     The body is already in memory, so the parts are found with `bytes.find` (a streaming parser's per-chunk
     callbacks cost more than the rest of the request's Python work together)."""
-    from python_multipart.multipart import parse_options_header
-    _, params = parse_options_header(content_type)
-    boundary = params.get(b"boundary")
+    boundary = header_parameters(content_type).get("boundary", "").encode("latin-1")
     if not boundary:
         raise HTTPError(400, "multipart body without a boundary in its Content-Type")
 
@@ -234,8 +260,8 @@ def parse_multipart(body: bytes, content_type: str) -> list[bytes]:
                 raise bad(f"malformed part header {line[:80]!r}")
             if name.strip().lower() == b"content-disposition":
                 disposition = value.strip()
-        _, disposition_params = parse_options_header(disposition)
-        if b"filename" in disposition_params or b"filename*" in disposition_params:
+        disposition_params = header_parameters(disposition.decode("latin-1"))
+        if "filename" in disposition_params or "filename*" in disposition_params:
             files.append(body[head_end + 4:end])
         pos = end + len(delimiter)
     if not files:
