@@ -14,9 +14,9 @@ request's bytes are built once, written to a plain socket, and the answer read b
 client's own Python costs as little as it can in the latency it reports. For comparison, nbml's concurrency-1 p50
 is also measured with Python's http.client (headers parsed into a message object, as requests and most Python
 clients do), which adds 0.1-0.2 ms per request on this kind of machine. The servers take turns (8 rounds each,
-after 250 warm-up requests each), so a slow spell of the machine hits every side alike. The reference for latency is the bare
-ONNX Runtime call on one already-decoded image (the server's session settings), timed in this process between
-nbml's concurrency-1 requests, while the servers are idle.
+after 250 warm-up requests each), so a slow spell of the machine hits every side alike. The reference for latency
+is the bare ONNX Runtime call on one already-decoded image (the server's session settings), timed in this process
+between nbml's concurrency-1 requests, while the servers are idle.
 
 Targets: nbml at least 2x the baseline's throughput at concurrency 8; nbml's p50 at concurrency 1 within 1.3x of
 the bare call.
