@@ -17,6 +17,17 @@ def make_images(folder, per_class=12, size=32, seed=0):
     return folder
 
 
+def trained_and_exported(root, name):
+    """The colour images in a project under `root`, a one-epoch model trained on them and exported to root/name:
+    (images folder, Dataset, Model, artifact folder). The caller closes the Dataset."""
+    import nbml
+    images = make_images(root / "images")
+    ds = nbml.Dataset(root / "colours.nbml")
+    ds.add_images(images)
+    model = nbml.train(ds, arch="test_resnet", epochs=1, size=32, bs=8, lr=2e-3, pretrained=False, quiet=True, seed=0)
+    return images, ds, model, model.export(root / name)
+
+
 @pytest.fixture
 def image_folder(tmp_path):
     return make_images(tmp_path / "images")

@@ -6,24 +6,17 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import make_images
+from conftest import trained_and_exported
 
 import nbml
 from nbml._imaging import open_rgb
 from nbml.data import to_square
 from nbml.export import ExportError, check_onnx, onnx_wrapper
 
-FAST = dict(arch="test_resnet", epochs=1, size=32, bs=8, lr=2e-3, pretrained=False, quiet=True, seed=0)
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    images = make_images(root / "images")
-    ds = nbml.Dataset(root / "colours.nbml")
-    ds.add_images(images)
-    model = nbml.train(ds, **FAST)
-    folder = model.export(root / "colour-model")
+    images, ds, model, folder = trained_and_exported(root, "colour-model")
     yield SimpleNamespace(root=root, images=images, ds=ds, model=model, folder=folder)
     ds.close()
 

@@ -19,25 +19,20 @@ from types import SimpleNamespace
 import httpx
 import numpy as np
 import pytest
-from conftest import make_images
+from conftest import trained_and_exported
 from PIL import Image
 
 import nbml
 from nbml.predlog import read_log
 from nbml.serving.runners import OnnxRunner, TorchRunner, choose_runner
 
-FAST = dict(arch="test_resnet", epochs=1, size=32, bs=8, lr=2e-3, pretrained=False, quiet=True, seed=0)
 LIMIT = 256 * 1024
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
-    images = make_images(root / "images")
-    ds = nbml.Dataset(root / "colours.nbml")
-    ds.add_images(images)
-    model = nbml.train(ds, **FAST)
-    folder = model.export(root / "colours")
+    images, ds, model, folder = trained_and_exported(root, "colours")
     paths = sorted(images.rglob("*.png"))
     yield SimpleNamespace(root=root, ds=ds, model=model, folder=folder, paths=paths,
                           png=[p.read_bytes() for p in paths])

@@ -73,7 +73,6 @@ class Service:
         self.metrics = Metrics(self.name, f"{runner.kind}/{runner.device}")
         self.batcher = Batcher(runner, settings.max_batch, settings.max_wait_ms, on_batch=self.metrics.batch,
                                alone=lambda: self.metrics.in_flight <= 1)
-        self._to_square = to_square
         self._pool: ThreadPoolExecutor | None = None
         self._token = settings.token.encode() if settings.token else None
         self.ready = False
@@ -109,7 +108,7 @@ class Service:
     def _prepare(self, data: bytes, digest: bool = True) -> tuple[np.ndarray, str | None]:
         """(pixels, the bytes' sha256 for the log, or None when `digest` is False: `_account` takes it then)."""
         img = decode(data, self.settings.max_pixels, draft=(self.size, self.size))   # as the training cache does
-        return self._to_square(img, self.size), hashlib.sha256(data).hexdigest() if digest else None
+        return to_square(img, self.size), hashlib.sha256(data).hexdigest() if digest else None
 
     async def classify(self, images: list[bytes], t0: float) -> tuple[np.ndarray, list[str]]:
         """Probabilities and labels for encoded images; ImageError becomes a 400 naming the bad image."""
