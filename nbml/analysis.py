@@ -563,20 +563,23 @@ class DataStats:
 
     @property
     def chart(self):
-        """Stacked bars: labelled items per class by split, and the unlabelled items."""
+        """Stacked bars: labelled items per class by split, and the unlabelled items (drawn by nbml's bundled
+        Vega-Lite, offline; `.chart.spec` is the spec)."""
         import altair as alt
+
+        from .widgets.chart import Chart
         long = self.counts[["train", "valid", "test", "unassigned"]].reset_index().melt(
             id_vars="class", var_name="split", value_name="items")
         extra = pd.DataFrame({"class": ["(unlabelled)"], "split": ["unlabelled"], "items": [self.unlabelled]})
         data = pd.concat([long, extra], ignore_index=True)
         order = list(self.counts.index) + ["(unlabelled)"]
-        return alt.Chart(data).mark_bar().encode(
+        return Chart(alt.Chart(data).mark_bar().encode(
             y=alt.Y("class:N", sort=order, title=None), x=alt.X("sum(items):Q", title="items"),
             color=alt.Color("split:N", sort=["train", "valid", "test", "unassigned", "unlabelled"]),
-            tooltip=["class", "split", "items"]).properties(title="items per class and split", width=400)
+            tooltip=["class", "split", "items"]).properties(title="items per class and split", width=400))
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        bundle = self.chart._repr_mimebundle_(include, exclude)
+        bundle = self.chart._repr_mimebundle_(include=include, exclude=exclude)
         bundle = bundle[0] if isinstance(bundle, tuple) else bundle
         bundle = dict(bundle or {})
         bundle["text/plain"] = repr(self)

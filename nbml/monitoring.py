@@ -58,20 +58,24 @@ def _step(span_s: float, bins: int) -> str:
 
 def _empty(message: str):
     import altair as alt
+
+    from .widgets.chart import Chart
     text = alt.Chart(pd.DataFrame({"text": [message]})).mark_text(size=14).encode(text="text:N")
-    return alt.vconcat(text.properties(width=2 * WIDTH, height=60))
+    return Chart(alt.vconcat(text.properties(width=2 * WIDTH, height=60)))
 
 
 def monitor(source, model: str | None = None, since=None, bins: int = 48):
     """Charts of served predictions, from a server handle, an exported folder, a project (Dataset) or a Model.
 
-    Returns an altair chart (it displays itself in a notebook): predictions per interval, latency p50/p95,
-    the confidence distribution per interval, and the share of each predicted class next to its share in the
-    training data. `model` picks one model when a project's log holds several; `since` is a time or Timestamp.
+    Returns a chart widget drawn by nbml's bundled Vega-Lite, offline (`.spec` is its spec, data inline): predictions
+    per interval, latency p50/p95, the confidence distribution per interval, and the share of each predicted class
+    next to its share in the training data. `model` picks one model when a project's log holds several; `since`
+    is a time or Timestamp.
     """
     import altair as alt
 
     from .predlog import read_log
+    from .widgets.chart import Chart
     where, training, default_model = _source_parts(source)
     model = model or default_model
     since_s = pd.Timestamp(since).timestamp() if since is not None else None
@@ -126,5 +130,5 @@ def monitor(source, model: str | None = None, since=None, bins: int = 48):
     ).properties(title="Predicted classes vs training data" if training else "Predicted classes",
                  width=WIDTH, height=HEIGHT)
 
-    return alt.vconcat(alt.hconcat(volume, latency), alt.hconcat(confidence, mix),
-                       title=title).resolve_scale(color="independent")
+    return Chart(alt.vconcat(alt.hconcat(volume, latency), alt.hconcat(confidence, mix),
+                             title=title).resolve_scale(color="independent"))

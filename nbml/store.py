@@ -619,7 +619,7 @@ class Dataset:
 
     def stats(self):
         """Counts per class and split, labelled against unlabelled, warnings for classes too small to learn, and
-        an altair chart (`.chart`)."""
+        a chart drawn by nbml's bundled Vega-Lite, offline (`.chart`; its spec is `.chart.spec`)."""
         from .analysis import stats
         return stats(self)
 

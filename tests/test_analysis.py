@@ -439,8 +439,8 @@ def test_stats_counts_and_warnings(ds, tmp_path):
     assert s.counts.loc["blue", "labelled"] == 3 and s.counts.loc["red", "valid"] == 4
     assert s.counts.loc["red", "unassigned"] == 8
     assert any("'blue' has only 3" in w for w in s.warnings)
-    import altair as alt
-    assert isinstance(s.chart, alt.TopLevelMixin) and "text/plain" in s._repr_mimebundle_()
+    from nbml.widgets.chart import Chart
+    assert isinstance(s.chart, Chart) and "text/plain" in s._repr_mimebundle_()
     assert "warning:" in repr(s)
     empty = nbml.Dataset(tmp_path / "empty.nbml").stats()
     assert empty.labelled == 0 and "no items yet" in empty.warnings[0]

@@ -3,7 +3,7 @@
 import embed from "vega-embed";
 
 export async function mountChart(el, spec) {
-  const result = await embed(el, spec, { actions: false, renderer: "svg" });
+  const result = await embed(el, spec, { actions: false, renderer: "svg", mode: "vega-lite" });
   return result.view;
 }
 

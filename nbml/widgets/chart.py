@@ -1,0 +1,58 @@
+"""A Vega-Lite chart drawn by nbml's bundled vega-embed (`ds.stats().chart`, `nbml.monitor(...)`).
+
+altair's own renderers load vega from a CDN in JupyterLab, so offline they show an error; this widget fetches
+nothing, whatever altair's renderer or data transformer settings: its spec carries its data inline.
+"""
+from __future__ import annotations
+
+import copy
+
+import anywidget
+import traitlets as t
+
+from ._base import bundle
+
+
+def inline_spec(chart) -> dict:
+    """The Vega-Lite spec of an altair chart (or a spec dict) with every dataset inline and no URL to fetch."""
+    if isinstance(chart, dict):
+        spec = copy.deepcopy(chart)
+    else:
+        import altair as alt
+        with alt.data_transformers.enable("default", max_rows=None):   # not "json"/"csv" files, nor vegafusion
+            spec = chart.to_dict()
+    spec.pop("$schema", None)   # a schema URL (vega-embed is told the mode instead)
+    urls = list(_data_urls(spec))
+    if urls:
+        raise ValueError(f"a chart's data must be inline, but this spec loads {urls[0]!r}: pass the rows themselves "
+                         f"(a DataFrame to altair, or {{'values': [...]}})")
+    return spec
+
+
+def _data_urls(node):
+    if isinstance(node, dict):
+        if isinstance(node.get("url"), str):
+            yield node["url"]
+        for value in node.values():
+            yield from _data_urls(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _data_urls(value)
+
+
+class Chart(anywidget.AnyWidget):
+    """`Chart(altair_chart_or_spec)`; `.spec` (or `.to_dict()`) is the Vega-Lite spec it draws."""
+
+    _esm = bundle("chart")
+    spec = t.Dict().tag(sync=True)
+
+    def __init__(self, chart, **traits):
+        super().__init__(spec=inline_spec(chart), **traits)
+
+    def __repr__(self) -> str:
+        title = self.spec.get("title")
+        return f"Chart({(title.get('text') if isinstance(title, dict) else title) or 'Vega-Lite'!r})"
+
+    def to_dict(self) -> dict:
+        """A copy of the spec, as altair's `Chart.to_dict()` gives."""
+        return copy.deepcopy(self.spec)

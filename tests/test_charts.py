@@ -1,0 +1,86 @@
+"""Every chart nbml returns is its own widget whose spec carries its data inline: nothing for a browser to fetch,
+whatever altair's settings (tests/test_browser_charts.py checks the drawing, offline, in JupyterLab)."""
+import time
+
+import altair as alt
+import pandas as pd
+import pytest
+
+import nbml
+from nbml.predlog import PredictionLog
+from nbml.widgets.chart import Chart
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def log_predictions(ds, n=40, model="colours"):
+    """n predictions in the project's log, written as `nbml serve` writes them, over the last ten minutes."""
+    log = PredictionLog(ds, model=model, flush_s=60)
+    start = time.time() - 600
+    for i in range(n):
+        log.record(start + i * 600 / n, 4.0 + i % 7, ("red", "green", "blue")[i % 3], 0.35 + 0.06 * (i % 11),
+                   f"{i:064x}")
+    log.close()
+
+
+def strings(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key
+            yield from strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from strings(value)
+    elif isinstance(node, str):
+        yield node
+
+
+def mimebundle(obj) -> dict:
+    bundle = obj._repr_mimebundle_()
+    return bundle[0] if isinstance(bundle, tuple) else bundle
+
+
+def offline_spec(chart) -> dict:
+    """The chart's spec, once checked to be nbml's widget (never altair's renderers) with every row inline."""
+    assert isinstance(chart, Chart), type(chart)
+    bundle = mimebundle(chart)
+    assert WIDGET_VIEW in bundle and not any("vega" in mime for mime in bundle), list(bundle)
+    spec = chart.spec
+    assert spec == chart.to_dict()
+    assert [s for s in strings(spec) if "://" in s or s == "url"] == []
+    assert spec["datasets"] and all(rows for rows in spec["datasets"].values())
+    return spec
+
+
+def rows(spec) -> list[dict]:
+    return [row for rows in spec["datasets"].values() for row in rows]
+
+
+def test_stats_chart_is_offline(ds):
+    stats = ds.stats()
+    spec = offline_spec(stats.chart)
+    assert sum(r["items"] for r in rows(spec)) == len(ds) and spec["mark"]["type"] == "bar"
+    bundle = mimebundle(stats)
+    assert WIDGET_VIEW in bundle and bundle["text/plain"] == repr(stats)
+
+
+def test_monitor_charts_are_offline(ds):
+    empty = offline_spec(nbml.monitor(ds))
+    assert "no predictions logged yet" in str(rows(empty))
+    log_predictions(ds)
+    spec = offline_spec(nbml.monitor(ds))
+    assert len(spec["vconcat"]) == 2 and "40 predictions" in spec["title"]
+    assert "served" in {r.get("data") for r in rows(spec)}
+
+
+def test_data_stays_inline_whatever_altair_is_set_to(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    frame = pd.DataFrame({"x": range(6000)})          # over altair's default max_rows too
+    with alt.data_transformers.enable("json"):         # altair would write a file and point to it by URL
+        spec = offline_spec(Chart(alt.Chart(frame).mark_tick().encode(x="x:Q")))
+    assert len(rows(spec)) == 6000 and list(tmp_path.iterdir()) == []
+
+
+def test_a_spec_that_fetches_data_is_refused():
+    with pytest.raises(ValueError, match="inline"):
+        Chart({"data": {"url": "https://example.com/rows.csv"}, "mark": "bar"})
