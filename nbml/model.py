@@ -264,6 +264,8 @@ def load(path: str | os.PathLike, dataset=None, *, trust: bool = False, device=N
         if not trust:
             raise ValueError(f"{path} is a pickle, and loading a pickle runs whatever code it holds. Pass "
                              f"trust=True only if you made this file yourself.")
+        from ._thirdparty import import_fastai
+        import_fastai()
         from fastai.learner import load_learner
         return load_learner(path, cpu=device in (None, "cpu"))
     config_file = path / "config.json"

@@ -537,6 +537,8 @@ def train(ds, arch: str = "resnet18", epochs: int | None = None, size: int | Non
     if mode != "finetune":
         raise ValueError(f"mode must be 'finetune' (the default: train the whole network) or 'head' (fit a head on "
                          f"the cached embeddings), not {mode!r}")
+    from ._thirdparty import import_fastai
+    import_fastai()
     if seed is not None:
         import random
         import torch

@@ -254,3 +254,30 @@ def test_same_seed_same_run(ds):
         nbml.train(ds, **FAST)
         losses.append([h["train_loss"] for h in ds.runs().iloc[-1]["history"]])
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+TRAIN_AND_LIST_WARNINGS = """
+import sys, warnings
+warnings.simplefilter("always")
+import nbml
+ds = nbml.Dataset(sys.argv[1])
+ds.add_images(sys.argv[2])
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    model = nbml.train(ds, arch="test_resnet", epochs=1, size=32, bs=8, pretrained=False, quiet=True, seed=0)
+    model.evaluate()
+for w in caught:
+    print(f"{w.category.__name__}|{w.filename}|{str(w.message)[:100]}")
+"""
+
+
+def test_training_shows_no_third_party_warnings(tmp_path, image_folder):
+    """A fresh process (fastai not yet imported) trains: the known import-time warnings of fastai, torch and pandas
+    (torch.jit.script, pandas options) do not reach the user; nbml's own would."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", TRAIN_AND_LIST_WARNINGS, str(tmp_path / "p.nbml"),
+                          str(image_folder)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    foreign = [line for line in out.stdout.splitlines() if "site-packages" in line]
+    assert foreign == []
