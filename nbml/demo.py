@@ -1,9 +1,11 @@
 """`make demo`: the whole path, headless, on scikit-learn's real handwritten digits.
 
-Ingest, train (a progress line per epoch), evaluate, look at the worst mistakes, predict, save and load.
+Ingest, train (a progress line per epoch), evaluate, look at the worst mistakes, what to label next and what looks
+mislabelled, predict, save and load, then export, serve on 127.0.0.1, answer one HTTP request and stop.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -36,7 +38,9 @@ def main(argv: list[str] | None = None) -> float:
     ds = nbml.Dataset(os.path.join(work, "digits.nbml"))
     report = ds.add_images(folder)
     print(report.summary())
-    print(ds)
+    held_back = ds.df["id"].sample(100, random_state=0).tolist()
+    ds.set_label(held_back, None)
+    print(f"took the labels off 100 digits, to have something to label next\n{ds}")
 
     step("3. train (fastai Learner on a timm backbone)")
     model = nbml.train(ds, arch=args.arch, epochs=args.epochs, seed=0)
@@ -50,7 +54,13 @@ def main(argv: list[str] | None = None) -> float:
     step("5. the items with the highest loss (candidates for wrong labels)")
     print(model.losses().head(5).round(3).to_string(index=False))
 
-    step("6. predict one file, save the model, load it back")
+    step("6. what to label next and what looks mislabelled")
+    print(ds.suggest(model, n=5, strategy="margin").round(3).to_string(index=False))
+    issues = ds.label_issues(model=model)
+    print(f"{len(issues)} labels look wrong ({issues.attrs['method']}); the first five:")
+    print(issues.head(5)[["id", "label", "suggested", "p_label", "split"]].round(3).to_string(index=False))
+
+    step("7. predict one file, save the model, load it back")
     sample = next(iter(sorted((folder / "7").iterdir())))
     label, probs = model.predict(sample)
     print(f"{sample.name}: predicted {label} ({probs[label]:.1%})")
@@ -58,8 +68,23 @@ def main(argv: list[str] | None = None) -> float:
     again = nbml.load(saved)
     print(f"saved to {saved} (safetensors + config.json); reloaded predicts {again.predict(sample).label}")
 
+    step("8. export, serve on 127.0.0.1, one HTTP request")
+    with model.serve(os.path.join(work, "digits-export"), port=0) as server:
+        print(f"exported to {server.folder}; serving at {server.url}")
+        answer = post_image(f"{server.url}/predict", sample)
+        print(f"POST {server.url}/predict with {sample.name} answered: {json.dumps(answer)}")
+
     print(f"\naccuracy {ev.accuracy:.4f} on {ev.n} validation digits; demo took {time.perf_counter() - t0:.0f}s")
     return ev.accuracy
+
+
+def post_image(url: str, path) -> dict:
+    """POST an image file as the raw body (Content-Type image/png) and return the JSON answer."""
+    import urllib.request
+    with open(path, "rb") as f:
+        request = urllib.request.Request(url, data=f.read(), headers={"Content-Type": "image/png"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
 
 
 if __name__ == "__main__":
