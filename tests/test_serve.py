@@ -24,7 +24,7 @@ from PIL import Image
 
 import nbml
 from nbml.predlog import read_log
-from nbml.serving.runners import OnnxRunner, TorchRunner, choose_runner
+from nbml.serving.runners import OnnxRunner, TorchRunner, choose_runner, gpu_present
 
 LIMIT = 256 * 1024
 
@@ -443,14 +443,23 @@ WITHOUT_TRAINING_STACK = ("import sys\n"
                           "sys.exit(main())\n")
 
 
-def test_cli_serves_without_the_training_stack_and_sigterm_flushes_the_log(env, tmp_path):
-    folder = fresh_copy(env.folder, tmp_path)
+# `nbml serve` as it runs on a CPU machine; at exit it prints which of the training stack's packages it imported
+REPORTS_HEAVY_MODULES = ("import atexit, sys\n"
+                         "heavy = ('torch', 'torchvision', 'fastai', 'timm')\n"
+                         "atexit.register(lambda: print('imported:', [m for m in heavy if m in sys.modules]))\n"
+                         "from nbml.cli import main\n"
+                         "sys.exit(main())\n")
+
+
+def serve_in_subprocess(script: str, folder, requests: list[bytes], env: dict | None = None):
+    """Run `script serve folder` on a free port, wait until ready, POST `requests`, stop it with SIGTERM:
+    (url, responses, return code, stdout, stderr)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-c", WITHOUT_TRAINING_STACK, "serve", str(folder), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-c", script, "serve", str(folder), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "NBML_TOKEN": ""})
+                            env={**os.environ, "NBML_TOKEN": "", **(env or {})})
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -460,15 +469,49 @@ def test_cli_serves_without_the_training_stack_and_sigterm_flushes_the_log(env, 
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        assert all(r.status_code == 200 for r in post_many(url, env.png[:5]))
-        proc.send_signal(signal.SIGTERM)       # well within the 1 s flush interval: only a clean stop saves these
+        responses = post_many(url, requests)
+        proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err
+    return url, responses, proc.returncode, out, err
+
+
+def test_cli_serves_without_the_training_stack_and_sigterm_flushes_the_log(env, tmp_path):
+    folder = fresh_copy(env.folder, tmp_path)
+    # SIGTERM comes well within the 1 s flush interval: only a clean stop saves these
+    url, responses, code, out, err = serve_in_subprocess(WITHOUT_TRAINING_STACK, folder, env.png[:5])
+    assert all(r.status_code == 200 for r in responses)
+    assert code == 0, err
     assert f"serving colours at {url}" in out
     assert len(read_log(folder)) == 5
+
+
+def test_cli_on_a_machine_without_gpu_never_imports_torch(env):
+    """torch installed, no GPU visible: `nbml serve` runs ONNX Runtime and never loads torch or its CUDA libraries."""
+    url, responses, code, out, err = serve_in_subprocess(REPORTS_HEAVY_MODULES, env.folder, env.png[:2],
+                                                         env={"CUDA_VISIBLE_DEVICES": ""})
+    assert code == 0, err
+    assert [r.json()["label"] for r in responses] == [env.model.predict(d).label for d in env.png[:2]]
+    assert "(onnxruntime/cpu)" in out and "imported: []" in out, out
+
+
+def test_gpu_is_looked_for_without_torch(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    proc, dev = tmp_path / "proc", tmp_path / "dev"
+    gpus = proc / "driver" / "nvidia" / "gpus"
+    gpus.mkdir(parents=True)
+    dev.mkdir()
+    assert not gpu_present(proc, dev)                          # the driver is loaded but lists no GPU
+    (gpus / "0000:01:00.0").mkdir()
+    assert gpu_present(proc, dev)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")             # hidden from CUDA, hence from torch
+    assert not gpu_present(proc, dev)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    (gpus / "0000:01:00.0").rmdir()
+    (dev / "kfd").touch()                                      # ROCm's device: torch may see an AMD GPU
+    assert gpu_present(proc, dev)
 
 
 def test_batcher_groups_concurrent_requests_and_respects_max_batch():

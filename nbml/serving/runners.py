@@ -1,13 +1,19 @@
 """What runs the model: ONNX Runtime on the CPU, torch on a GPU. Both take uint8 [N, S, S, 3] and return float32
-probabilities [N, classes]; the server does not know which one it has."""
+probabilities [N, classes]; the server does not know which one it has.
+
+torch is imported only for a torch runner: on a machine without a GPU its import alone would cost the server about
+450 MiB and two seconds, for nothing (see `gpu_present`)."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["OnnxRunner", "TorchRunner", "choose_runner", "make_runner", "default_threads"]
+__all__ = ["OnnxRunner", "TorchRunner", "choose_runner", "make_runner", "default_threads", "gpu_present"]
 
 
 def default_threads() -> int:
@@ -63,11 +69,42 @@ class TorchRunner:
         return f"TorchRunner({self.device})"
 
 
-def _cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
+def _hidden_by_environment() -> bool:
+    """CUDA_VISIBLE_DEVICES set to nothing (or -1) hides every GPU from CUDA, torch included."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return visible is not None and visible.strip() in ("", "-1")
+
+
+def _nvidia_smi_lists_a_gpu() -> bool:
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
         return False
+    try:
+        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return listing.returncode == 0 and "GPU" in listing.stdout
+
+
+def gpu_present(proc: Path = Path("/proc"), dev: Path = Path("/dev")) -> bool:
+    """Whether this machine may have a GPU that torch can use, found without importing torch: the NVIDIA driver's
+    entries under /proc (or nvidia-smi where there is no /proc), or ROCm's /dev/kfd; False when
+    CUDA_VISIBLE_DEVICES hides every device."""
+    if _hidden_by_environment():
+        return False
+    nvidia = proc / "driver" / "nvidia" / "gpus"
+    if nvidia.is_dir() and any(nvidia.iterdir()):
+        return True
+    if (dev / "kfd").exists():
+        return True
+    return not proc.is_dir() and _nvidia_smi_lists_a_gpu()
+
+
+def _cuda_available() -> bool:
+    """A GPU torch can use. torch is imported only when a GPU is present and torch is installed."""
+    if not gpu_present() or importlib.util.find_spec("torch") is None:
+        return False
+    import torch
     return bool(torch.cuda.is_available())
 
 
