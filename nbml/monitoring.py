@@ -16,7 +16,7 @@ __all__ = ["monitor"]
 
 _STEPS = [("1s", 1), ("5s", 5), ("10s", 10), ("30s", 30), ("1min", 60), ("5min", 300), ("15min", 900),
           ("1h", 3600), ("6h", 21600), ("1D", 86400), ("7D", 604800)]
-WIDTH, HEIGHT = 320, 160
+WIDTH, HEIGHT = 280, 160   # two charts and their legends side by side fit a notebook
 
 
 def _source_parts(source):
@@ -89,12 +89,13 @@ def monitor(source, model: str | None = None, since=None, bins: int = 48):
     per_bin = log.groupby("bin").agg(predictions=("id", "size"),
                                      p50=("latency_ms", "median"),
                                      p95=("latency_ms", lambda s: float(np.percentile(s, 95)))).reset_index()
+    per_bin["bin_end"] = per_bin["bin"] + pd.Timedelta(freq)
     title = f"{model or 'all models'}: {len(log):,} predictions, {log['time'].min():%Y-%m-%d %H:%M} to " \
             f"{log['time'].max():%Y-%m-%d %H:%M} (bins of {freq})"
     x = alt.X("bin:T", title=None)
 
-    volume = alt.Chart(per_bin).mark_bar().encode(
-        x=x, y=alt.Y("predictions:Q", title="predictions"),
+    volume = alt.Chart(per_bin).mark_bar(stroke="white", strokeWidth=1).encode(
+        x=x, x2="bin_end:T", y=alt.Y("predictions:Q", title="predictions"), y2=alt.datum(0),
         tooltip=[alt.Tooltip("bin:T", title="from"), "predictions:Q"],
     ).properties(title="Request volume", width=WIDTH, height=HEIGHT)
 

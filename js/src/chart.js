@@ -6,6 +6,7 @@ import { escapeHtml } from "./lib/grid.js";
 function render({ model, el }) {
   const root = document.createElement("div");
   root.className = "nbml nbml-chart";
+  root.style.overflowX = "auto";   // a chart wider than the output area scrolls instead of losing its legend
   injectStyle(root);
   const box = document.createElement("div");
   root.append(box);
