@@ -3,7 +3,8 @@
     dir/
       config.json          backbone, classes, input size, normalisation, preprocessing, ONNX check (nbml.load reads it)
       model.safetensors    the weights
-      model.onnx           uint8 RGB NHWC [N, size, size, 3] in, softmax probabilities [N, classes] out
+      model.onnx           uint8 RGB NHWC [N, size, size, 3] in, softmax probabilities [N, classes] out; float32, or
+                           int8 with `quantize="int8"` when it keeps the validation accuracy (nbml._quantization)
       README.md            the model card: data snapshot, metrics, run, dates, limits
       requirements.txt     what `nbml serve dir` needs
       triton/<name>/       a Triton Inference Server model repository (config.pbtxt, labels.txt, 1/model.onnx)
@@ -24,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["export", "ExportError", "onnx_wrapper", "check_onnx", "model_card", "triton_config"]
+__all__ = ["export", "ExportError", "QuantizationWarning", "onnx_wrapper", "check_onnx", "model_card",
+           "triton_config"]
 
 ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT = "model.onnx", "pixels", "probabilities"
 TRITON_MAX_BATCH = 64
@@ -39,6 +41,10 @@ PREPROCESSING = {
 
 class ExportError(RuntimeError):
     """The export could not produce an artifact that predicts what the model predicts."""
+
+
+class QuantizationWarning(UserWarning):
+    """int8 was asked for and not kept: the artifact holds the float32 graph; the message says why."""
 
 
 def onnx_wrapper(net, mean, std):
@@ -203,6 +209,20 @@ def _fmt_metric(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _quantization_lines(record: dict | None) -> list[str]:
+    """The model card's int8 paragraph: what was measured and which graph `model.onnx` holds."""
+    if not record:
+        return []
+    from ._quantization import describe
+    lines = ["", "### int8", "", describe(record), "",
+             f"Method: {record['method']}. The accuracies are ONNX Runtime's, on the validation items of the project "
+             f"at export time."]
+    if record["kept"]:
+        lines.append("`model.onnx` is the int8 graph (nbml's server and Triton run it on the CPU); the safetensors "
+                     "weights, and the torch runner on a GPU, stay float32.")
+    return lines
+
+
 def model_card(config: dict) -> str:
     """README.md of the artifact: what the model is, what it was trained on, how well it did, how to serve it."""
     from . import __version__
@@ -230,15 +250,17 @@ def model_card(config: dict) -> str:
                      f"model was exported without its project)")
     lines += ["", "## Metrics (validation split)", ""]
     lines += [f"- {k}: {_fmt_metric(v)}" for k, v in metrics.items()] or ["- none recorded"]
+    lines += _quantization_lines(config["onnx"].get("quantization"))
     lines += ["", "## Input and preprocessing", "",
               f"Classes, in output order: {', '.join(f'`{c}`' for c in classes)}.", ""]
     lines += [f"- {k}: {v}" for k, v in config["preprocessing"].items()]
     lines += [f"- mean {config['mean']}, std {config['std']}", "",
               "## Files", "",
               "- `model.safetensors` + `config.json`: `nbml.load(folder)` (no pickle is ever read)",
-              f"- `model.onnx`: input `{ONNX_INPUT}` uint8 [N, {size}, {size}, 3], output `{ONNX_OUTPUT}` float32 "
-              f"[N, {len(classes)}]; checked at export against torch (largest difference "
-              f"{check['max_abs_diff']:.1e}, tolerance {check['tolerance']:.0e}, {check['samples']} sample images)",
+              f"- `model.onnx` ({config['onnx'].get('precision', 'float32')}): input `{ONNX_INPUT}` uint8 "
+              f"[N, {size}, {size}, 3], output `{ONNX_OUTPUT}` float32 [N, {len(classes)}]; the float32 graph was "
+              f"checked at export against torch (largest difference {check['max_abs_diff']:.1e}, tolerance "
+              f"{check['tolerance']:.0e}, {check['samples']} sample images)",
               f"- `triton/{name}/`: a Triton Inference Server model repository entry (`config.pbtxt`, `labels.txt`, "
               f"`1/model.onnx`)",
               "- `requirements.txt`: what serving needs", "",
@@ -268,13 +290,46 @@ def model_card(config: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export(model, path: str | os.PathLike, *, name: str | None = None, opset: int = 18,
-           atol: float = 1e-4) -> Path:
+QUANTIZE = (None, "int8")
+
+
+def _int8_in_place(model, onnx_tmp: Path, **kw) -> dict:
+    """Quantise the checked float32 graph at `onnx_tmp`; the int8 graph replaces it only if the record keeps it."""
+    from ._quantization import quantize_checked
+    int8_tmp = onnx_tmp.with_name("model.int8.onnx.tmp")
+    try:
+        record = quantize_checked(model, onnx_tmp, int8_tmp, ONNX_INPUT, **kw)
+        if record["kept"]:
+            os.replace(int8_tmp, onnx_tmp)
+        return record
+    finally:
+        int8_tmp.unlink(missing_ok=True)
+
+
+def _report_quantization(record: dict, quiet: bool) -> None:
+    from ._quantization import describe
+    if not record["kept"]:
+        warnings.warn(describe(record), QuantizationWarning, stacklevel=4)   # the user's model.export(...) line
+    elif not quiet:
+        print(f"nbml export: {describe(record)}", flush=True)
+
+
+def export(model, path: str | os.PathLike, *, name: str | None = None, opset: int = 18, atol: float = 1e-4,
+           quantize: str | None = None, calibration_items: int = 256, max_accuracy_drop: float = 0.5,
+           quiet: bool = False) -> Path:
     """Write the model as a self-contained artifact folder (see the module docstring); returns the folder.
 
     `name` is the name the server answers to (`/v2/models/{name}`); by default the folder's name.
+
+    `quantize="int8"`: ONNX Runtime static int8 quantisation of the ONNX graph, calibrated on up to
+    `calibration_items` of the project's training images, kept only when its accuracy on the validation items is
+    within `max_accuracy_drop` points of the float32 graph's. Both accuracies go into config.json
+    (`onnx.quantization`) and the model card, and a line is printed (`quiet=True`: none); when int8 is not kept, a
+    QuantizationWarning says why and the float32 graph is exported. The safetensors weights stay float32.
     """
     from . import __version__
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be None or 'int8', not {quantize!r}")
     path = Path(path).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     name = safe_name(name or path.name)
@@ -285,6 +340,8 @@ def export(model, path: str | os.PathLike, *, name: str | None = None, opset: in
     exporter = _export_onnx(wrapper, size, onnx_tmp, opset)
     try:
         check = check_onnx(wrapper, onnx_tmp, size, atol)
+        quantization = quantize and _int8_in_place(model, onnx_tmp, calibration_items=calibration_items,
+                                                   max_accuracy_drop=max_accuracy_drop)
     except Exception:
         onnx_tmp.unlink(missing_ok=True)
         raise
@@ -294,7 +351,10 @@ def export(model, path: str | os.PathLike, *, name: str | None = None, opset: in
     config = {**model.config, "name": name, "preprocessing": PREPROCESSING, "exported": time.time(),
               "exported_with": __version__,
               "onnx": {"file": ONNX_FILE, "input": ONNX_INPUT, "output": ONNX_OUTPUT, "opset": opset,
-                       "exporter": exporter, "check": check}}
+                       "exporter": exporter, "check": check,
+                       "precision": "int8" if quantization and quantization["kept"] else "float32"}}
+    if quantization:
+        config["onnx"]["quantization"] = quantization
     data = _training_data(model)
     if data:
         config["training_data"] = data
@@ -309,4 +369,6 @@ def export(model, path: str | os.PathLike, *, name: str | None = None, opset: in
     _link_or_copy(path / ONNX_FILE, entry / "1" / ONNX_FILE)
     _write_text(entry / "config.pbtxt", triton_config(name, size, len(model.classes)))
     _write_text(entry / "labels.txt", "\n".join(model.classes) + "\n")
+    if quantization:
+        _report_quantization(quantization, quiet)
     return path

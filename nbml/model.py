@@ -235,11 +235,15 @@ class Model:
         return path
 
     # -- shipping -----------------------------------------------------------------------------------------------
-    def export(self, path: str | os.PathLike, **kw) -> Path:
+    def export(self, path: str | os.PathLike, *, quantize: str | None = None, **kw) -> Path:
         """Write a self-contained artifact: weights, config, a checked ONNX graph, a model card, requirements and a
-        Triton model repository (see `nbml.export.export`). `nbml.load(path)` and `nbml.serve(path)` read it."""
+        Triton model repository (see `nbml.export.export`). `nbml.load(path)` and `nbml.serve(path)` read it.
+
+        `quantize="int8"`: the ONNX graph in int8, calibrated on this project's training images and kept only if its
+        validation accuracy is within `max_accuracy_drop` (0.5) points of float32's; a warning says when it is not.
+        """
         from .export import export
-        return export(self, path, **kw)
+        return export(self, path, quantize=quantize, **kw)
 
     def serve(self, path: str | os.PathLike | None = None, **kw):
         """Export (to `path`, or beside the project) and serve this model in the background; see `nbml.serve`."""

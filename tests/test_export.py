@@ -1,8 +1,13 @@
-"""`model.export(dir)`: the artifact's files, the ONNX check, the round trip through nbml.load and ONNX Runtime."""
+"""`model.export(dir)`: the artifact's files, the ONNX check, the round trip through nbml.load and ONNX Runtime,
+int8 quantisation kept, served, and refused."""
+import contextlib
+import io
 import json
 from types import SimpleNamespace
 
+import httpx
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -11,14 +16,34 @@ from conftest import trained_and_exported
 import nbml
 from nbml._imaging import open_rgb
 from nbml.data import to_square
-from nbml.export import ExportError, check_onnx, onnx_wrapper
+from nbml.export import ExportError, QuantizationWarning, check_onnx, onnx_wrapper
+
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    images, ds, model, folder = trained_and_exported(root, "colour-model")
+    # trained until every validation item is right by a wide margin, so that int8's rounding cannot flip one
+    images, ds, model, folder = trained_and_exported(root, "colour-model", epochs=3, lr=1e-2)
     yield SimpleNamespace(root=root, images=images, ds=ds, model=model, folder=folder)
     ds.close()
+
+
+@pytest.fixture(scope="module")
+def int8(env):
+    """The same model exported with quantize="int8": (folder, config, what export printed)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        folder = env.model.export(env.root / "colour-int8", quantize="int8")
+    return SimpleNamespace(folder=folder, config=json.loads((folder / "config.json").read_text()),
+                           printed=printed.getvalue())
+
+
+def pixels_of(paths, size=32) -> np.ndarray:
+    return np.stack([to_square(open_rgb(p), size) for p in paths])
+
+
+def op_types(path) -> set:
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
 
 
 def test_artifact_files_and_config(env):
@@ -72,7 +97,7 @@ def test_triton_repository_layout(env):
 
 def test_round_trip_torch_and_onnx_agree(env):
     paths = sorted(env.images.rglob("*.png"))[::4]
-    pixels = np.stack([to_square(open_rgb(p), 32) for p in paths])
+    pixels = pixels_of(paths)
     torch_probs = env.model._probs_u8(pixels)
     loaded = nbml.load(env.folder)                               # safetensors + config.json, no pickle
     assert loaded.classes == env.model.classes
@@ -123,3 +148,76 @@ def test_export_name_option_and_model_without_project(env, tmp_path):
     # an exported artifact loaded and exported again keeps what the first export knew
     again = json.loads((nbml.load(env.folder).export(tmp_path / "y") / "config.json").read_text())
     assert again["training_data"]["snapshot_id"] == env.model.config["snapshot_id"] and again["name"] == "y"
+
+
+def test_int8_is_kept_when_accuracy_holds_and_both_figures_are_reported(env, int8):
+    onnx_config = int8.config["onnx"]
+    record = onnx_config["quantization"]
+    assert onnx_config["precision"] == "int8" and record["kept"] is True
+    # calibrated on every training image (fewer than the 256 cap), checked on every validation item
+    assert record["calibration_items"] == 30 and record["validation_items"] == 6
+    assert record["float32_accuracy"] == 1.0 and record["int8_accuracy"] == 1.0 and record["drop_points"] == 0
+    assert record["max_accuracy_drop_points"] == 0.5
+    figures = "validation accuracy 1.0000 int8 vs 1.0000 float32 on 6 items, a drop of 0.00 points"
+    assert f"int8 kept: {figures}" in int8.printed
+    card = (int8.folder / "README.md").read_text()
+    assert figures in card and "`model.onnx` (int8)" in card
+    # the graph really is quantised: int8 weights, quantise/dequantise pairs, and a quarter of the float's size
+    assert {"QuantizeLinear", "DequantizeLinear"} <= op_types(int8.folder / "model.onnx")
+    assert "QuantizeLinear" not in op_types(env.folder / "model.onnx")
+    weights = onnx.load(str(int8.folder / "model.onnx")).graph.initializer
+    assert any(w.data_type == onnx.TensorProto.INT8 for w in weights)
+    assert (int8.folder / "model.onnx").stat().st_size < 0.4 * (env.folder / "model.onnx").stat().st_size
+    assert (int8.folder / "triton/colour-int8/1/model.onnx").read_bytes() == (int8.folder / "model.onnx").read_bytes()
+
+
+def test_int8_artifact_serves_unchanged_over_http(env, int8):
+    paths = sorted(env.images.rglob("*.png"))
+    session = ort.InferenceSession(str(int8.folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    bare = session.run(["probabilities"], {"pixels": pixels_of(paths)})[0]
+    with nbml.serve(int8.folder, port=0, log=False) as handle:
+        with httpx.Client(base_url=handle.url) as client:
+            answers = [client.post("/predict", files={"file": (p.name, p.read_bytes(), "image/png")}).json()
+                       for p in paths]
+            meta = client.get(f"/v2/models/{handle.name}").json()
+    served = np.array([[a["probabilities"][c] for c in env.model.classes] for a in answers])
+    np.testing.assert_allclose(served, bare, atol=1e-6)                   # the int8 graph, as it is
+    assert [a["label"] for a in answers] == [p.parent.name for p in paths]   # and it still gets every image right
+    float_probs = env.model._probs_u8(pixels_of(paths))
+    assert 0 < np.abs(served - float_probs).max() < 0.05                   # int8's rounding, and only that
+    assert meta["name"] == "colour-int8" and meta["outputs"][0]["shape"] == [-1, 3]
+
+
+def test_int8_that_loses_accuracy_falls_back_to_float32(env, tmp_path):
+    """A model with an outlier activation: one hidden unit of the head always 10,000, its outgoing weights zero (in
+    float32 the model only loses that unit's small part and still gets every validation item right). int8 quantises
+    the tensor on one scale, 10,000 / 255, which rounds every other unit to nothing: a known way int8 fails, and the
+    accuracy check must catch it."""
+    model = nbml.load(env.folder, dataset=env.ds)
+    head = model.net[1]
+    with torch.no_grad():
+        head[4].weight[0], head[4].bias[0] = 0.0, 1e4
+        head[6].weight[:, 0] = 0.0
+    with pytest.warns(QuantizationWarning, match="int8 not kept, model.onnx is float32: validation accuracy") as w:
+        folder = model.export(tmp_path / "outlier", quantize="int8")
+    assert "max_accuracy_drop=N" in str(w[0].message)
+    config = json.loads((folder / "config.json").read_text())
+    record = config["onnx"]["quantization"]
+    assert config["onnx"]["precision"] == "float32" and record["kept"] is False
+    assert record["float32_accuracy"] == 1.0 and record["int8_accuracy"] < 0.5 and record["drop_points"] > 50
+    assert "QuantizeLinear" not in op_types(folder / "model.onnx")
+    assert "int8 not kept" in (folder / "README.md").read_text()
+    paths = sorted(env.images.rglob("*.png"))[::3]
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(["probabilities"], {"pixels": pixels_of(paths)})[0],
+                               model._probs_u8(pixels_of(paths)), atol=1e-4)
+
+
+def test_int8_needs_the_project_and_a_known_setting(env, tmp_path):
+    bare = nbml.load(env.model.save(tmp_path / "saved"))          # no project: nothing to calibrate on
+    with pytest.warns(QuantizationWarning, match="no project to calibrate on: load it with its project"):
+        folder = bare.export(tmp_path / "x", quantize="int8")
+    assert json.loads((folder / "config.json").read_text())["onnx"]["precision"] == "float32"
+    with pytest.raises(ValueError, match="quantize must be None or 'int8'"):
+        env.model.export(tmp_path / "y", quantize="fp16")
+    assert not (tmp_path / "y").exists()
