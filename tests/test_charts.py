@@ -84,3 +84,18 @@ def test_data_stays_inline_whatever_altair_is_set_to(tmp_path, monkeypatch):
 def test_a_spec_that_fetches_data_is_refused():
     with pytest.raises(ValueError, match="inline"):
         Chart({"data": {"url": "https://example.com/rows.csv"}, "mark": "bar"})
+
+
+def test_widget_specs_stay_inline_whatever_altair_is_set_to(tmp_path, monkeypatch):
+    """The training monitor and the run comparison build their specs with altair: with altair set to write data
+    files, their specs still carry the rows (a file URL would be fetched by the browser, and fail offline)."""
+    from nbml.widgets.monitor import monitor_spec
+    from nbml.widgets.runs import runs_spec
+    monkeypatch.chdir(tmp_path)
+    runs = pd.DataFrame({"id": [1], "history": [[{"epoch": 0, "valid_loss": 0.5, "accuracy": 0.8}]]})
+    with alt.data_transformers.enable("json"):
+        specs = [monitor_spec(), runs_spec(runs)]
+    for spec in specs:
+        assert [s for s in strings(spec) if "://" in s or s == "url"] == []
+    assert {"valid_loss", "accuracy"} <= {r["metric"] for r in rows(specs[1])}
+    assert list(tmp_path.iterdir()) == []

@@ -8,6 +8,7 @@ import traitlets as t
 
 from .. import events as E
 from ._base import Widget, bundle
+from .chart import inline_spec
 
 
 def monitor_spec() -> dict:
@@ -26,7 +27,7 @@ def monitor_spec() -> dict:
         color=alt.value("#2e7d32"), tooltip=["epoch_number:Q", "value:Q"])
     loss = alt.layer(train, valid).properties(width=360, height=200,
                                               title="loss: training (smoothed, blue) and validation (orange)")
-    return alt.hconcat(loss, metrics.properties(width=220, height=200, title="accuracy")).to_dict()
+    return inline_spec(alt.hconcat(loss, metrics.properties(width=220, height=200, title="accuracy")))
 
 
 class TrainingMonitor(Widget):

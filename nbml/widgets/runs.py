@@ -4,6 +4,7 @@ from __future__ import annotations
 import traitlets as t
 
 from ._base import Widget, bundle
+from .chart import inline_spec
 
 PARAMS = ("arch", "epochs", "freeze_epochs", "size", "bs", "lr", "weights", "n_train", "n_valid")
 
@@ -30,7 +31,7 @@ def runs_spec(runs) -> dict:
     line = alt.Chart(frame).mark_line(point=True).encode(
         alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)), alt.Y("value:Q", title=None), alt.Color("run:N"),
         tooltip=["run:N", "epoch:Q", "value:Q"]).properties(width=260, height=180)
-    return line.facet(column=alt.Column("metric:N", title=None)).resolve_scale(y="independent").to_dict()
+    return inline_spec(line.facet(column=alt.Column("metric:N", title=None)).resolve_scale(y="independent"))
 
 
 class RunsWidget(Widget):
