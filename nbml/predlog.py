@@ -18,10 +18,10 @@ import threading
 import warnings
 from pathlib import Path
 
-import pandas as pd
 from sqlalchemy import func, insert, select
 
 from . import _schema as S
+from ._sqlite import sqlite_engine
 
 __all__ = ["PredictionLog", "read_log", "add_from_log", "LOG_FILE"]
 
@@ -33,11 +33,10 @@ class _FileStore:
     """The `predictions` table alone in a SQLite file, with the store's engine settings (WAL, synchronous=FULL)."""
 
     def __init__(self, path: Path):
-        from .store import _sqlite_engine
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = _sqlite_engine(self.path, immediate=True)
-        self._reader = _sqlite_engine(self.path, immediate=False)
+        self._writer = sqlite_engine(self.path, immediate=True)
+        self._reader = sqlite_engine(self.path, immediate=False)
         with self._writer.begin() as c:
             S.predictions.create(c, checkfirst=True)
 
@@ -159,6 +158,7 @@ _LOG_COLUMNS = ["id", "time", "model", "latency_ms", "label", "confidence", "sha
 def read_log(source, model: str | None = None, since: float | None = None) -> pd.DataFrame:
     """The prediction log as a DataFrame: id, time (datetime), model, latency_ms, label, confidence, sha256,
     has_image. `source`: a Dataset, a server handle, an artifact folder or a predictions.sqlite file."""
+    import pandas as pd     # here, not at the top: the server writes the log and never pays for pandas
     store, owned = _open(source)
     try:
         p = S.predictions.c

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import pandas as pd
-from sqlalchemy import Integer, Text, cast, create_engine, event, func, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import Integer, Text, cast, create_engine, func, insert, select, update
 
 from . import _schema as S
+from ._sqlite import sqlite_engine as _sqlite_engine
 from ._imaging import DEFAULT_MAX_PIXELS
 from .embeddings import EmbeddingCache
 from .ingest import Candidate, IngestReport, display_path, find_candidates, inspect_files
@@ -34,27 +34,6 @@ _ITEM_COLUMNS = ("id", "kind", "path", "label", "split", "label_source", "status
 # Label changes need none: each one adds a row to `labels`, whose newest id says the same.
 ITEMS_VERSION = "items_version"     # items added, removed, restored or marked unusable
 SPLITS_VERSION = "splits_version"   # splits set or cleared
-
-
-def _sqlite_engine(path: Path, immediate: bool) -> Engine:
-    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 60, "check_same_thread": False})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):
-        dbapi_conn.isolation_level = None        # we issue BEGIN ourselves
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")   # a returned call survives a killed process and a power cut
-        cur.execute("PRAGMA busy_timeout=60000")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn):
-        # Writers take the write lock up front, so two processes never deadlock upgrading a read lock.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
 
 
 def _now() -> float:
