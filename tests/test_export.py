@@ -180,12 +180,14 @@ def test_int8_artifact_serves_unchanged_over_http(env, int8):
             answers = [client.post("/predict", files={"file": (p.name, p.read_bytes(), "image/png")}).json()
                        for p in paths]
             meta = client.get(f"/v2/models/{handle.name}").json()
+            index = client.get("/").json()
     served = np.array([[a["probabilities"][c] for c in env.model.classes] for a in answers])
     np.testing.assert_allclose(served, bare, atol=1e-6)                   # the int8 graph, as it is
     assert [a["label"] for a in answers] == [p.parent.name for p in paths]   # and it still gets every image right
     float_probs = env.model._probs_u8(pixels_of(paths))
     assert 0 < np.abs(served - float_probs).max() < 0.05                   # int8's rounding, and only that
     assert meta["name"] == "colour-int8" and meta["outputs"][0]["shape"] == [-1, 3]
+    assert index["runner"] == "onnxruntime/cpu" and index["precision"] == "int8"
 
 
 def test_int8_that_loses_accuracy_falls_back_to_float32(env, tmp_path):

@@ -445,7 +445,7 @@ WITHOUT_TRAINING_STACK = ("import sys\n"
 
 # `nbml serve` as it runs on a CPU machine; at exit it prints which of the training stack's packages it imported
 REPORTS_HEAVY_MODULES = ("import atexit, sys\n"
-                         "heavy = ('torch', 'torchvision', 'fastai', 'timm')\n"
+                         "heavy = ('torch', 'torchvision', 'fastai', 'timm', 'pandas')\n"
                          "atexit.register(lambda: print('imported:', [m for m in heavy if m in sys.modules]))\n"
                          "from nbml.cli import main\n"
                          "sys.exit(main())\n")
@@ -489,12 +489,13 @@ def test_cli_serves_without_the_training_stack_and_sigterm_flushes_the_log(env, 
 
 
 def test_cli_on_a_machine_without_gpu_never_imports_torch(env):
-    """torch installed, no GPU visible: `nbml serve` runs ONNX Runtime and never loads torch or its CUDA libraries."""
+    """torch installed, no GPU visible: `nbml serve` runs ONNX Runtime and never loads torch or its CUDA libraries
+    (nor pandas, which only reading the log needs)."""
     url, responses, code, out, err = serve_in_subprocess(REPORTS_HEAVY_MODULES, env.folder, env.png[:2],
                                                          env={"CUDA_VISIBLE_DEVICES": ""})
     assert code == 0, err
     assert [r.json()["label"] for r in responses] == [env.model.predict(d).label for d in env.png[:2]]
-    assert "(onnxruntime/cpu)" in out and "imported: []" in out, out
+    assert "(onnxruntime/cpu, float32)" in out and "imported: []" in out, out
 
 
 def test_gpu_is_looked_for_without_torch(tmp_path, monkeypatch):

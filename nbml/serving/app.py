@@ -343,7 +343,7 @@ def build_app(service: Service):
     @endpoint("index")
     async def index(request, t0):
         return JSONResponse({"model": s.name, "classes": s.classes, "input_size": s.size,
-                             "runner": s.metrics.runner,
+                             "runner": s.metrics.runner, "precision": s.runner.precision,
                              "endpoints": ["POST /predict", "GET /v2/health/live", "GET /v2/health/ready",
                                            f"GET /v2/models/{s.name}", f"POST /v2/models/{s.name}/infer",
                                            "GET /metrics"]})

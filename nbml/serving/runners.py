@@ -43,6 +43,7 @@ class OnnxRunner:
             raise FileNotFoundError(f"{path} is missing: serve a folder written by model.export(folder)")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input, self.output = onnx.get("input", "pixels"), onnx.get("output", "probabilities")
+        self.precision = onnx.get("precision", "float32")     # int8 after export(..., quantize="int8")
         self.device = "cpu"
         self.threads = options.intra_op_num_threads
 
@@ -50,7 +51,7 @@ class OnnxRunner:
         return self.session.run([self.output], {self.input: batch})[0]
 
     def __repr__(self) -> str:
-        return f"OnnxRunner(cpu, {self.threads} threads)"
+        return f"OnnxRunner(cpu, {self.precision}, {self.threads} threads)"
 
 
 class TorchRunner:
@@ -61,6 +62,7 @@ class TorchRunner:
         from ..model import load
         self.model = load(folder, device=device)
         self.device = str(self.model.device)
+        self.precision = "bfloat16 autocast" if self.model.device.type == "cuda" else "float32"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.model._probs_u8(batch).astype(np.float32, copy=False)

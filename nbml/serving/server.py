@@ -276,7 +276,8 @@ def run_foreground(folder, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
     if not quiet:
         where = service.log.where if service.log is not None else "off"
         auth = ' -H "Authorization: Bearer $NBML_TOKEN"' if service.settings.token else ""
-        print(f"nbml: serving {service.name} at {url} ({service.metrics.runner}); prediction log: {where}\n"
+        print(f"nbml: serving {service.name} at {url} ({service.metrics.runner}, {service.runner.precision}); "
+              f"prediction log: {where}\n"
               f"  POST {url}/predict   POST {url}/v2/models/{service.name}/infer   GET {url}/metrics\n"
               f"  try: curl{auth} -F file=@photo.jpg {url}/predict\n  Ctrl-C to stop", flush=True)
     server = _uvicorn_server(service)
