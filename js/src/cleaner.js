@@ -1,7 +1,7 @@
-// model.top_losses(): the items the model finds hardest, to relabel (1-9), remove (Delete) or keep (K).
+// model.top_losses(): the items the model finds hardest, to relabel (class keys), remove (Delete) or keep (K).
 import { injectStyle } from "./lib/style.js";
 import { mountGrid, escapeHtml } from "./lib/grid.js";
-import { reviewCaption } from "./lib/review.js";
+import { reviewCaption, reviewHelp } from "./lib/review.js";
 
 function render({ model, el }) {
   const root = document.createElement("div");
@@ -16,13 +16,8 @@ function render({ model, el }) {
   fill();
   filter.addEventListener("change", () => { model.set("filter", filter.value); model.save_changes(); root.focus(); });
   model.on("change:filter_options", fill);
-  const help = document.createElement("span");
-  help.className = "nbml-muted";
-  help.textContent = "1-9 relabel · Delete remove · X unusable · K keep · Enter accept prediction · Backspace undo";
-  const extra = document.createElement("span");
-  extra.append(filter, help);
   el.append(root);
-  mountGrid(model, root, { caption: reviewCaption, extraBar: extra });
+  mountGrid(model, root, { caption: reviewCaption, extraBar: filter, help: reviewHelp });
 }
 
 export default { render };

@@ -2,7 +2,7 @@
 import { injectStyle } from "./lib/style.js";
 import { mountChart } from "./lib/chart.js";
 import { mountGrid, escapeHtml } from "./lib/grid.js";
-import { reviewCaption } from "./lib/review.js";
+import { reviewCaption, reviewHelp } from "./lib/review.js";
 
 function render({ model, el }) {
   const root = document.createElement("div");
@@ -43,7 +43,7 @@ function render({ model, el }) {
   model.on("change:cell", showCell);
   draw();
   showCell();
-  mountGrid(model, root, { caption: reviewCaption });
+  mountGrid(model, root, { caption: reviewCaption, help: reviewHelp });
 }
 
 export default { render };

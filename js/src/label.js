@@ -17,9 +17,6 @@ function render({ model, el }) {
   filter.addEventListener("change", () => { model.set("filter", filter.value); model.save_changes(); root.focus(); });
   model.on("change:filter_options", fill);
   model.on("change:filter", fill);
-  const help = document.createElement("span");
-  help.className = "nbml-muted";
-  help.textContent = "1-9 label · arrows move · Enter accept suggestion · Backspace/Ctrl+Z undo · X unusable · shift-click selects";
   const source = document.createElement("span");
   source.className = "nbml-muted";
   const showSource = () => {
@@ -33,8 +30,10 @@ function render({ model, el }) {
   model.on("change:error", showSource);
   model.on("change:filter", showSource);
   const extra = document.createElement("span");
-  extra.append(filter, source, help);
-  mountGrid(model, root, { extraBar: extra });
+  extra.append(filter, source);
+  const help = (key) => `${key("label")} · arrows move · Enter accept suggestion · Backspace/Ctrl+Z undo · ` +
+    `${key("unusable")} unusable · shift-click selects`;
+  mountGrid(model, root, { extraBar: extra, help });
   el.append(root);
 }
 

@@ -452,6 +452,47 @@ describe("ids selected outside the grid (the explore map)", () => {
   });
 });
 
+describe("class keys on the chips", () => {
+  const digits = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
+  it("with classes 0-9 each chip shows its own digit, and pressing 3 labels 3, 9 labels 9", () => {
+    const items = makeItems(3);
+    const { model } = mount({ items, classes: digits, counts: { 3: 4 } });
+    const chips = [...root.querySelectorAll(".nbml-class")];
+    expect(chips.map((c) => c.querySelector("b").textContent)).toEqual(digits);
+    expect(chips[3].textContent).toBe("3 4");
+    press("3");
+    press("9");
+    expect(model.sent.map((m) => m.label)).toEqual(["3", "9"]);
+  });
+
+  it("the help line shows the keys actions keep when classes take their letters", () => {
+    const model = fakeModel({ items: makeItems(1), classes: ["k", "x"] });
+    mountGrid(model, root, { help: (key) => `${key("label")} · ${key("unusable")} unusable · ${key("keep")} keep` });
+    expect(root.querySelector(".nbml-help").textContent)
+      .toBe("the key on each chip: label · Shift+Delete unusable · Shift+Enter keep");
+    model.change("classes", ["cat", "dog"]);
+    expect(root.querySelector(".nbml-help").textContent).toBe("1-2 label · X unusable · K keep");
+  });
+
+  it("past nine classes, typing a name's first letters and Enter labels it; the chips show the match", () => {
+    const classes = ["ant", "bee", "cat", "cow", "dog", "eel", "emu", "fox", "gnu", "hen", "yak"];
+    const items = makeItems(2);
+    const { model } = mount({ items, classes });
+    expect(root.querySelectorAll(".nbml-class b")).toHaveLength(9);
+    press("y");
+    expect(root.querySelector(".nbml-typing").textContent).toContain("Enter labels yak");
+    expect(root.querySelectorAll(".nbml-class.nbml-dim")).toHaveLength(10);
+    press("Enter");
+    expect(model.sent).toEqual([{ type: "label", ids: [items[0].id], label: "yak", seq: 1 }]);
+    expect(root.querySelector(".nbml-typing").textContent).toBe("");
+    press("c"); press("o"); press("Escape");
+    expect(root.querySelectorAll(".nbml-class.nbml-dim")).toHaveLength(0);
+    press("Enter");
+    expect(model.sent.at(-1).type).toBe("accept");                    // Escape gave the type-ahead up
+  });
+});
+
 describe("thumbnails by key", () => {
   it("asks only for keys it has not seen: a re-render or a key press asks for nothing", () => {
     const items = makeItems(3);

@@ -1,7 +1,7 @@
 // The paged thumbnail grid shared by the labelling, confusion-matrix and top-loss widgets.
 // Python holds every decision: the grid sends actions, Python writes them to the store, then sends back the
 // refreshed page (`items`) and a `done` message carrying the action's sequence number.
-import { captureKeys, moveCursor, clickSelection } from "./keys.js";
+import { captureKeys, moveCursor, clickSelection, classKeys, matchClass, actionKey, labelHelp } from "./keys.js";
 
 // Thumbnails arrive once per content key (sha256) as binary message buffers, on request; items only name their key.
 // Blob URLs are shared by every grid on the page and the oldest are revoked past MAX_THUMBS.
@@ -36,7 +36,11 @@ export function escapeHtml(s) {
   return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 }
 
-export function mountGrid(model, root, { caption = defaultCaption, extraBar = null } = {}) {
+/**
+ * `help(key)` gives the widget's key help line; `key("label")` (or "relabel") describes the class keys,
+ * `key("unusable")` (or keep, next, previous) the key of that action with the current classes (see keys.js).
+ */
+export function mountGrid(model, root, { caption = defaultCaption, extraBar = null, help = null } = {}) {
   const bar = document.createElement("div");
   bar.className = "nbml-bar";
   const classBar = document.createElement("span");
@@ -45,8 +49,13 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
   const pager = document.createElement("span");
   const message = document.createElement("span");
   message.className = "nbml-muted";
-  bar.append(classBar, addInput, pager, message);
+  const typing = document.createElement("span");
+  typing.className = "nbml-typing";
+  const helpLine = document.createElement("span");
+  helpLine.className = "nbml-muted nbml-help";
+  bar.append(classBar, typing, addInput, pager, message);
   if (extraBar) bar.append(extraBar);
+  if (help) bar.append(helpLine);
   const grid = document.createElement("div");
   grid.className = "nbml-grid";
   root.append(bar, grid);
@@ -55,6 +64,7 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
   // ids chosen outside the grid (the explore map's lasso or box), on this page or beyond it: the next decision
   // applies to all of them; the grid's own selection (a click, an arrow, Escape) replaces them
   let chosen = null;
+  let typed = "";   // type-ahead text (more than nine classes)
   const pending = new Map();   // seq -> time the key was pressed
   const requested = new Set();  // thumbnail keys asked for and not yet received
   window.nbmlTimings = window.nbmlTimings || [];
@@ -87,7 +97,11 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
     const list = items();
     const many = chosen ? chosen.size > 1 : selection.size > 1;
     if (["move", "toggle", "clear"].includes(action.type)) chosen = null;
+    if (action.type !== "type") typed = "";
     switch (action.type) {
+      case "type":
+        typed = action.text;
+        return renderBar();
       case "move":
         if (action.extend) {
           if (anchor === null) anchor = cursor;
@@ -161,7 +175,7 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
       : list.map((i) => (chosen.has(i.id) ? change(i) : i));
   }
 
-  captureKeys(root, () => classes().length, act);
+  captureKeys(root, () => ({ classes: classes(), typed }), act);
 
   addInput.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && addInput.value.trim()) {
@@ -189,14 +203,20 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
 
   function renderBar() {
     const counts = model.get("counts") || {};
-    classBar.replaceChildren(...classes().map((name, i) => {
+    const names = classes(), { keys } = classKeys(names), pick = matchClass(names, typed);
+    classBar.replaceChildren(...names.map((name, i) => {
       const chip = document.createElement("span");
-      chip.className = "nbml-class";
-      chip.innerHTML = `${i < 9 ? `<b>${i + 1}</b>` : ""}${escapeHtml(name)} <span class="nbml-muted">${counts[name] ?? 0}</span>`;
-      chip.title = i < 9 ? `press ${i + 1} to label the selected items ${name}` : name;
+      const dim = typed && !name.toLowerCase().startsWith(typed.toLowerCase());
+      chip.className = "nbml-class" + (dim ? " nbml-dim" : "") + (typed && i === pick ? " nbml-pick" : "");
+      const key = keys[i] === null ? "" : `<b>${escapeHtml(keys[i])}</b>`;
+      chip.innerHTML = `${key}${keys[i] === name ? "" : escapeHtml(name)} <span class="nbml-muted">${counts[name] ?? 0}</span>`;
+      chip.title = keys[i] === null ? `type ${name} and Enter to label the selected items ${name}`
+        : `press ${keys[i]} to label the selected items ${name}`;
       chip.addEventListener("click", () => { act({ type: "label", index: i }); root.focus(); });
       return chip;
     }));
+    typing.textContent = typed ? `${typed}▏ ${pick >= 0 ? `Enter labels ${names[pick]}` : "no class starts so"}` : "";
+    helpLine.textContent = help ? help((name) => (["label", "relabel"].includes(name) ? labelHelp(names, name) : actionKey(name, names))) : "";
     const page = model.get("page"), pages = Math.max(1, Math.ceil((model.get("n_total") || 0) / model.get("page_size")));
     pager.innerHTML = "";
     const prev = Object.assign(document.createElement("button"), { textContent: "‹", disabled: page <= 0 });

@@ -8,6 +8,9 @@ export const CSS = `
 .nbml-class { border: 1px solid var(--jp-border-color1, #bbb); border-radius: 12px; padding: 1px 8px;
   background: var(--jp-layout-color2, #f4f4f4); cursor: pointer; }
 .nbml-class b { margin-right: 4px; color: var(--jp-brand-color1, #1976d2); }
+.nbml-class.nbml-dim { opacity: .35; }
+.nbml-class.nbml-pick { border-color: var(--jp-brand-color1, #1976d2); }
+.nbml-typing { font-family: var(--jp-code-font-family, monospace); }
 .nbml-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(112px, 1fr)); gap: 6px; }
 .nbml-cell { position: relative; border: 2px solid transparent; border-radius: 4px; padding: 2px;
   background: var(--jp-layout-color1, #fff); cursor: pointer; user-select: none; }
