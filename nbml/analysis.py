@@ -22,7 +22,9 @@ __all__ = ["STRATEGIES", "suggest", "similar", "duplicates", "outliers", "label_
 
 STRATEGIES = ("margin", "entropy", "least_confident", "random", "diverse")
 MIN_PER_CLASS = 5          # fewer labelled items than this: too few to learn (and to validate on)
-PIXEL_SIZE = 32            # the decoded-cache size the pixel comparison of `duplicates` reads
+PIXEL_SIZE = 32            # the decoded-cache size the pixel comparisons of `duplicates` and `label_issues` read
+PIXEL_C = 0.01             # L2 strength of label_issues' pixel head: 0.1 and 1 flagged more false alarms on digits
+PIXEL_SLACK = 0.1          # the pixel head joins when it agrees with the labels at most this much less than embeddings
 _NEAR_PRETRAINED = 0.97    # default embedding cosine for near duplicates with a pretrained backbone
 
 
@@ -289,6 +291,13 @@ def _image_query(ds, emb: Embeddings, image):
     return vec, exclude
 
 
+def _image_frame(ds, ids) -> pd.DataFrame:
+    """The store columns `_pixel_thumbs` reads, for the image items among these ids (in their order)."""
+    cols = ["id", "path", "path_raw", "sha256", "size_bytes", "mtime", "label", "split"]
+    return pd.DataFrame([{c: r.get(c) for c in cols} for r in ds.item_rows(ids) if r.get("kind", "image") == "image"],
+                        columns=cols)
+
+
 def _pixel_thumbs(ds, frame: pd.DataFrame):
     """Per-channel-centred, unit-length 16x16 colour thumbnails (from the 32 px decoded cache), and the hash of
     each item's 32 px pixels. Items that cannot be read are dropped: returns (thumbs, pixel hashes, kept)."""
@@ -341,12 +350,7 @@ def duplicates(ds, threshold: float | None = None, *, pixel_threshold: float = 0
     """
     from .embeddings import NoBackboneError
     _require_items(ds)
-    ids = ds.query_ids(usable_only=True)
-    rows = ds.item_rows(ids)
-    cols = ["id", "path", "path_raw", "sha256", "size_bytes", "mtime", "label", "split"]
-    frame = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows if r.get("kind", "image") == "image"],
-                         columns=cols)
-    thumbs, pixel_hash, frame = _pixel_thumbs(ds, frame)
+    thumbs, pixel_hash, frame = _pixel_thumbs(ds, _image_frame(ds, ds.query_ids(usable_only=True)))
     try:
         emb = _embeddings(ds, backbone, embeddings)
     except NoBackboneError as e:
@@ -444,13 +448,15 @@ def label_issues(ds, model=None, *, folds: int = 5, backbone=None, embeddings: E
     """Labelled items whose label is likely wrong, most likely first: `id`, `label`, `suggested`, `score`,
     `p_label`, `p_suggested`, `split`, `path`. `score` is 1 - the probability of the given label.
 
-    Confident learning (cleanlab's `find_label_issues`) on out-of-sample probabilities: without a model, a
-    logistic-regression head cross-validated over `folds` stratified folds of the embeddings (classes with a single
-    labelled item cannot be checked and are listed in `attrs["unchecked"]`); with a model, its probabilities for
-    the items it did not train on (valid, test, and items labelled since), or for all with a warning when it
-    trained on every one. `attrs` say which, and which backbone. Offline, the embeddings come from the body of a
-    model trained on these very labels: errors it had time to memorise look less wrong (few epochs keep that small;
-    pretrained embeddings avoid it).
+    Confident learning (cleanlab's `find_label_issues`) on an out-of-sample probability for every labelled item,
+    whether or not a model trained on it: two logistic heads cross-validated over `folds` stratified folds, one on
+    the embeddings (of `model`'s body when given, else of `backbone`), one on 16x16 pixel thumbnails, which no
+    label shaped; their probabilities are multiplied (a product of experts) and renormalised. The pixel head is
+    left out where it agrees with the labels far less often than the embedding head (photos, say). A model's own
+    probabilities are not used: for the items it trained on they are in-sample and hide the errors it learnt.
+    Classes with a single labelled item cannot be checked and are listed in `attrs["unchecked"]`; `attrs["method"]`
+    says what was used. Offline the embeddings come from a body trained on these very labels, which can absorb
+    errors over long runs; the pixel head cannot, but it only helps where pixels tell the classes apart.
     """
     _require_items(ds)
     model = _resolve_model(model)
@@ -461,52 +467,35 @@ def label_issues(ds, model=None, *, folds: int = 5, backbone=None, embeddings: E
     lab = emb.frame["label"].notna().to_numpy()
     if not lab.any():
         raise ValueError("no labelled items to check; label some first (ds.set_label or ds.label())")
-    frame = emb.frame[lab].reset_index(drop=True)
-    feats = emb.features[lab]
+    frame, feats = emb.frame[lab].reset_index(drop=True), emb.features[lab]
     counts = frame["label"].value_counts()
     if len(counts) < 2:
         raise ValueError(f"label_issues needs labelled items of at least two classes (found only "
                          f"{list(counts.index)}): with one class no label can look wrong")
-    unchecked: list[int] = []
-    if model is None:
-        single = counts[counts < 2].index.tolist()
-        if single:
-            unchecked = frame.loc[frame["label"].isin(single), "id"].astype(int).tolist()
-            warnings.warn(f"classes with a single labelled item cannot be checked (nothing to compare it with): "
-                          f"{single}; label more of them", stacklevel=2)
-        keep = ~frame["label"].isin(single).to_numpy()
-        frame, feats = frame[keep].reset_index(drop=True), feats[keep]
-        classes = [c for c in ds.classes if c in set(frame["label"])]
-        if len(classes) < 2:
-            raise ValueError("label_issues needs at least two classes with two or more labelled items each")
-        from .head import cross_val_probs
-        y = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-        probs = cross_val_probs(feats, y, len(classes), folds=folds, seed=seed, C=C)
-        k = int(max(2, min(folds, np.bincount(y).min())))
-        method = f"{k}-fold cross-validated logistic regression on the embeddings"
-    else:
-        unknown = _classes_unknown_to(model, frame["label"])
-        if unknown:
-            raise ValueError(f"the model does not know the classes {unknown}, which items here are labelled with "
-                             f"(it knows {model.classes}); retrain it (nbml.train(ds)) or call ds.label_issues() "
-                             f"without a model")
-        classes = model.classes
-        trained_on = _trained_ids(ds, model)
-        outside = ~frame["id"].isin(trained_on).to_numpy()
-        if outside.sum() >= 2 and frame.loc[outside, "label"].nunique() >= 2:
-            unchecked = frame.loc[~outside, "id"].astype(int).tolist()
-            frame, feats = frame[outside].reset_index(drop=True), feats[outside]
-            method = (f"the probabilities of the model of run {model.run_id} for the {len(frame)} labelled items "
-                      f"it did not train on; the {len(unchecked)} it trained on are not checked (its probabilities "
-                      f"for them would hide their errors)")
-        else:
-            warnings.warn("the model trained on (nearly) every labelled item, so its probabilities are in-sample "
-                          "and hide label errors; call ds.label_issues() without a model for out-of-sample ones",
-                          stacklevel=2)
-            method = f"the in-sample probabilities of the model of run {model.run_id} (it trained on these items)"
-        sub = Embeddings(frame, feats.astype(np.float16), emb.backbone)
-        probs = _model_probs(model, sub)
-        y = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    if model is not None and (unknown := _classes_unknown_to(model, frame["label"])):
+        raise ValueError(f"the model does not know the classes {unknown}, which items here are labelled with "
+                         f"(it knows {model.classes}); retrain it (nbml.train(ds)) or call ds.label_issues() "
+                         f"without a model")
+    single = counts[counts < 2].index.tolist()
+    unchecked = frame.loc[frame["label"].isin(single), "id"].astype(int).tolist()
+    if single:
+        warnings.warn(f"classes with a single labelled item cannot be checked (nothing to compare it with): "
+                      f"{single}; label more of them", stacklevel=2)
+    keep = ~frame["label"].isin(single).to_numpy()
+    frame, feats = frame[keep].reset_index(drop=True), feats[keep]
+    classes = [c for c in ds.classes if c in set(frame["label"])]
+    if len(classes) < 2:
+        raise ValueError("label_issues needs at least two classes with two or more labelled items each")
+    from .head import cross_val_probs, fold_count
+    y = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    probs = cross_val_probs(feats, y, len(classes), folds=folds, seed=seed, C=C)
+    pixels = _pixel_probs(ds, frame["id"].tolist(), y, len(classes), folds, seed)
+    why_not = _why_not_pixels(probs, pixels, y)
+    probs, with_pixels = _product_of_experts(probs, None if why_not else pixels)
+    body = f"the body of the model of run {model.run_id}" if model is not None else emb.model_id
+    method = (f"{fold_count(y, folds)}-fold cross-validated logistic heads on the embeddings ({body})"
+              + (f" and on 16x16 pixel thumbnails, probabilities multiplied ({with_pixels} of {len(y)} items had "
+                 f"pixels)" if with_pixels else f" alone (no pixel head: {why_not})"))
     ranked = _find_issues(y, probs)
     p_label = probs[np.arange(len(y)), y]
     out = pd.DataFrame({"id": frame["id"].to_numpy(np.int64)[ranked], "label": frame["label"].to_numpy()[ranked],
@@ -518,16 +507,45 @@ def label_issues(ds, model=None, *, folds: int = 5, backbone=None, embeddings: E
     return tag(out, emb)
 
 
-def _trained_ids(ds, model) -> set[int]:
-    """Ids of the items the model trained on (its run's data snapshot, train split)."""
-    snap = model.config.get("snapshot_id")
-    if not snap:
-        return set()
+def _pixel_probs(ds, ids: list[int], y: np.ndarray, n_classes: int, folds: int, seed: int) -> np.ndarray | None:
+    """Out-of-sample probabilities [len(ids), n_classes] of a logistic head cross-validated on 16x16 pixel
+    thumbnails; NaN rows for items without pixels (not images, unreadable). None when too few have pixels."""
+    from .head import cross_val_probs
+    thumbs, _, frame = _pixel_thumbs(ds, _image_frame(ds, ids))
+    pos = pd.Index(ids).get_indexer(frame["id"])
+    out = np.full((len(ids), n_classes), np.nan, np.float32)
     try:
-        items = ds.snapshot_items(snap)
-    except KeyError:
-        return set()
-    return set(items.loc[items["split"] == "train", "id"].astype(int))
+        out[pos] = cross_val_probs(thumbs, y[pos], n_classes, folds=folds, seed=seed, C=PIXEL_C)
+    except ValueError:          # fewer than two readable images in some class
+        return None
+    return out
+
+
+def _why_not_pixels(probs: np.ndarray, pixels: np.ndarray | None, y: np.ndarray) -> str | None:
+    """Why the pixel head should be left out, or None to use it. A product of experts assumes each is competent: a
+    pixel head that agrees with the given labels far less often than the embedding head (photos seen through a
+    pretrained backbone, say) would mostly add noise. On digits the two agree with the labels equally (0.85-0.88)."""
+    if pixels is None:
+        return "too few readable images"
+    has = ~np.isnan(pixels).any(1)
+    agree = lambda p: float((p[has].argmax(1) == y[has]).mean())     # noqa: E731
+    if agree(pixels) < agree(probs) - PIXEL_SLACK:
+        return (f"it agrees with the labels on {agree(pixels):.0%} of items, the embeddings on {agree(probs):.0%}: "
+                f"pixels do not tell these classes apart")
+    return None
+
+
+def _product_of_experts(probs: np.ndarray, others: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """The two heads as independent evidence: probabilities multiplied and renormalised, where an item has both
+    (`probs` alone elsewhere). Sharper than their mean, which on digits raised recall from 0.89 to 0.95 at the same
+    precision (seeds 100-104). Returns (probabilities, how many items had both)."""
+    if others is None:
+        return probs, 0
+    both = ~np.isnan(others).any(1)
+    out = np.asarray(probs, np.float64).copy()
+    joint = out[both] * others[both]
+    out[both] = joint / joint.sum(1, keepdims=True)
+    return out, int(both.sum())
 
 
 def _find_issues(y: np.ndarray, probs: np.ndarray) -> np.ndarray:

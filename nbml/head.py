@@ -17,7 +17,7 @@ import numpy as np
 
 from . import events as E
 
-__all__ = ["fit_linear", "linear_probs", "cross_val_probs", "train_head"]
+__all__ = ["fit_linear", "linear_probs", "cross_val_probs", "fold_count", "train_head"]
 
 
 _BF16_FASTER: bool | None = None
@@ -109,11 +109,7 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, n_classes: int, folds: int = 5
     """
     from sklearn.model_selection import StratifiedKFold
     y = np.asarray(y)
-    counts = np.bincount(y, minlength=n_classes)
-    present = counts[counts > 0]
-    if len(present) < 2 or present.min() < 2:
-        raise ValueError("cross-validation needs at least two classes with two or more items each")
-    k = int(max(2, min(folds, present.min())))
+    k = fold_count(y, folds)
     probs = np.zeros((len(y), n_classes), np.float32)
     for train_idx, test_idx in StratifiedKFold(k, shuffle=True, random_state=seed).split(X, y):
         seen = np.unique(y[train_idx])
@@ -124,6 +120,16 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, n_classes: int, folds: int = 5
         p[:, seen] = linear_probs(head, X[test_idx])
         probs[test_idx] = p / p.sum(1, keepdims=True)
     return probs
+
+
+def fold_count(y: np.ndarray, folds: int) -> int:
+    """The folds `cross_val_probs` uses: `folds`, at most the smallest class's count, at least 2. ValueError unless
+    two classes or more have two items or more each."""
+    counts = np.bincount(np.asarray(y))
+    present = counts[counts > 0]
+    if len(present) < 2 or present.min() < 2:
+        raise ValueError("cross-validation needs at least two classes with two or more items each")
+    return int(max(2, min(folds, present.min())))
 
 
 def _log_loss(probs: np.ndarray, y: np.ndarray) -> float:

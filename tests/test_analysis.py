@@ -291,7 +291,7 @@ def test_outliers_rank_the_odd_one_first(trained, tmp_path):
 
 
 # -- what looks wrong ---------------------------------------------------------------------------------------------
-def test_label_issues_flags_flipped_labels(tmp_path):
+def test_label_issues_flags_flipped_labels_among_the_items_the_model_trained_on(tmp_path):
     folder = make_images(tmp_path / "images", per_class=20)
     ds = nbml.Dataset(tmp_path / "p.nbml")
     ds.add_images(folder)
@@ -300,23 +300,47 @@ def test_label_issues_flags_flipped_labels(tmp_path):
     truth = ds.df.set_index("id")["label"]
     for i in flipped:
         ds.set_label(i, OTHER[truth[i]])
-    model = nbml.train(ds, **FAST)              # trained on the noisy labels, as a user would
-
-    issues = ds.label_issues()
-    found = set(issues["id"])
-    precision, recall = len(found & flipped) / max(len(found), 1), len(found & flipped) / len(flipped)
-    assert precision >= 0.6 and recall >= 0.66, (precision, recall)
-    assert list(issues.columns[:4]) == ["id", "label", "suggested", "score"]
-    assert issues["score"].is_monotonic_decreasing
-    for row in issues[issues["id"].isin(flipped)].itertuples():
-        assert row.suggested == truth[row.id]                 # the true colour is suggested back
-    assert "cross-validated" in issues.attrs["method"] and issues.attrs["embeddings"] == f"run-{model.run_id}@32"
-
-    by_model = ds.label_issues(model)
+    model = nbml.train(ds, **FAST)              # trained on every label, mistakes included, as a user would
     trained_on = set(ds.snapshot_items(model.config["snapshot_id"]).query("split == 'train'")["id"])
-    assert not set(by_model["id"]) & trained_on and set(by_model.attrs["unchecked"]) == trained_on
-    assert "did not train on" in by_model.attrs["method"]
+    assert flipped & trained_on
+
+    by_model = ds.label_issues(model)           # every labelled item is checked, those it trained on included
+    found = set(by_model["id"])
+    assert by_model.attrs["unchecked"] == [] and by_model.attrs["n_checked"] == 60
+    assert flipped & trained_on <= found
+    assert len(found & flipped) / len(found) >= 0.6 and len(found & flipped) / len(flipped) >= 0.66
+    assert list(by_model.columns[:4]) == ["id", "label", "suggested", "score"]
+    assert by_model["score"].is_monotonic_decreasing
+    for row in by_model[by_model["id"].isin(flipped)].itertuples():
+        assert row.suggested == truth[row.id]                 # the true colour is suggested back
+    method = by_model.attrs["method"]
+    assert "cross-validated" in method and f"run {model.run_id}" in method and "pixel" in method
+    assert by_model.attrs["embeddings"] == f"run-{model.run_id}@32"
+
+    issues = ds.label_issues()                  # without a model: the latest run's body, the same probabilities
+    assert issues["id"].tolist() == by_model["id"].tolist() and np.allclose(issues["score"], by_model["score"])
     ds.close()
+
+
+def test_product_of_experts_keeps_items_without_pixels():
+    from nbml.analysis import _product_of_experts
+    emb = np.array([[0.6, 0.4], [0.7, 0.3]])
+    pixels = np.array([[0.6, 0.4], [np.nan, np.nan]])
+    probs, both = _product_of_experts(emb, pixels)
+    assert both == 1 and np.allclose(probs, [[0.36 / 0.52, 0.16 / 0.52], [0.7, 0.3]])
+    same, none = _product_of_experts(emb, None)
+    assert same is emb and none == 0
+
+
+def test_a_pixel_head_far_weaker_than_the_embeddings_is_left_out():
+    from nbml.analysis import _why_not_pixels
+    y = np.arange(20) % 2
+    right, wrong = np.eye(2)[y] * 0.8 + 0.1, np.eye(2)[1 - y] * 0.8 + 0.1
+    half = np.where((np.arange(20) < 10)[:, None], right, wrong)       # pixels agree with half the labels
+    assert _why_not_pixels(right, right, y) is None
+    assert "agrees with the labels on 50% of items, the embeddings on 100%" in _why_not_pixels(right, half, y)
+    assert _why_not_pixels(half, half, y) is None                     # as weak as the embeddings: still evidence
+    assert _why_not_pixels(right, None, y) == "too few readable images"
 
 
 # -- what to label next -------------------------------------------------------------------------------------------
