@@ -87,6 +87,30 @@ class Lab:
         page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session"
                                ".kernel.status === 'idle'", timeout=timeout * 1000)
 
+    @staticmethod
+    def wait_run_all(page, timeout: float = 900) -> None:
+        """Until every code cell has run and the kernel is idle (Run All queues them all at once)."""
+        page.wait_for_function("() => { const w = window.jupyterapp.shell.currentWidget;"
+                               " const cells = w.content.widgets.filter((c) => c.model.type === 'code');"
+                               " return w.sessionContext.session.kernel.status === 'idle'"
+                               " && cells.every((c) => c.model.executionCount !== null); }",
+                               timeout=timeout * 1000, polling=1000)
+
+
+def block_outside(context) -> list[str]:
+    """Abort every request of a browser context that would leave 127.0.0.1; returns the list of those URLs."""
+    blocked = []
+
+    def route(r):
+        url = r.request.url
+        host = url.split("/")[2].split(":")[0] if "://" in url else ""
+        if url.startswith(("blob:", "data:")) or host == "127.0.0.1":
+            return r.continue_()
+        blocked.append(url)
+        return r.abort()
+    context.route("**/*", route)
+    return blocked
+
 
 def launch(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)

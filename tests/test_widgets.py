@@ -38,13 +38,26 @@ def test_label_grid_pages_thumbnails_and_counts(ds):
     keys = [i["thumb"] for i in w.items]
     w._on_thumbs({"keys": keys})                                        # what the front end asks for
     msg, buffers = sent[0]
-    assert msg == {"type": "thumbs", "keys": keys} and len(buffers) == 4
+    assert msg == {"type": "thumbs", "keys": keys, "missing": []} and len(buffers) == 4
     assert all(isinstance(b, bytes) and b[:2] == b"\xff\xd8" for b in buffers)   # binary JPEG, not base64 text
     assert w.counts == {k: v for k, v in ds.label_counts().items() if k is not None}
     send(w, type="page", page=2)
     assert w.page == 2 and len(w.items) == 2
     send(w, type="page", page=99)
     assert w.page == 2                                                   # clamped to the last page
+
+
+def test_thumbnails_answered_after_the_page_changed_and_unknown_keys_said_missing(ds):
+    ds.set_label(ds.df["id"].tolist()[:10], None)
+    w = ds.label(page_size=4)
+    first = [i["thumb"] for i in w.items]
+    send(w, type="page", page=1)                     # the page changes while the request waits in the kernel's queue
+    sent = []
+    w.send = lambda msg, buffers=None: sent.append((msg, buffers))
+    w._dispatch(w, {"type": "thumbs", "keys": first + ["0" * 64], "request": 3}, [])
+    (msg, buffers), (done, _) = sent
+    assert msg == {"type": "thumbs", "keys": first, "missing": ["0" * 64]} and len(buffers) == 4
+    assert done == {"type": "done", "seq": None, "request": 3}   # the front end settles request 3 by its id
 
 
 def test_label_keys_write_to_the_store_at_once(ds):

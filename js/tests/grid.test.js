@@ -29,11 +29,14 @@ function fakeModel(state) {
     set: (name, value) => { data[name] = value; },
     save_changes: vi.fn(),
     on: (event, cb) => { (callbacks[event] ||= []).push(cb); },
-    // Like Python: a request for thumbnails is answered with one binary buffer per key; other messages recorded.
+    // Like Python: a request for thumbnails is answered with one binary buffer per key (unless `manual`: then the
+    // test answers); other messages recorded.
     send: (msg) => {
       if (msg.type !== "thumbs") return sent.push(msg);
       thumbRequests.push(msg.keys);
-      model.emit("msg:custom", { type: "thumbs", keys: msg.keys }, msg.keys.map(() => thumb()));
+      if (state.manual) return;
+      model.emit("msg:custom", { type: "thumbs", keys: msg.keys, missing: [] }, msg.keys.map(() => thumb()));
+      model.emit("msg:custom", { type: "done", seq: null, request: msg.request });
     },
     emit(event, ...args) { for (const cb of callbacks[event] || []) cb(...args); },
     change(name, value) { data[name] = value; this.emit(`change:${name}`); },
@@ -490,6 +493,58 @@ describe("class keys on the chips", () => {
     expect(root.querySelectorAll(".nbml-class.nbml-dim")).toHaveLength(0);
     press("Enter");
     expect(model.sent.at(-1).type).toBe("accept");                    // Escape gave the type-ahead up
+  });
+});
+
+describe("thumbnails whatever happens to requests and replies", () => {
+  const pictures = () => cells().map((c) => (c.querySelector("img") ? c.querySelector("img").getAttribute("src") : "wait"));
+
+  it("a card waits with a placeholder, then gets an <img> that has its source from the start", () => {
+    const items = makeItems(2);
+    const { model } = mount({ items, manual: true });
+    expect(pictures()).toEqual(["wait", "wait"]);
+    expect(root.querySelectorAll(".nbml-cell .nbml-thumb")).toHaveLength(2);
+    const born = [];
+    new MutationObserver((records) => records.forEach((r) => r.addedNodes.forEach((n) => born.push(n.getAttribute("src")))))
+      .observe(root.querySelector(".nbml-grid"), { childList: true, subtree: true });
+    model.emit("msg:custom", { type: "thumbs", keys: model.thumbRequests[0], missing: [] }, [thumb(), thumb()]);
+    return Promise.resolve().then(() => {
+      expect(pictures().every((src) => src.startsWith("blob:"))).toBe(true);
+      expect(born.length).toBe(2);
+      expect(born.every((src) => src && src.startsWith("blob:"))).toBe(true);
+      expect(root.querySelectorAll(".nbml-thumb")).toHaveLength(0);
+    });
+  });
+
+  it("an answer for a page that has since changed is kept: going back shows the pictures without asking", () => {
+    const first = makeItems(2), second = makeItems(2);
+    const { model } = mount({ items: first, manual: true });
+    model.change("items", second);                                   // the page changed before the answer
+    expect(model.thumbRequests).toHaveLength(2);
+    model.emit("msg:custom", { type: "thumbs", keys: model.thumbRequests[0], missing: [] }, [thumb(), thumb()]);
+    model.change("items", first);
+    expect(pictures().every((src) => src.startsWith("blob:"))).toBe(true);
+    expect(model.thumbRequests).toHaveLength(2);
+  });
+
+  it("keys a request did not bring (missing, or its reply never came) are asked again with the next page", () => {
+    const items = makeItems(3);
+    const { model } = mount({ items, manual: true });
+    const [a, b, c] = model.thumbRequests[0];
+    model.emit("msg:custom", { type: "thumbs", keys: [a], missing: [b] }, [thumb()]);
+    model.emit("msg:custom", { type: "done", seq: null, request: 1 });      // c's bytes never came
+    expect(pictures()[0]).toMatch(/^blob:/);
+    press("ArrowRight");                                              // a re-render asks for nothing more
+    expect(model.thumbRequests).toHaveLength(1);
+    model.change("items", items.map((i) => ({ ...i })));              // the page is sent again
+    expect(model.thumbRequests[1]).toEqual([b, c]);
+  });
+
+  it("a request's done does not touch the message line", () => {
+    const { model } = mount({ items: makeItems(1), manual: true });
+    model.emit("msg:custom", { type: "done", seq: null, message: "5 items selected on the map" });
+    model.emit("msg:custom", { type: "done", seq: null, request: 1 });
+    expect(root.textContent).toContain("5 items selected on the map");
   });
 });
 

@@ -30,6 +30,8 @@ class Widget(anywidget.AnyWidget):
         kind = content.get("type")
         handler = getattr(self, f"_on_{kind}", None)
         reply = {"type": "done", "seq": content.get("seq")}
+        if "request" in content:   # a thumbnail request: the front end settles it by this id
+            reply["request"] = content["request"]
         if handler is None:
             reply["error"] = f"unknown action {kind!r}"
         else:
@@ -52,6 +54,8 @@ class Widget(anywidget.AnyWidget):
 class GridWidget(Widget):
     """A page of items with thumbnails; subclasses say which ids are shown (`_ids`) and what each carries."""
 
+    LISTED_MAX = 10_000   # thumbnail keys remembered from pages shown, newest kept
+
     classes = t.List(t.Unicode()).tag(sync=True)
     counts = t.Dict().tag(sync=True)
     items = t.List().tag(sync=True)
@@ -66,7 +70,7 @@ class GridWidget(Widget):
             raise ValueError(f"page_size must be at least 1, not {page_size}")
         self.ds = ds
         self._thumbs = ThumbCache(ds, thumb_size)
-        self._page_rows: dict[str, dict] = {}
+        self._listed: dict[str, dict] = {}    # sha256 -> item row, for every page this widget has listed
         self._refresh_pending = False
         super().__init__(page_size=page_size, **traits)
         self.refresh()
@@ -98,7 +102,7 @@ class GridWidget(Widget):
             page = last
             ids, total = self._page_ids(page * self.page_size, self.page_size)
         rows = self.ds.item_rows(ids)
-        self._page_rows = {row["sha256"]: row for row in rows}
+        self._remember(rows)
         items = []
         for row, extra in zip(rows, self._extra(rows)):
             items.append({"id": row["id"], "label": row["label"], "status": row["status"], "split": row["split"],
@@ -111,12 +115,23 @@ class GridWidget(Widget):
             self.page = page
             self.items = items
 
+    def _remember(self, rows: list[dict]) -> None:
+        for row in rows:
+            self._listed.pop(row["sha256"], None)
+            self._listed[row["sha256"]] = row
+        while len(self._listed) > self.LISTED_MAX:
+            del self._listed[next(iter(self._listed))]
+
     def _on_thumbs(self, content):
-        """JPEG bytes for thumbnail keys of the current page, as binary message buffers."""
-        rows = [self._page_rows[k] for k in content.get("keys", []) if k in self._page_rows]
+        """JPEG bytes for thumbnail keys, as binary message buffers. Any key this widget has listed is answered,
+        not only the current page's: the page may have changed since the front end asked (a request waits while
+        the kernel runs other cells). Keys it never listed come back as `missing`, so nothing waits for them."""
+        asked = list(dict.fromkeys(content.get("keys") or []))
+        rows = [self._listed[k] for k in asked if k in self._listed]
         found = self._thumbs.get(rows)
         keys = [r["sha256"] for r in rows]
-        self.send({"type": "thumbs", "keys": keys}, buffers=[found[k] for k in keys])
+        missing = [k for k in asked if k not in self._listed]
+        self.send({"type": "thumbs", "keys": keys, "missing": missing}, buffers=[found[k] for k in keys])
 
     # -- actions from the front end: each is in the store before `done` is sent; the front end shows it at once,
     # and the refreshed page (the authority) follows the reply ----------------------------------------------------

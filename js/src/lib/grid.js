@@ -4,7 +4,7 @@
 import { captureKeys, moveCursor, clickSelection, classKeys, matchClass, actionKey, labelHelp } from "./keys.js";
 
 // Thumbnails arrive once per content key (sha256) as binary message buffers, on request; items only name their key.
-// Blob URLs are shared by every grid on the page and the oldest are revoked past MAX_THUMBS.
+// Blob URLs are shared by every grid of this module and the oldest are revoked past MAX_THUMBS.
 const thumbs = new Map();   // key -> blob URL (insertion order = age)
 const MAX_THUMBS = 5000;
 
@@ -17,6 +17,27 @@ function storeThumb(key, view) {
     URL.revokeObjectURL(thumbs.get(oldest));
     thumbs.delete(oldest);
   }
+}
+
+/**
+ * A card's picture: an <img> born with its source when the key's bytes are here, else a grey placeholder that
+ * showThumbs swaps for one. Never an <img> whose source comes later: Chromium can leave such an image without a
+ * layout box when its source arrives while JupyterLab skips the off-screen cell (content-visibility), and the card
+ * then shows no picture at all, even once scrolled into view.
+ */
+function thumbSlot(item) {
+  const url = item.thumb ? thumbs.get(item.thumb) : undefined;
+  if (url) return thumbImage(url, `item ${item.id}`);
+  const slot = document.createElement("div");
+  slot.className = "nbml-thumb";
+  slot.setAttribute("role", "img");
+  slot.setAttribute("aria-label", `item ${item.id}`);
+  if (item.thumb) slot.dataset.thumb = item.thumb;
+  return slot;
+}
+
+function thumbImage(url, alt) {
+  return Object.assign(document.createElement("img"), { src: url, alt });
 }
 
 function pct(p) {
@@ -66,7 +87,10 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
   let chosen = null;
   let typed = "";   // type-ahead text (more than nine classes)
   const pending = new Map();   // seq -> time the key was pressed
-  const requested = new Set();  // thumbnail keys asked for and not yet received
+  // thumbnail keys asked for (key -> request id) and keys whose request ended without their bytes (asked again when
+  // the page is next sent), so no key waits forever whatever happens to a request or its reply
+  const requested = new Map(), unanswered = new Set();
+  let asked = 0;
   window.nbmlTimings = window.nbmlTimings || [];
 
   // A decision shows at once (optimistically); the page Python sends after its `done` reply replaces it.
@@ -188,14 +212,18 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
   model.on("msg:custom", (msg, buffers) => {
     if (msg.type === "thumbs") {
       (msg.keys || []).forEach((key, i) => { if (buffers && buffers[i]) storeThumb(key, buffers[i]); requested.delete(key); });
+      giveUp(msg.missing || []);
       return showThumbs();
     }
     if (msg.type !== "done") return;
+    if (msg.request !== undefined) {   // a thumbnail request is over: what it did not bring is not waited for
+      return giveUp([...requested].filter(([, id]) => id === msg.request).map(([key]) => key));
+    }
     const t0 = pending.get(msg.seq);
     pending.delete(msg.seq);
     if (t0 !== undefined) window.nbmlTimings.push(performance.now() - t0);
-    // every message gets a `done`: a silent one for a message that is not an action (a thumbnail request) keeps
-    // the line as it is, so "12 items selected..." stays up while the page's thumbnails arrive
+    // every message gets a `done`: a silent one for a message that is not an action keeps the line as it is, so
+    // "12 items selected..." stays up while the page's thumbnails arrive
     if (msg.seq == null && !msg.message && !msg.error) return;
     message.textContent = msg.error ? msg.error : (msg.message || "");
     message.className = msg.error ? "nbml-error" : "nbml-muted";
@@ -228,18 +256,25 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
     pager.append(prev, label, next);
   }
 
+  /** Put in every picture whose bytes are here; ask for the keys nobody has asked for yet. */
   function showThumbs() {
-    const missing = [];
-    for (const img of grid.querySelectorAll("img[data-thumb]")) {
-      const key = img.dataset.thumb;
-      if (thumbs.has(key)) {
-        if (img.getAttribute("src") !== thumbs.get(key)) img.src = thumbs.get(key);
-      } else if (!requested.has(key)) {
-        requested.add(key);
-        missing.push(key);
-      }
+    const missing = new Set();
+    for (const slot of grid.querySelectorAll(".nbml-thumb[data-thumb]")) {
+      const key = slot.dataset.thumb;
+      if (thumbs.has(key)) slot.replaceWith(thumbImage(thumbs.get(key), slot.getAttribute("aria-label")));
+      else if (!requested.has(key) && !unanswered.has(key)) missing.add(key);
     }
-    if (missing.length) model.send({ type: "thumbs", keys: missing });
+    if (!missing.size) return;
+    asked += 1;
+    for (const key of missing) requested.set(key, asked);
+    model.send({ type: "thumbs", keys: [...missing], request: asked });
+  }
+
+  function giveUp(keys) {
+    for (const key of keys) {
+      requested.delete(key);
+      unanswered.add(key);
+    }
   }
 
   function render() {
@@ -252,13 +287,7 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
       cell.className = "nbml-cell" + (i === cursor ? " cursor" : "") + (picked ? " selected" : "") +
         (item.status && item.status !== "ok" ? ` ${item.status}` : "");
       cell.dataset.id = item.id;
-      const img = document.createElement("img");
-      if (item.thumb) {
-        img.dataset.thumb = item.thumb;
-        if (thumbs.has(item.thumb)) img.src = thumbs.get(item.thumb);
-      }
-      img.alt = `item ${item.id}`;
-      cell.append(img);
+      cell.append(thumbSlot(item));
       for (const line of caption(item)) {
         const div = document.createElement("div");
         div.className = "nbml-cap";
@@ -285,7 +314,7 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
     showThumbs();
   }
 
-  model.on("change:items", () => { local = null; render(); });
+  model.on("change:items", () => { local = null; unanswered.clear(); render(); });
   model.on("change:classes", render);
   model.on("change:counts", renderBar);
   render();

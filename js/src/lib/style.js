@@ -14,7 +14,7 @@ export const CSS = `
 .nbml-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(112px, 1fr)); gap: 6px; }
 .nbml-cell { position: relative; border: 2px solid transparent; border-radius: 4px; padding: 2px;
   background: var(--jp-layout-color1, #fff); cursor: pointer; user-select: none; }
-.nbml-cell img { width: 100%; aspect-ratio: 1; object-fit: contain; background: #eee; display: block; }
+.nbml-cell img, .nbml-thumb { width: 100%; aspect-ratio: 1; object-fit: contain; background: #eee; display: block; }
 .nbml-cell.cursor { border-color: var(--jp-brand-color1, #1976d2); }
 .nbml-cell.selected { background: rgba(25,118,210,.15); }
 .nbml-cell.removed, .nbml-cell.unusable { opacity: .35; }
