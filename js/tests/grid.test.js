@@ -527,17 +527,17 @@ describe("thumbnails whatever happens to requests and replies", () => {
     expect(model.thumbRequests).toHaveLength(2);
   });
 
-  it("keys a request did not bring (missing, or its reply never came) are asked again with the next page", () => {
-    const items = makeItems(3);
+  it("keys a request did not bring (missing, no bytes, or no reply) are asked again with the next page", () => {
+    const items = makeItems(4);
     const { model } = mount({ items, manual: true });
-    const [a, b, c] = model.thumbRequests[0];
-    model.emit("msg:custom", { type: "thumbs", keys: [a], missing: [b] }, [thumb()]);
-    model.emit("msg:custom", { type: "done", seq: null, request: 1 });      // c's bytes never came
-    expect(pictures()[0]).toMatch(/^blob:/);
+    const [a, b, c, d] = model.thumbRequests[0];
+    model.emit("msg:custom", { type: "thumbs", keys: [a, c], missing: [b] }, [thumb()]);   // c came without bytes
+    model.emit("msg:custom", { type: "done", seq: null, request: 1 });      // d's reply never came
+    expect(pictures()).toEqual([expect.stringMatching(/^blob:/), "wait", "wait", "wait"]);
     press("ArrowRight");                                              // a re-render asks for nothing more
     expect(model.thumbRequests).toHaveLength(1);
     model.change("items", items.map((i) => ({ ...i })));              // the page is sent again
-    expect(model.thumbRequests[1]).toEqual([b, c]);
+    expect(model.thumbRequests[1]).toEqual([b, c, d]);
   });
 
   it("a request's done does not touch the message line", () => {

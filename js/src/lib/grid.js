@@ -211,8 +211,10 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
 
   model.on("msg:custom", (msg, buffers) => {
     if (msg.type === "thumbs") {
-      (msg.keys || []).forEach((key, i) => { if (buffers && buffers[i]) storeThumb(key, buffers[i]); requested.delete(key); });
-      giveUp(msg.missing || []);
+      const keys = msg.keys || [], came = keys.filter((_, i) => buffers && buffers[i]);
+      keys.forEach((key, i) => { if (buffers && buffers[i]) storeThumb(key, buffers[i]); });
+      came.forEach((key) => requested.delete(key));
+      giveUp([...keys.filter((key) => !came.includes(key)), ...(msg.missing || [])]);
       return showThumbs();
     }
     if (msg.type !== "done") return;
@@ -244,7 +246,8 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
       return chip;
     }));
     typing.textContent = typed ? `${typed}▏ ${pick >= 0 ? `Enter labels ${names[pick]}` : "no class starts so"}` : "";
-    helpLine.textContent = help ? help((name) => (["label", "relabel"].includes(name) ? labelHelp(names, name) : actionKey(name, names))) : "";
+    const key = (name) => (["label", "relabel"].includes(name) ? labelHelp(names, name) : actionKey(name, names));
+    helpLine.textContent = help ? help(key) : "";
     const page = model.get("page"), pages = Math.max(1, Math.ceil((model.get("n_total") || 0) / model.get("page_size")));
     pager.innerHTML = "";
     const prev = Object.assign(document.createElement("button"), { textContent: "‹", disabled: page <= 0 });
