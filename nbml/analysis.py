@@ -580,21 +580,27 @@ class DataStats:
         return "\n".join(lines)
 
     @property
-    def chart(self):
-        """Stacked bars: labelled items per class by split, and the unlabelled items (drawn by nbml's bundled
-        Vega-Lite, offline; `.chart.spec` is the spec)."""
+    def spec(self) -> dict:
+        """The Vega-Lite spec of `chart`, data inline: stacked bars of labelled items per class by split, and the
+        unlabelled items."""
         import altair as alt
 
-        from .widgets.chart import Chart
+        from .widgets.chart import inline_spec
         long = self.counts[["train", "valid", "test", "unassigned"]].reset_index().melt(
             id_vars="class", var_name="split", value_name="items")
         extra = pd.DataFrame({"class": ["(unlabelled)"], "split": ["unlabelled"], "items": [self.unlabelled]})
         data = pd.concat([long, extra], ignore_index=True)
         order = list(self.counts.index) + ["(unlabelled)"]
-        return Chart(alt.Chart(data).mark_bar().encode(
+        return inline_spec(alt.Chart(data).mark_bar().encode(
             y=alt.Y("class:N", sort=order, title=None), x=alt.X("sum(items):Q", title="items"),
             color=alt.Color("split:N", sort=["train", "valid", "test", "unassigned", "unlabelled"]),
             tooltip=["class", "split", "items"]).properties(title="items per class and split", width=400))
+
+    @property
+    def chart(self):
+        """`spec` as a chart widget drawn by nbml's bundled Vega-Lite, offline (`.chart.spec` is the spec)."""
+        from .widgets.chart import Chart
+        return Chart(self.spec)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         bundle = self.chart._repr_mimebundle_(include=include, exclude=exclude)

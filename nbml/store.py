@@ -645,7 +645,8 @@ class Dataset:
     # -- widgets ----------------------------------------------------------------------------------------------
     def label(self, model=None, *, filter: str = "unlabelled", queue: str | None = None, strategy: str = "margin",
               page_size: int = 48, low_confidence: float = 0.6, rerank_every: int = 10):
-        """A keyboard labelling grid: 1-9 label, arrows move, Enter accepts the model's suggestion, Backspace or
+        """A keyboard labelling grid: a class's key labels (its name when every class is one character, else 1-9
+        in order and type-ahead past nine; each chip shows its key), arrows move, Enter accepts the model's suggestion, Backspace or
         Ctrl+Z undoes, X marks unusable, shift-click selects. Filters: 'unlabelled', 'all', 'label:NAME',
         'predicted:NAME', 'low_confidence' (the last two need `model`). `queue="suggest"` works through
         `ds.suggest(model, strategy=...)` instead, ranked again every `rerank_every` labels in the background."""

@@ -4,12 +4,11 @@ its marks are drawn and nothing tried to leave the machine (altair's own rendere
 Needs /usr/bin/chromium (`apt-get install chromium`, as .ci/run does); skipped with that reason otherwise.
 """
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 from conftest import make_images
-from lab import Lab, chromium_available, launch
+from lab import Lab, block_outside, chromium_available, launch
 from test_charts import log_predictions
 
 pytestmark = pytest.mark.skipif(not chromium_available(), reason="needs Debian's chromium (apt-get install chromium)")
@@ -31,22 +30,13 @@ def folder(tmp_path):
     return tmp_path
 
 
-def keep_on_loopback(route, outside: list) -> None:
-    url = route.request.url
-    if url.startswith(("blob:", "data:")) or urlsplit(url).hostname == "127.0.0.1":
-        route.continue_()
-    else:
-        outside.append(url)
-        route.abort()
-
-
 def test_every_chart_draws_with_the_network_blocked(folder):
     from playwright.sync_api import sync_playwright
-    outside, errors = [], []
+    errors = []
     with Lab(folder) as lab, sync_playwright() as p:
         browser = launch(p)
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        context.route("**/*", lambda route: keep_on_loopback(route, outside))
+        outside = block_outside(context)
         page = context.new_page()
         page.on("pageerror", lambda e: errors.append(str(e)))
         lab.write_notebook("charts.ipynb", [cell for cell, _ in CHARTS])

@@ -99,3 +99,20 @@ def test_widget_specs_stay_inline_whatever_altair_is_set_to(tmp_path, monkeypatc
         assert [s for s in strings(spec) if "://" in s or s == "url"] == []
     assert {"valid_loss", "accuracy"} <= {r["metric"] for r in rows(specs[1])}
     assert list(tmp_path.iterdir()) == []
+
+
+def test_grid_widget_specs_stay_inline(ds, tmp_path, monkeypatch):
+    """The confusion matrix, the explorer's map and its class counts: rows inline with altair set to write files."""
+    import numpy as np
+    from nbml.widgets.confusion import confusion_spec
+    from nbml.widgets.explore import map_spec
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    confusion = pd.DataFrame([[3, 1], [0, 4]], index=["a", "b"], columns=["a", "b"])
+    points = pd.DataFrame({"id": [1, 2], "x": [0.0, 1.0], "y": [1.0, 0.0], "label": ["a", np.nan], "split": ["", ""]})
+    with alt.data_transformers.enable("json"):
+        specs = [confusion_spec(confusion, False), map_spec(points, "map"), ds.stats().spec]
+    for spec in specs:
+        assert [s for s in strings(spec) if "://" in s or s == "url"] == []
+    assert list(work.iterdir()) == []

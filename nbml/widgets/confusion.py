@@ -4,6 +4,7 @@ from __future__ import annotations
 import traitlets as t
 
 from ._base import bundle
+from .chart import inline_spec
 from ._review import ReviewWidget, scores_from_losses
 
 
@@ -24,7 +25,7 @@ def confusion_spec(confusion, normalize: bool) -> dict:
         alt.Text(f"{value}:Q", format=".0%" if normalize else "d"),
         color=alt.condition(f"datum.{value} > {long[value].max() / 2}", alt.value("white"), alt.value("black")))
     size = max(160, min(28 * len(order), 480))
-    return (heat + text).properties(width=size, height=size).to_dict()
+    return inline_spec((heat + text).properties(width=size, height=size))
 
 
 class ConfusionWidget(ReviewWidget):

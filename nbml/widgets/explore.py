@@ -9,6 +9,7 @@ import importlib.util
 import traitlets as t
 
 from ._base import GridWidget, bundle
+from .chart import inline_spec
 
 MODES = {"selection": "map selection", "similar": "similar to the clicked item", "duplicates": "duplicates",
          "issues": "likely wrong labels"}
@@ -35,10 +36,10 @@ def map_spec(points, title: str) -> dict:
     values = [{"id": int(p.id), "x": float(p.x), "y": float(p.y), "label": p.label if isinstance(p.label, str)
                else "(unlabelled)", "split": p.split if isinstance(p.split, str) else ""}
               for p in points.itertuples(index=False)]
-    return alt.Chart(alt.InlineData(values=values)).mark_circle(size=28, opacity=0.75, cursor="pointer").encode(
+    return inline_spec(alt.Chart(alt.InlineData(values=values)).mark_circle(size=28, opacity=0.75, cursor="pointer").encode(
         alt.X("x:Q", axis=None), alt.Y("y:Q", axis=None), alt.Color("label:N", title="label"),
         tooltip=["id:Q", "label:N", "split:N"]).add_params(brush).properties(
-        width=420, height=320, title=title).to_dict()
+        width=420, height=320, title=title))
 
 
 class ExploreWidget(GridWidget):
@@ -66,7 +67,7 @@ class ExploreWidget(GridWidget):
         self.spec = map_spec(self._points, f"{len(self._points)} items, {self._points.attrs['projection']} of "
                                            f"{source} embeddings")
         self.points = [{"id": int(p.id), "x": float(p.x), "y": float(p.y)} for p in self._points.itertuples()]
-        self.classes_spec = stats(ds).chart.to_dict()
+        self.classes_spec = stats(ds).spec
         self.observe(lambda _: self._mode_set(), "mode")
 
     def _mode_set(self):
