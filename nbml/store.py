@@ -590,8 +590,9 @@ class Dataset:
     def label_issues(self, model=None, **kw) -> pd.DataFrame:
         """Labelled items whose label is likely wrong, most likely first: `id`, `label`, `suggested`, `score`.
 
-        Out-of-sample probabilities (a cross-validated head on the embeddings, or `model` on items it did not
-        train on) and confident learning (cleanlab); see nbml.analysis.label_issues.
+        Every labelled item, those `model` trained on included: out-of-sample probabilities from cross-validated
+        heads on the embeddings and on pixel thumbnails, and confident learning (cleanlab); see
+        nbml.analysis.label_issues.
         """
         from .analysis import label_issues
         return label_issues(self, model, **kw)
