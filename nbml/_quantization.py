@@ -12,10 +12,8 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-__all__ = ["quantize_checked", "describe", "CALIBRATION_ITEMS", "MAX_ACCURACY_DROP"]
+__all__ = ["quantize_checked", "describe"]
 
-CALIBRATION_ITEMS = 256      # training images that set the activation ranges: more adds time, not accuracy
-MAX_ACCURACY_DROP = 0.5      # accuracy points int8 may lose on the validation items against float32
 METHOD = ("ONNX Runtime static quantisation: QDQ, int8 weights per channel (7-bit range: no overflow on CPUs "
           "without VNNI), uint8 activations, min-max calibration")
 
@@ -84,9 +82,8 @@ def _quantize(src: Path, dst: Path, calibration: _Batches) -> None:
                         reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
-def quantize_checked(model, float_onnx: Path, int8_onnx: Path, input_name: str, *,
-                     calibration_items: int = CALIBRATION_ITEMS, max_accuracy_drop: float = MAX_ACCURACY_DROP,
-                     seed: int = 0) -> dict:
+def quantize_checked(model, float_onnx: Path, int8_onnx: Path, input_name: str, *, calibration_items: int,
+                     max_accuracy_drop: float, seed: int = 0) -> dict:
     """Write `int8_onnx` from `float_onnx` and compare both on the validation items; the record says whether the
     int8 graph is to be kept. Nothing is kept when there is no project, no training image or no validation item."""
     record = {"requested": "int8", "kept": False, "method": METHOD, "max_accuracy_drop_points": max_accuracy_drop}

@@ -291,6 +291,8 @@ def model_card(config: dict) -> str:
 
 
 QUANTIZE = (None, "int8")
+CALIBRATION_ITEMS = 256      # training images that set int8's activation ranges (calibration time grows with it)
+MAX_ACCURACY_DROP = 0.5      # accuracy points int8 may lose against float32 on the validation items
 
 
 def _int8_in_place(model, onnx_tmp: Path, **kw) -> dict:
@@ -315,8 +317,8 @@ def _report_quantization(record: dict, quiet: bool) -> None:
 
 
 def export(model, path: str | os.PathLike, *, name: str | None = None, opset: int = 18, atol: float = 1e-4,
-           quantize: str | None = None, calibration_items: int = 256, max_accuracy_drop: float = 0.5,
-           quiet: bool = False) -> Path:
+           quantize: str | None = None, calibration_items: int = CALIBRATION_ITEMS,
+           max_accuracy_drop: float = MAX_ACCURACY_DROP, quiet: bool = False) -> Path:
     """Write the model as a self-contained artifact folder (see the module docstring); returns the folder.
 
     `name` is the name the server answers to (`/v2/models/{name}`); by default the folder's name.

@@ -245,8 +245,9 @@ class Model:
         from .export import export
         return export(self, path, quantize=quantize, **kw)
 
-    def serve(self, path: str | os.PathLike | None = None, **kw):
-        """Export (to `path`, or beside the project) and serve this model in the background; see `nbml.serve`."""
+    def serve(self, path: str | os.PathLike | None = None, *, quantize: str | None = None, **kw):
+        """Export (to `path`, or beside the project; `quantize="int8"` as in `export`) and serve this model in the
+        background; see `nbml.serve`."""
         from .serving import serve
         if path is None:
             name = self.config.get("name") or f"model-run{self.run_id}"
@@ -255,7 +256,7 @@ class Model:
             else:
                 import tempfile
                 path = Path(tempfile.mkdtemp(prefix="nbml-")) / name
-        return serve(self.export(path), dataset=kw.pop("dataset", self.dataset), **kw)
+        return serve(self.export(path, quantize=quantize), dataset=kw.pop("dataset", self.dataset), **kw)
 
 
 def load(path: str | os.PathLike, dataset=None, *, trust: bool = False, device=None):
