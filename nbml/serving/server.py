@@ -86,7 +86,7 @@ def _bind(host: str, port: int | None) -> socket.socket:
 
 def _uvicorn_server(service: Service, timeout_graceful_shutdown: float = 5.0):
     import uvicorn
-    config = uvicorn.Config(build_app(service), lifespan="on", log_level="warning", log_config=None,
+    config = uvicorn.Config(build_app(service), lifespan="on", ws="none", log_level="warning", log_config=None,
                             access_log=False,
                             timeout_graceful_shutdown=timeout_graceful_shutdown, timeout_keep_alive=30,
                             server_header=False, proxy_headers=False)   # nothing reads the client address
