@@ -298,14 +298,16 @@ def start_nbml(python: str, folder: str, port: int, env: dict, cwd: str) -> tupl
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"nbml serve {folder} exited with {proc.returncode}")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
             conn.request("GET", "/v2/health/ready")
             if conn.getresponse().status == 200:
                 return proc, {"ready_s": time.perf_counter() - t0, "cpu_s": cpu_seconds(proc.pid),
                               "rss_ready": resident_mib(proc.pid)["VmRSS"]}
         except OSError:
             pass
+        finally:
+            conn.close()
         time.sleep(0.01)
     raise TimeoutError(f"nbml serve {folder} was not ready in 120 s")
 
