@@ -10,8 +10,8 @@ __version__ = "0.1.0"
 
 # public name -> (module that defines it, attribute; None for the module itself)
 _EXPORTS = {
-    "Dataset": ("nbml.store", "Dataset"),
-    "IngestReport": ("nbml.ingest", "IngestReport"),
+    "Dataset": ("nbml.dataset", "Dataset"),
+    "IngestReport": ("nbml._report", "IngestReport"),
     "ImageError": ("nbml._imaging", "ImageError"),
     "train": ("nbml.training", "train"),
     "TrainingHandle": ("nbml.training", "TrainingHandle"),

@@ -148,9 +148,9 @@ def train_head(ds, arch: str = "resnet18", epochs=None, size=None, bs=None, lr=N
     trained model; never a random one), so the model predicts from images. `epochs`, `lr`, `freeze_epochs` and
     `augment` have no meaning here (L-BFGS fits the head to convergence) and are ignored with a warning.
     """
-    from .store import Dataset
+    from .store import Store
     from .training import TrainingHandle
-    if not isinstance(ds, Dataset):
+    if not isinstance(ds, Store):
         raise TypeError(f"train() takes an nbml.Dataset, not {type(ds).__name__}")
     ignored = [name for name, value, default in (("epochs", epochs, None), ("lr", lr, None),
                                                  ("freeze_epochs", freeze_epochs, None), ("augment", augment, "auto"))

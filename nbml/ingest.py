@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from ._report import IngestReport, Progress  # noqa: F401  (re-exported)
 from ._imaging import IMAGE_EXTENSIONS, ImageError, check, read_file
 
 __all__ = ["IngestReport", "Candidate", "find_candidates", "inspect_files"]
@@ -29,23 +30,6 @@ class Candidate:
     mtime: float | None = None
     width: int | None = None
     height: int | None = None
-
-
-@dataclass
-class IngestReport:
-    """What `add_images` / `add_dataframe` did: ids added, duplicates found, files skipped with a reason each."""
-    added: list[int] = field(default_factory=list)
-    duplicates: list[tuple[str, int]] = field(default_factory=list)   # (path, id of the item it duplicates)
-    skipped: list[tuple[str, str]] = field(default_factory=list)      # (path, reason)
-
-    def summary(self) -> str:
-        lines = [f"added {len(self.added)}, duplicates {len(self.duplicates)}, skipped {len(self.skipped)}"]
-        for reason, n in Counter(r for _, r in self.skipped).most_common():
-            lines.append(f"  skipped {n}: {reason}")
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        return f"IngestReport({self.summary()})"
 
 
 def display_path(path: str) -> str:

@@ -11,6 +11,7 @@ import os
 import time
 import zlib
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -19,16 +20,14 @@ from sqlalchemy import Integer, Text, cast, create_engine, func, insert, select,
 
 from . import _schema as S
 from ._sqlite import sqlite_engine as _sqlite_engine
-from ._imaging import DEFAULT_MAX_PIXELS
-from .embeddings import EmbeddingCache
-from .ingest import Candidate, IngestReport, display_path, find_candidates, inspect_files
+from ._report import IngestReport
 
-__all__ = ["Dataset", "LABEL_SOURCES", "SPLITS"]
+__all__ = ["Store", "NewItem", "KindMismatchError", "LABEL_SOURCES", "SPLITS"]
 
 LABEL_SOURCES = ("human", "import", "model")
 SPLITS = ("train", "valid", "test")
 _ITEM_COLUMNS = ("id", "kind", "path", "label", "split", "label_source", "status", "sha256", "width", "height",
-                 "added_at", "label_time")
+                 "added_at", "label_time", "content")
 # Counters in `meta`, bumped in the same transaction as the change they count, so a reader (this process or
 # another) can tell in one indexed read whether what it loaded is still current (see nbml.embeddings.EmbeddingCache).
 # Label changes need none: each one adds a row to `labels`, whose newest id says the same.
@@ -57,14 +56,26 @@ def _frame(rows, columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(list(map(tuple, rows)), columns=columns)
 
 
-class Dataset:
-    """An nbml project: `Dataset("pets.nbml")` opens the file, or creates it.
+class KindMismatchError(TypeError):
+    """An item of one kind added to a project that holds another (a project holds one kind of item)."""
 
-    `max_pixels` is the decompression-bomb limit applied to every image read for this project.
-    """
 
-    def __init__(self, path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS):
-        self.max_pixels = int(max_pixels)
+@dataclass
+class NewItem:
+    """One item to insert, as a kind's ingest hands it over: the content hash that finds duplicates, how the
+    report names it, its label and split, and the kind's own columns of `items` (path, content, width, ...)."""
+    sha256: str
+    shown: str
+    label: str | None = None
+    split: str | None = None
+    columns: dict = field(default_factory=dict)
+
+
+class Store:
+    """The bottom of the house: one project's items, labels, history, splits, runs and logs, in SQLite (a file)
+    or at a database URL. It knows nothing of models, analysis or screens: `nbml.Dataset` adds those on top."""
+
+    def __init__(self, path: str | os.PathLike):
         text = os.fspath(path)
         if "://" in text:
             self.path = None
@@ -81,7 +92,7 @@ class Dataset:
             self._reader = _sqlite_engine(self.path, immediate=False)
             self.home = self.path.with_name(self.path.name + ".d")
         self._init_schema()
-        self._embedding_cache = EmbeddingCache(self)   # loaded embeddings, reused while current (see embed)
+        self._on_close: list = []    # callables run by close() (caches layered on top of the store)
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _init_schema(self) -> None:
@@ -104,7 +115,8 @@ class Dataset:
             yield c
 
     def close(self) -> None:
-        self._embedding_cache.clear()
+        for fn in self._on_close:
+            fn()
         self._writer.dispose()
         self._reader.dispose()
 
@@ -232,72 +244,64 @@ class Dataset:
         counts.update({k: n for k, n in rows})
         return counts
 
-    # -- adding items ---------------------------------------------------------------------------------------
-    def add_images(self, folder_or_paths, label_from="folder", *, progress: bool | None = None) -> IngestReport:
-        """Add image files: a folder of class folders (ImageNet style), a flat folder, a file, or a list of them.
+    # -- adding items (a kind's ingest produces NewItems; see nbml.kinds) ----------------------------------------
+    @property
+    def kind(self) -> str | None:
+        """The kind of item this project holds ('image', 'text', ...), or None while it is empty."""
+        with self._read() as c:
+            kind = c.execute(select(S.meta.c.value).where(S.meta.c.key == "kind")).scalar()
+            if kind is None:   # projects from before the key: their items say
+                kind = c.execute(select(S.items.c.kind).limit(1)).scalar()
+        return kind
 
-        Every readable image is added even when others are bad; the report lists added ids, duplicates (same
-        content as an item already here) and skipped files with one reason each.
-        """
-        return self._ingest(find_candidates(folder_or_paths, label_from), progress=progress)
+    def _claim_kind(self, c, kind: str) -> None:
+        held = c.execute(select(S.meta.c.value).where(S.meta.c.key == "kind")).scalar()
+        if held is None:
+            held = c.execute(select(S.items.c.kind).limit(1)).scalar()
+            c.execute(insert(S.meta).values(key="kind", value=held or kind))
+        if held not in (None, kind):
+            raise KindMismatchError(f"this project holds {held} items and a project holds one kind of item; "
+                                    f"put the {kind} items in a project of their own (nbml.Dataset('other.nbml'))")
 
-    def add_dataframe(self, df: pd.DataFrame, path_col: str = "path", label_col: str | None = "label",
-                      split_col: str | None = None, *, progress: bool | None = None) -> IngestReport:
-        """Add the images a DataFrame lists (one path per row, optional label and split columns)."""
-        for col in (path_col, label_col, split_col):
-            if col is not None and col not in df.columns:
-                raise KeyError(f"column {col!r} is not in the DataFrame (columns: {list(df.columns)})")
-        splits = {}
-        cands = []
-        for _, row in df.iterrows():
-            label = row[label_col] if label_col else None
-            label = None if label is None or (isinstance(label, float) and label != label) else str(label)
-            cands.append(Candidate(os.path.abspath(os.fspath(row[path_col])), label=label))
-            if split_col and isinstance(row[split_col], str):
-                if row[split_col] not in SPLITS:
-                    raise ValueError(f"split must be one of {SPLITS}, found {row[split_col]!r}")
-                splits[cands[-1].path] = row[split_col]
-        return self._ingest(iter(cands), splits=splits, progress=progress)
-
-    def _ingest(self, candidates, splits: dict | None = None, progress=None, chunk: int = 512) -> IngestReport:
-        report = IngestReport()
-        pbar = _Progress("ingest", enabled=progress)
-        batch: list[Candidate] = []
-        for cand in inspect_files(candidates, self.max_pixels, progress=pbar.update):
-            if cand.problem:
-                report.skipped.append((display_path(cand.path), cand.problem))
-                continue
-            batch.append(cand)
+    def insert_items(self, kind: str, items: Iterable[NewItem], report: IngestReport | None = None,
+                     chunk: int = 512, origin: str = "import") -> IngestReport:
+        """Insert items of one kind, `chunk` per transaction; content already in the project (same sha256) is
+        reported as a duplicate, not added twice. Returns the report (ids added, duplicates)."""
+        report = IngestReport() if report is None else report
+        batch: list[NewItem] = []
+        for item in items:
+            batch.append(item)
             if len(batch) >= chunk:
-                self._insert(batch, report, splits or {})
+                self._insert(kind, batch, report, origin)
                 batch = []
         if batch:
-            self._insert(batch, report, splits or {})
-        pbar.close(report.summary())
+            self._insert(kind, batch, report, origin)
         return report
 
-    def _insert(self, batch: list[Candidate], report: IngestReport, splits: dict) -> None:
+    def _insert(self, kind: str, batch: list[NewItem], report: IngestReport, origin: str) -> None:
+        for b in batch:
+            if b.split is not None and b.split not in SPLITS:
+                raise ValueError(f"split must be one of {SPLITS}, found {b.split!r}")
         with self._write() as c:
+            self._claim_kind(c, kind)
             known = dict(c.execute(select(S.items.c.sha256, S.items.c.id)
                                    .where(S.items.c.sha256.in_({b.sha256 for b in batch}))).all())
             self._ensure_classes(c, [b.label for b in batch if b.label], record=False)
             now = _now()
             rows, fresh, batch_dups = [], {}, []
             for b in batch:
-                shown = display_path(b.path)
                 if b.sha256 in known:
-                    report.duplicates.append((shown, known[b.sha256]))
+                    report.duplicates.append((b.shown, known[b.sha256]))
                     continue
                 if b.sha256 in fresh:             # same content twice in this batch: resolved after insert
-                    batch_dups.append((shown, b.sha256))
+                    batch_dups.append((b.shown, b.sha256))
                     continue
                 fresh[b.sha256] = b
-                rows.append(dict(    # the exact bytes are kept only for names that are not valid UTF-8
-                    kind="image", path=shown, path_raw=os.fsencode(b.path) if shown != b.path else None,
-                    content=None, sha256=b.sha256, size_bytes=b.size_bytes, mtime=b.mtime, width=b.width,
-                    height=b.height, status="ok", split=splits.get(b.path), label=b.label,
-                    label_source="import" if b.label else None, label_time=now if b.label else None,
-                    added_at=now, origin="import"))
+                rows.append(dict(kind=kind, sha256=b.sha256, status="ok", split=b.split, label=b.label,
+                                 label_source="import" if b.label else None, label_time=now if b.label else None,
+                                 added_at=now, origin=origin, **{"path": None, "path_raw": None, "content": None,
+                                                                 "size_bytes": None, "mtime": None, "width": None,
+                                                                 "height": None, **b.columns}))
             if not rows:
                 return
             c.execute(insert(S.items), rows)     # one executemany for the whole batch
@@ -461,12 +465,12 @@ class Dataset:
 
     def training_items(self, splits: Sequence[str] = ("train", "valid")) -> pd.DataFrame:
         """Usable labelled items in the given splits, with the columns training needs."""
-        cols = [S.items.c[n] for n in ("id", "path", "path_raw", "sha256", "size_bytes", "mtime", "label", "split")]
+        names = ["id", "path", "path_raw", "content", "sha256", "size_bytes", "mtime", "label", "split"]
         with self._read() as c:
-            rows = c.execute(select(*cols).where(S.items.c.status == "ok", S.items.c.label.is_not(None),
-                                                 S.items.c.split.in_(list(splits))).order_by(S.items.c.id)).all()
-        return _frame(rows, ["id", "path", "path_raw", "sha256", "size_bytes", "mtime", "label",
-                                           "split"])
+            rows = c.execute(select(*[S.items.c[n] for n in names]).where(
+                S.items.c.status == "ok", S.items.c.label.is_not(None),
+                S.items.c.split.in_(list(splits))).order_by(S.items.c.id)).all()
+        return _frame(rows, names)
 
     def snapshot(self, frame: pd.DataFrame) -> str:
         """Record the labelled data a run saw; returns its id (a hash of ids, contents, labels and splits)."""
@@ -529,80 +533,6 @@ class Dataset:
             return [tuple(r) for r in c.execute(select(S.runs.c.id, S.runs.c.model_path)
                                                 .where(S.runs.c.model_path.is_not(None)).order_by(S.runs.c.id))]
 
-    def load_run(self, run_id: int | None = None):
-        """The model a run saved (the latest completed run when no id is given)."""
-        frame = self.runs()
-        done = frame[frame["model_path"].notna()] if not frame.empty else frame
-        if done.empty:
-            raise LookupError("no saved model in this project yet; train one with nbml.train(ds)")
-        row = done.iloc[-1] if run_id is None else done[done["id"] == run_id]
-        if isinstance(row, pd.DataFrame):
-            if row.empty:
-                raise LookupError(f"run {run_id} has no saved model (runs with one: {done['id'].tolist()})")
-            row = row.iloc[0]
-        from .model import load
-        return load(row["model_path"], dataset=self)
-
-    # -- the data-centric loop: embeddings and what they show (nbml.embeddings, nbml.analysis) ---------------------
-    def embed(self, backbone=None, **kw):
-        """Embeddings of the usable items, computed only where the store has none (float16 beside the project file).
-
-        Backbone: pretrained `arch` (resnet18) when its weights can be had, else the body of the latest trained
-        model, never a random one; or pass a Model, a run id, 'latest', a timm name, or `weights='file'`.
-        Returns `Embeddings` (`.ids`, `.vectors`, `.model_id`, `.source`, `.pca()`); see nbml.embeddings.embed.
-        The loaded embeddings are kept (per backbone) and reused while the project's items and embeddings are
-        unchanged, with labels and splits read afresh, so `similar`, `suggest` and the rest need not reload them;
-        `ids=` loads those items only, every time.
-        """
-        from .embeddings import embed
-        if kw.get("ids") is not None:
-            return embed(self, backbone, **kw)
-        return self._embedding_cache.get(backbone, **kw)
-
-    def suggest(self, model=None, n: int = 20, strategy: str = "margin", **kw) -> pd.DataFrame:
-        """Unlabelled items to label next, most useful first: `id`, `score`, `predicted`, `confidence`, `path`.
-
-        strategy: 'margin', 'entropy', 'least_confident', 'random' or 'diverse' (uncertain and spread out in
-        embedding space). Without a model, a head fitted on the embeddings scores them; see nbml.analysis.suggest.
-        """
-        from .analysis import suggest
-        return suggest(self, model, n=n, strategy=strategy, **kw)
-
-    def similar(self, item_or_image, k: int = 20, **kw) -> pd.DataFrame:
-        """The `k` items most like an item id, a list of ids (their mean), an image path, bytes or Pillow image:
-        `id`, `similarity`, `label`, `split`, `path`. `labelled=False` searches the unlabelled items only.
-        The embeddings are loaded on the first call and reused while current (see `embed`)."""
-        from .analysis import similar
-        return similar(self, item_or_image, k=k, **kw)
-
-    def duplicates(self, threshold: float | None = None, **kw) -> pd.DataFrame:
-        """Pairs of items that are the same picture: exact (same content or pixels) and near (16x16 thumbnails that
-        correlate >= pixel_threshold, or, with a pretrained backbone, embeddings with cosine similarity >=
-        threshold), flagging pairs that cross the train/valid/test split (`leak`); see nbml.analysis.duplicates."""
-        from .analysis import duplicates
-        return duplicates(self, threshold=threshold, **kw)
-
-    def outliers(self, n: int | None = None, **kw) -> pd.DataFrame:
-        """Items far from everything else in embedding space, most isolated first: `id`, `score`, ..."""
-        from .analysis import outliers
-        return outliers(self, n=n, **kw)
-
-    def label_issues(self, model=None, **kw) -> pd.DataFrame:
-        """Labelled items whose label is likely wrong, most likely first: `id`, `label`, `suggested`, `score`.
-
-        Every labelled item, those `model` trained on included: out-of-sample probabilities from cross-validated
-        heads on the embeddings and on pixel thumbnails, and confident learning (cleanlab); see
-        nbml.analysis.label_issues.
-        """
-        from .analysis import label_issues
-        return label_issues(self, model, **kw)
-
-    def stats(self):
-        """Counts per class and split, labelled against unlabelled, warnings for classes too small to learn, and
-        a chart drawn by nbml's bundled Vega-Lite, offline (`.chart`; its spec is `.chart.spec`)."""
-        from .analysis import stats
-        return stats(self)
-
     def _embedding_rows(self, model_id: str) -> dict[str, int]:
         with self._read() as c:
             return dict(c.execute(select(S.embeddings.c.sha256, S.embeddings.c.row)
@@ -643,33 +573,6 @@ class Dataset:
                 c.execute(insert(S.embeddings), [{"model_id": model_id, "sha256": k, "row": v}
                                                  for k, v in rows.items()])
 
-    # -- widgets ----------------------------------------------------------------------------------------------
-    def label(self, model=None, *, filter: str = "unlabelled", queue: str | None = None, strategy: str = "margin",
-              page_size: int = 48, low_confidence: float = 0.6, rerank_every: int = 10):
-        """A keyboard labelling grid: a class's key labels (its name when every class is one character, else 1-9
-        in order and type-ahead past nine; each chip shows its key), arrows move, Enter accepts the model's suggestion, Backspace or
-        Ctrl+Z undoes, X marks unusable, shift-click selects. Filters: 'unlabelled', 'all', 'label:NAME',
-        'predicted:NAME', 'low_confidence' (the last two need `model`). `queue="suggest"` works through
-        `ds.suggest(model, strategy=...)` instead, ranked again every `rerank_every` labels in the background."""
-        from .widgets.label import LabelWidget
-        if queue not in (None, "suggest"):
-            raise ValueError(f"queue must be 'suggest' or None, not {queue!r}")
-        return LabelWidget(self, model, filter="queue" if queue else filter, page_size=page_size,
-                           low_confidence=low_confidence, strategy=strategy, rerank_every=rerank_every)
-
-    def explore(self, backbone=None, *, projection: str = "auto"):
-        """The data at a glance: a 2-D map of the embeddings (UMAP when installed, else PCA) coloured by label,
-        where a free-hand lasso (or a box: a toggle above the map) selects items to label in bulk with the grid's
-        keys and a click lists an item's neighbours; the class-frequency chart; and the duplicate and
-        likely-wrong-label lists, fixable with the grid's keys."""
-        from .widgets.explore import ExploreWidget
-        return ExploreWidget(self, backbone, projection=projection)
-
-    def compare_runs(self):
-        """Every training run's curves overlaid, with a table of parameters and final metrics."""
-        from .widgets.runs import RunsWidget
-        return RunsWidget(self)
-
     # -- decoded-image cache index (nbml.data) ----------------------------------------------------------------
     def _cache_rows(self, size: int) -> dict[str, int]:
         with self._read() as c:
@@ -680,34 +583,3 @@ class Dataset:
         if rows:
             with self._write() as c:
                 c.execute(insert(S.image_cache), [{"size": size, "sha256": k, "row": v} for k, v in rows.items()])
-
-    # -- the serving loop -------------------------------------------------------------------------------------------
-    def add_from_log(self, max_confidence: float = 0.6, limit: int | None = None, source=None,
-                     model: str | None = None) -> IngestReport:
-        """Add the served inputs the model was least sure of (confidence <= max_confidence, lowest first) as
-        unlabelled items, from this project's prediction log or `source` (an artifact folder); see nbml.predlog."""
-        from .predlog import add_from_log
-        return add_from_log(self, max_confidence=max_confidence, limit=limit, source=source, model=model)
-
-
-class _Progress:
-    """A one-line progress counter for long store work, printed only in a terminal or when asked."""
-
-    def __init__(self, what: str, enabled: bool | None):
-        import sys
-        self.what = what
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.t0 = time.perf_counter()
-        self.last = 0.0
-
-    def update(self, n: int) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if now - self.last > 0.5:
-            self.last = now
-            print(f"\r{self.what}: {n} files, {n / max(now - self.t0, 1e-9):.0f}/s", end="", flush=True)
-
-    def close(self, message: str) -> None:
-        if self.enabled:
-            print(f"\r{self.what}: {message.splitlines()[0]} in {time.perf_counter() - self.t0:.1f}s", flush=True)

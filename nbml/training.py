@@ -144,8 +144,8 @@ def _prepare(ds, arch, epochs, size, bs, lr, pretrained, weights, freeze_epochs,
              augment, save) -> tuple[_Plan, list[str]]:
     from .data import Augment, check_files
     from .model import build_net, pick_device
-    from .store import Dataset
-    if not isinstance(ds, Dataset):
+    from .store import Store
+    if not isinstance(ds, Store):
         raise TypeError(f"train() takes an nbml.Dataset, not {type(ds).__name__}")
     if pretrained not in ("auto", True, False):
         raise ValueError(f"pretrained must be 'auto', True or False, not {pretrained!r}")

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from .server import run_foreground
     dataset = None
     if args.project:
-        from ..store import Dataset
+        from ..dataset import Dataset
         dataset = Dataset(args.project)
     kw = dict(host=args.host, port=args.port, dataset=dataset, device=args.device, threads=args.threads,
               token=args.token or os.environ.get(TOKEN_ENV) or None, max_batch=args.max_batch,

@@ -1,0 +1,173 @@
+"""`nbml.Dataset`: the user's façade over the project store. It adds items through their kind's ingest
+(`add_images`, `add_texts`) and holds the conveniences (`ds.label()`, `ds.suggest()`, `ds.explore()`, ...) that
+import analysis, models and widgets only when called, as pandas keeps `df.plot` in an accessor. The store below
+(`nbml.store.Store`) knows nothing of them; everything here only delegates.
+"""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from ._imaging import DEFAULT_MAX_PIXELS
+from ._report import IngestReport
+from .store import Store
+
+__all__ = ["Dataset"]
+
+
+class Dataset(Store):
+    """An nbml project: `Dataset("pets.nbml")` opens the file, or creates it. A project holds one kind of item
+    (images or texts).
+
+    `max_pixels` is the decompression-bomb limit applied to every image read for this project.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS):
+        from .embeddings import EmbeddingCache
+        self.max_pixels = int(max_pixels)
+        super().__init__(path)
+        self._embedding_cache = EmbeddingCache(self)   # loaded embeddings, reused while current (see embed)
+        self._on_close.append(self._embedding_cache.clear)
+
+    # -- adding items (each kind's ingest, nbml.kinds) ----------------------------------------------------------
+    def add_images(self, folder_or_paths, label_from="folder", *, progress: bool | None = None) -> IngestReport:
+        """Add image files: a folder of class folders (ImageNet style), a flat folder, a file, or a list of them.
+
+        Every readable image is added even when others are bad; the report lists added ids, duplicates (same
+        content as an item already here) and skipped files with one reason each.
+        """
+        from .kinds import image
+        return image.add_images(self, folder_or_paths, label_from, progress=progress)
+
+    def add_dataframe(self, df: pd.DataFrame, path_col: str = "path", label_col: str | None = "label",
+                      split_col: str | None = None, *, progress: bool | None = None) -> IngestReport:
+        """Add the images a DataFrame lists (one path per row, optional label and split columns)."""
+        from .kinds import image
+        return image.add_dataframe(self, df, path_col, label_col, split_col, progress=progress)
+
+    def add_texts(self, texts, labels=None, *, text_col: str = "text", label_col: str | None = None,
+                  encoding: str = "utf-8", label_from="folder", progress: bool | None = None) -> IngestReport:
+        """Add texts: a list or pandas Series (with `labels`, a list or Series of the same length, None for
+        unlabelled), a DataFrame (`text_col`, `label_col`), a CSV, JSON Lines or Parquet file (same columns), or
+        a folder of .txt files (class folders give labels). The text is stored in the project.
+
+        Empty texts and binary files are skipped with a reason; bytes that are not valid `encoding` are decoded
+        with replacement and reported; exact duplicates (after Unicode normalisation and whitespace folding) are
+        reported, not added twice. See nbml.kinds.text.
+        """
+        from .kinds import text
+        return text.add_texts(self, texts, labels, text_col=text_col, label_col=label_col, encoding=encoding,
+                              label_from=label_from, progress=progress)
+
+    def load_run(self, run_id: int | None = None):
+        """The model a run saved (the latest completed run when no id is given)."""
+        frame = self.runs()
+        done = frame[frame["model_path"].notna()] if not frame.empty else frame
+        if done.empty:
+            raise LookupError("no saved model in this project yet; train one with nbml.train(ds)")
+        row = done.iloc[-1] if run_id is None else done[done["id"] == run_id]
+        if isinstance(row, pd.DataFrame):
+            if row.empty:
+                raise LookupError(f"run {run_id} has no saved model (runs with one: {done['id'].tolist()})")
+            row = row.iloc[0]
+        from .model import load
+        return load(row["model_path"], dataset=self)
+
+    # -- the data-centric loop: embeddings and what they show (nbml.embeddings, nbml.analysis) ---------------------
+    def embed(self, backbone=None, **kw):
+        """Embeddings of the usable items, computed only where the store has none (float16 beside the project file).
+
+        Backbone: pretrained `arch` (resnet18) when its weights can be had, else the body of the latest trained
+        model, never a random one; or pass a Model, a run id, 'latest', a timm name, or `weights='file'`.
+        Returns `Embeddings` (`.ids`, `.vectors`, `.model_id`, `.source`, `.pca()`); see nbml.embeddings.embed.
+        The loaded embeddings are kept (per backbone) and reused while the project's items and embeddings are
+        unchanged, with labels and splits read afresh, so `similar`, `suggest` and the rest need not reload them;
+        `ids=` loads those items only, every time.
+        """
+        from .embeddings import embed
+        if kw.get("ids") is not None:
+            return embed(self, backbone, **kw)
+        return self._embedding_cache.get(backbone, **kw)
+
+    def suggest(self, model=None, n: int = 20, strategy: str = "margin", **kw) -> pd.DataFrame:
+        """Unlabelled items to label next, most useful first: `id`, `score`, `predicted`, `confidence`, `path`.
+
+        strategy: 'margin', 'entropy', 'least_confident', 'random' or 'diverse' (uncertain and spread out in
+        embedding space). Without a model, a head fitted on the embeddings scores them; see nbml.analysis.suggest.
+        """
+        from .analysis import suggest
+        return suggest(self, model, n=n, strategy=strategy, **kw)
+
+    def similar(self, item_or_image, k: int = 20, **kw) -> pd.DataFrame:
+        """The `k` items most like an item id, a list of ids (their mean), an image path, bytes or Pillow image:
+        `id`, `similarity`, `label`, `split`, `path`. `labelled=False` searches the unlabelled items only.
+        The embeddings are loaded on the first call and reused while current (see `embed`)."""
+        from .analysis import similar
+        return similar(self, item_or_image, k=k, **kw)
+
+    def duplicates(self, threshold: float | None = None, **kw) -> pd.DataFrame:
+        """Pairs of items that are the same picture: exact (same content or pixels) and near (16x16 thumbnails that
+        correlate >= pixel_threshold, or, with a pretrained backbone, embeddings with cosine similarity >=
+        threshold), flagging pairs that cross the train/valid/test split (`leak`); see nbml.analysis.duplicates."""
+        from .analysis import duplicates
+        return duplicates(self, threshold=threshold, **kw)
+
+    def outliers(self, n: int | None = None, **kw) -> pd.DataFrame:
+        """Items far from everything else in embedding space, most isolated first: `id`, `score`, ..."""
+        from .analysis import outliers
+        return outliers(self, n=n, **kw)
+
+    def label_issues(self, model=None, **kw) -> pd.DataFrame:
+        """Labelled items whose label is likely wrong, most likely first: `id`, `label`, `suggested`, `score`.
+
+        Every labelled item, those `model` trained on included: out-of-sample probabilities from cross-validated
+        heads on the embeddings and on pixel thumbnails, and confident learning (cleanlab); see
+        nbml.analysis.label_issues.
+        """
+        from .analysis import label_issues
+        return label_issues(self, model, **kw)
+
+    def stats(self):
+        """Counts per class and split, labelled against unlabelled, warnings for classes too small to learn, and
+        a chart drawn by nbml's bundled Vega-Lite, offline (`.chart`; its spec is `.chart.spec`)."""
+        from .analysis import stats
+        return stats(self)
+
+    # -- widgets ----------------------------------------------------------------------------------------------
+    def label(self, model=None, *, filter: str = "unlabelled", queue: str | None = None, strategy: str = "margin",
+              page_size: int = 48, low_confidence: float = 0.6, rerank_every: int = 10):
+        """A keyboard labelling grid: a class's key labels (its name when every class is one character, else 1-9
+        in order and type-ahead past nine; each chip shows its key), arrows move, Enter accepts the model's suggestion, Backspace or
+        Ctrl+Z undoes, X marks unusable, shift-click selects. Filters: 'unlabelled', 'all', 'label:NAME',
+        'predicted:NAME', 'low_confidence' (the last two need `model`). `queue="suggest"` works through
+        `ds.suggest(model, strategy=...)` instead, ranked again every `rerank_every` labels in the background."""
+        from .widgets.label import LabelWidget
+        if queue not in (None, "suggest"):
+            raise ValueError(f"queue must be 'suggest' or None, not {queue!r}")
+        return LabelWidget(self, model, filter="queue" if queue else filter, page_size=page_size,
+                           low_confidence=low_confidence, strategy=strategy, rerank_every=rerank_every)
+
+    def explore(self, backbone=None, *, projection: str = "auto"):
+        """The data at a glance: a 2-D map of the embeddings (UMAP when installed, else PCA) coloured by label,
+        where a free-hand lasso (or a box: a toggle above the map) selects items to label in bulk with the grid's
+        keys and a click lists an item's neighbours; the class-frequency chart; and the duplicate and
+        likely-wrong-label lists, fixable with the grid's keys."""
+        from .widgets.explore import ExploreWidget
+        return ExploreWidget(self, backbone, projection=projection)
+
+    def compare_runs(self):
+        """Every training run's curves overlaid, with a table of parameters and final metrics."""
+        from .widgets.runs import RunsWidget
+        return RunsWidget(self)
+
+    # -- the serving loop -------------------------------------------------------------------------------------------
+    def add_from_log(self, max_confidence: float = 0.6, limit: int | None = None, source=None,
+                     model: str | None = None) -> IngestReport:
+        """Add the served inputs the model was least sure of (confidence <= max_confidence, lowest first) as
+        unlabelled items, from this project's prediction log or `source` (an artifact folder); see nbml.predlog."""
+        from .predlog import add_from_log
+        return add_from_log(self, max_confidence=max_confidence, limit=limit, source=source, model=model)
+
+
+
