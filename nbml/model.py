@@ -1,4 +1,4 @@
-"""`nbml.Model`: a trained classifier (timm body + head) with predict, evaluate, losses, save; and `nbml.load`.
+"""`nbml.Model`: a trained classifier (an image or text network, see nbml.kinds) with predict, evaluate, losses, save; and `nbml.load`.
 
 Saved models are safetensors plus JSON: loading one never unpickles anything.
 """
@@ -81,11 +81,13 @@ class Model:
     """A trained image classifier. `nbml.train` returns one; `nbml.load` reads one back."""
 
     def __init__(self, net: nn.Module, config: dict, dataset=None, learner=None, device=None):
+        from . import kinds
         self.net, self.config, self.dataset, self.learner = net, config, dataset, learner
+        self.kind = kinds.get(config.get("kind"))
         self.device = pick_device(device) if device is not None or learner is None else next(net.parameters()).device
         self.net.to(self.device)
-        self._mean = torch.tensor(config["mean"], dtype=torch.float32, device=self.device)
-        self._std = torch.tensor(config["std"], dtype=torch.float32, device=self.device)
+        self._mean = torch.tensor(config.get("mean") or [], dtype=torch.float32, device=self.device)
+        self._std = torch.tensor(config.get("std") or [], dtype=torch.float32, device=self.device)
 
     classes = property(lambda self: list(self.config["classes"]))
     arch = property(lambda self: self.config["arch"])
@@ -95,7 +97,8 @@ class Model:
     def __repr__(self) -> str:
         mets = self.config.get("metrics") or {}
         acc = f", valid accuracy {mets['accuracy']:.4f}" if "accuracy" in mets else ""
-        return f"Model({self.arch}, {len(self.classes)} classes, {self.size}px, run {self.run_id}{acc})"
+        unit = "px" if self.kind.NAME == "image" else " tokens"
+        return f"Model({self.arch}, {len(self.classes)} classes, {self.size}{unit}, run {self.run_id}{acc})"
 
     # -- inference ----------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -115,17 +118,17 @@ class Model:
         img = open_rgb(image) if max_pixels is None else open_rgb(image, max_pixels)
         return to_square(img, self.size)
 
-    def predict(self, image) -> Prediction:
-        """Label and class probabilities for one image (a path, encoded bytes or a Pillow image)."""
-        probs = self._probs_u8(self._square(image)[None])[0]
+    def predict(self, item) -> Prediction:
+        """Label and class probabilities for one image (a path, encoded bytes or a Pillow image) or one text."""
+        probs = self.kind.predict_probs(self, [item])[0]
         return Prediction(self.classes[int(probs.argmax())], {c: float(p) for c, p in zip(self.classes, probs)})
 
-    def predict_many(self, images: Sequence, bs: int = 64) -> pd.DataFrame:
-        """One row per image: `label`, `confidence`, then one probability column per class."""
-        images = list(images)
+    def predict_many(self, items: Sequence, bs: int = 64) -> pd.DataFrame:
+        """One row per image or text: `label`, `confidence`, then one probability column per class."""
+        items = list(items)
         out = []
-        for i in range(0, len(images), bs):
-            out.append(self._probs_u8(np.stack([self._square(im) for im in images[i:i + bs]])))
+        for i in range(0, len(items), bs):
+            out.append(self.kind.predict_probs(self, items[i:i + bs]))
         probs = np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
         frame = pd.DataFrame(probs, columns=self.classes)
         frame.insert(0, "confidence", probs.max(1) if len(probs) else [])
@@ -138,15 +141,8 @@ class Model:
         return self.dataset
 
     def _item_probs(self, frame: pd.DataFrame, bs: int = 256) -> tuple[pd.DataFrame, np.ndarray]:
-        """Probabilities for store items (through the decoded cache); items that cannot be read are dropped."""
-        from .data import check_files
-        frame, _ = check_files(frame)
-        if frame.empty:
-            return frame, np.zeros((0, len(self.classes)), np.float32)
-        array, rows, kept, _ = ImageCache(self._need_dataset(), self.size).rows(frame)
-        frame = frame.iloc[kept].reset_index(drop=True)
-        probs = [self._probs_u8(array[rows[i:i + bs]]) for i in range(0, len(rows), bs)]
-        return frame, np.concatenate(probs)
+        """Probabilities for store items, through their kind; items that cannot be read are dropped."""
+        return self.kind.item_probs(self, frame, bs)
 
     def item_probabilities(self, splits: Sequence[str] = ("train", "valid", "test")) -> pd.DataFrame:
         """Class probabilities for every usable labelled item in the splits (columns: id, label, split, classes)."""
@@ -229,6 +225,7 @@ class Model:
         path.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.net.state_dict().items()}
         save_file(state, str(path / "model.safetensors"))
+        self.kind.save_extra(self, path)
         tmp = path / "config.json.tmp"
         tmp.write_text(json.dumps(self.config, indent=2, default=str))
         os.replace(tmp, path / "config.json")
@@ -280,9 +277,12 @@ def load(path: str | os.PathLike, dataset=None, *, trust: bool = False, device=N
     if config.get("format") != FORMAT:
         raise ValueError(f"{config_file} is not an nbml model config (format {config.get('format')!r})")
     from safetensors.torch import load_file
-    net, _, _ = build_net(config["arch"], len(config["classes"]), pretrained=False, head=config.get("head"))
-    net.load_state_dict(load_file(str(path / "model.safetensors")))
-    return Model(net, config, dataset=dataset, device=device or pick_device())
+    from . import kinds
+    kind = kinds.get(config.get("kind"))
+    net = kind.load_net(path, config, load_file(str(path / "model.safetensors")))
+    model = Model(net, config, dataset=dataset, device=device or pick_device())
+    kind.load_extra(model, path)
+    return model
 
 
 def new_config(**values) -> dict:

@@ -106,13 +106,7 @@ class _Plan:
     seed: int | None
     save: bool
     params: dict = field(default_factory=dict)
-
-
-def _default_size(ds, frame, pretrained: bool) -> int:
-    dims = ds.df.set_index("id").loc[frame["id"], ["width", "height"]]
-    side = float(np.median(np.minimum(dims["width"], dims["height"]))) if len(dims) else 224
-    floor = 64 if pretrained else 32
-    return int(min(224, max(floor, 32 * math.ceil(side / 32))))
+    default_lr: float | None = None   # the kind's learning rate when none is given (else lr_find / SCRATCH_LR)
 
 
 def _default_bs(n_train: int) -> int:
@@ -142,15 +136,16 @@ def run_name(ds, run_id: int) -> str:
 
 def _prepare(ds, arch, epochs, size, bs, lr, pretrained, weights, freeze_epochs, valid_pct, seed, device,
              augment, save) -> tuple[_Plan, list[str]]:
-    from .data import Augment, check_files
-    from .model import build_net, pick_device
+    from .model import pick_device
     from .store import Store
+    from . import kinds
     if not isinstance(ds, Store):
         raise TypeError(f"train() takes an nbml.Dataset, not {type(ds).__name__}")
     if pretrained not in ("auto", True, False):
         raise ValueError(f"pretrained must be 'auto', True or False, not {pretrained!r}")
+    kind = kinds.of(ds)
     ds.assign_validation_split(valid_pct, seed=42 if seed is None else seed)
-    frame, notes = check_files(ds.training_items(("train", "valid")))
+    frame, notes = kind.usable(ds.training_items(("train", "valid")))
     if frame.empty:
         raise ValueError("no labelled items to train on: label some first (ds.set_label or ds.label())")
     counts = frame["label"].value_counts()
@@ -164,34 +159,21 @@ def _prepare(ds, arch, epochs, size, bs, lr, pretrained, weights, freeze_epochs,
     if len(tiny):
         notes.append(f"classes with a single labelled item cannot be learnt well: {list(tiny.index)}")
     classes = [c for c in ds.classes if c in counts.index]
-    net, source, _ = build_net(arch, len(classes), pretrained=pretrained, weights=weights)
-    is_pretrained = source != "random"
-    cfg = getattr(net[0], "pretrained_cfg", None) or {}
-    mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
-    from .pretrained import fit_size
-    size = fit_size(arch, int(size or _default_size(ds, frame, is_pretrained)))
+    parts = kind.plan(ds, frame, classes, arch=arch, size=size, bs=bs, pretrained=pretrained, weights=weights,
+                      epochs=epochs, freeze_epochs=freeze_epochs, augment=augment)
+    plan = _Plan(ds=ds, frame=frame, classes=classes, lr=lr, device=pick_device(device), seed=seed, save=save,
+                 **parts)
     n_train = int((frame["split"] == "train").sum())
-    bs = int(bs or _default_bs(n_train))
-    if freeze_epochs is None:
-        freeze_epochs = 1 if is_pretrained else 0
-    if epochs is None:
-        epochs = 4 if is_pretrained else 10
-    if augment == "auto":
-        dims = ds.df.set_index("id").loc[frame["id"], ["width", "height"]]
-        augment = Augment.for_image_size(float(np.median(np.minimum(dims["width"], dims["height"]))))
-    elif augment in (None, False):
-        augment = None
-    plan = _Plan(ds=ds, arch=arch, frame=frame, classes=classes, size=size, bs=bs, epochs=int(epochs),
-                 freeze_epochs=int(freeze_epochs), lr=lr, device=pick_device(device), net=net,
-                 weights_source=source, mean=mean, std=std, augment=augment, seed=seed, save=save)
-    plan.params = dict(arch=arch, epochs=plan.epochs, freeze_epochs=plan.freeze_epochs, size=size, bs=bs, lr=lr,
-                       pretrained=pretrained, weights=source, augment=vars(augment) if augment else None, seed=seed,
-                       mode="finetune", valid_pct=valid_pct, n_train=n_train, n_valid=n_valid, classes=classes)
+    plan.params = dict(kind=kind.NAME, arch=plan.arch, epochs=plan.epochs, freeze_epochs=plan.freeze_epochs,
+                       size=plan.size, bs=plan.bs, lr=lr, pretrained=pretrained, weights=plan.weights_source,
+                       augment=vars(plan.augment) if plan.augment else None, seed=seed, mode="finetune",
+                       valid_pct=valid_pct, n_train=n_train, n_valid=n_valid, classes=classes)
     return plan, notes
 
 
-def _make_learner(plan: _Plan, frame, stop_cb):
-    import torch
+def basic_learner(plan: _Plan, train_dl, valid_dl, net, stop_cb, splitter):
+    """The fastai Learner every kind trains with: cross-entropy, accuracy, AdamW, no progress bar, losses kept on
+    the device; the kind gives the loaders, the network and how its parameters split into body and head."""
     import fastai.callback.fp16  # noqa: F401  (patches Learner.to_bf16)
     import fastai.callback.schedule  # noqa: F401  (patches Learner.lr_find and fit_one_cycle)
     from fastai.callback.progress import ProgressCallback
@@ -199,36 +181,13 @@ def _make_learner(plan: _Plan, frame, stop_cb):
     from fastai.learner import Learner
     from fastai.losses import CrossEntropyLossFlat
     from fastai.metrics import accuracy
-    from .data import BatchLoader, ImageCache, to_device_images
-
-    cuda = plan.device.type == "cuda"
-    array, rows, kept, notes = ImageCache(plan.ds, plan.size).rows(frame)
-    on_device = to_device_images(array, rows, plan.device) if cuda else None
-    if on_device is not None:
-        array, rows = on_device
-    frame = frame.iloc[kept].reset_index(drop=True)
-    targets = frame["label"].map({c: i for i, c in enumerate(plan.classes)}).to_numpy()
-    is_train = (frame["split"] == "train").to_numpy()
-    common = dict(mean=plan.mean, std=plan.std, device=plan.device, channels_last=cuda)
-    train_dl = BatchLoader(array, rows[is_train], targets[is_train], plan.bs, shuffle=True,
-                           drop_last=is_train.sum() > plan.bs, augment=plan.augment, seed=plan.seed, **common)
-    valid_dl = BatchLoader(array, rows[~is_train], targets[~is_train], plan.bs * 2, **common)
-    if len(train_dl) == 0 or len(valid_dl) == 0:
-        raise ValueError("after skipping unreadable items, the train or valid split is empty")
-    net = plan.net.to(plan.device)
-    if cuda:
-        net = net.to(memory_format=torch.channels_last)
     learn = Learner(DataLoaders(train_dl, valid_dl), net, loss_func=CrossEntropyLossFlat(), metrics=accuracy,
-                    opt_func=_adamw(cuda), splitter=lambda m: [list(m[0].parameters()), list(m[1].parameters())],
-                    path=plan.ds.home / "tmp", model_dir=".", cbs=[stop_cb])
+                    opt_func=_adamw(plan.device.type == "cuda"), splitter=splitter, path=plan.ds.home / "tmp",
+                    model_dir=".", cbs=[stop_cb])
     learn.remove_cb(ProgressCallback)
     learn.logger = lambda *a, **k: None
-    if cuda:
-        learn.to_bf16()
     _keep_losses_on_device(learn)
-    # unaugmented passes over train and valid, for the frozen phase's feature cache
-    learn.nbml_loaders = (BatchLoader(array, rows[is_train], targets[is_train], plan.bs * 2, **common), valid_dl)
-    return learn, frame, notes
+    return learn
 
 
 # The learning rate for a network trained from random weights. lr_find's valley is unreliable on an untrained
@@ -428,7 +387,9 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
     handle.run_id, handle.status = run_id, "running"
     stop_cb, events_cb = _callbacks(plan, handle, run_id, t0)
     try:
-        learn, frame, more_notes = _make_learner(plan, plan.frame, stop_cb)
+        from . import kinds
+        kind = kinds.of(ds)
+        learn, frame, more_notes = kind.make_learner(plan, plan.frame, stop_cb)
         for note in notes + more_notes:
             warnings.warn(note)
             handle.emit(E.TrainWarning(note))
@@ -450,7 +411,9 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
                 head_learn.fit_one_cycle(plan.freeze_epochs, lr, pct_start=0.99, cbs=[events_cb])
             lr /= 2
         else:
-            if lr is None and plan.weights_source == "random":
+            if lr is None and plan.default_lr is not None:
+                lr = plan.default_lr
+            elif lr is None and plan.weights_source == "random":
                 lr = SCRATCH_LR
             elif lr is None:
                 # every step of the search is a full forward and backward pass here: about one epoch's worth
@@ -474,8 +437,8 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
         metrics = {k: v for k, v in final.items() if k not in ("epoch", "phase", "elapsed_s")}
         config = new_config(name=run_name(ds, run_id), arch=plan.arch,
                             classes=plan.classes, size=plan.size, mean=list(plan.mean), std=list(plan.std),
-                            head={"hidden": 512, "p": 0.5}, weights=plan.weights_source, run_id=run_id,
-                            snapshot_id=snapshot, metrics=metrics, versions=_versions())
+                            weights=plan.weights_source, run_id=run_id, snapshot_id=snapshot, metrics=metrics,
+                            versions=_versions(), **kind.config(plan))
         model = Model(learn.model, config, dataset=ds, learner=learn)
         duration = time.perf_counter() - t0
         record_success(ds, handle, model, run_id, status, metrics, duration, best_epoch, plan.save)
@@ -506,12 +469,15 @@ def record_failure(ds, handle: TrainingHandle, run_id: int, t0: float, error: Ba
     handle.emit(E.TrainEnded(run_id, "failed", {}, duration, None, message))
 
 
-def train(ds, arch: str = "resnet18", epochs: int | None = None, size: int | None = None, bs: int | None = None,
+def train(ds, arch: str | None = None, epochs: int | None = None, size: int | None = None, bs: int | None = None,
           lr: float | None = None, pretrained="auto", background: bool | None = None, *, weights=None,
           freeze_epochs: int | None = None, valid_pct: float = 0.2, seed: int | None = None, device=None,
           augment="auto", on_event: Callable | list | None = None, quiet: bool = False, save: bool = True,
           mode: str = "finetune"):
-    """Fine-tune `arch` (a timm name) on the labelled items of `ds`; returns an `nbml.Model`.
+    """Fine-tune a network on the labelled items of `ds`; returns an `nbml.Model`.
+
+    Images: `arch` is a timm name (default resnet18). Texts: WordLlama's pretrained token embedding with a TF-IDF
+    n-gram layer (default), or `arch="hf:<repo>"` for a Hugging Face encoder in the local cache (see nbml.kinds).
 
     `mode="head"` instead fits only a linear head on the cached embeddings (pretrained `arch`, else the body of
     the latest trained model): about a second once the embeddings exist; see `nbml.head.train_head`.
@@ -531,6 +497,8 @@ def train(ds, arch: str = "resnet18", epochs: int | None = None, size: int | Non
     """
     if mode == "head":
         from .head import train_head
+        if arch is None and getattr(ds, "kind", None) in (None, "image"):
+            arch = "resnet18"
         return train_head(ds, arch, epochs, size, bs, lr, pretrained, background, weights=weights,
                           freeze_epochs=freeze_epochs, valid_pct=valid_pct, seed=seed, device=device, augment=augment,
                           on_event=on_event, quiet=quiet, save=save)
