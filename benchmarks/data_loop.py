@@ -241,7 +241,7 @@ def pixel_lr_probs(ds, C: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def head_alone(ds, model, which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One of label_issues' two heads alone ('embeddings' or 'pixels'): (ids, given labels, probabilities)."""
-    from nbml.analysis import _pixel_probs
+    from nbml.kinds.image import surface_probs as _pixel_probs
     from nbml.head import cross_val_probs
     emb = ds.embed(model, progress=False)
     lab = emb.frame["label"].notna().to_numpy()

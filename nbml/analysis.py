@@ -15,15 +15,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .embeddings import Embeddings, embed, embed_images, resolve_backbone, tag
+from . import kinds
+from .embeddings import Embeddings, embed, resolve_backbone, tag
 
 __all__ = ["STRATEGIES", "suggest", "similar", "duplicates", "outliers", "label_issues", "stats", "DataStats",
            "embedding_map", "uncertainty"]
 
 STRATEGIES = ("margin", "entropy", "least_confident", "random", "diverse")
 MIN_PER_CLASS = 5          # fewer labelled items than this: too few to learn (and to validate on)
-PIXEL_SIZE = 32            # the decoded-cache size the pixel comparisons of `duplicates` and `label_issues` read
-PIXEL_C = 0.01             # L2 strength of label_issues' pixel head: 0.1 and 1 flagged more false alarms on digits
 PIXEL_SLACK = 0.1          # the pixel head joins when it agrees with the labels at most this much less than embeddings
 _NEAR_PRETRAINED = 0.97    # default embedding cosine for near duplicates with a pretrained backbone
 
@@ -31,7 +30,8 @@ _NEAR_PRETRAINED = 0.97    # default embedding cosine for near duplicates with a
 # -- helpers ------------------------------------------------------------------------------------------------------
 def _require_items(ds) -> None:
     if len(ds) == 0:
-        raise ValueError("this project has no items yet; add images with ds.add_images(folder)")
+        raise ValueError("this project has no items yet; add images with ds.add_images(folder) or texts with "
+                         "ds.add_texts(texts)")
 
 
 def _embeddings(ds, backbone, embeddings: Embeddings | None, ids=None) -> Embeddings:
@@ -216,12 +216,6 @@ def _diverse(cand: np.ndarray, labelled: np.ndarray, unc: np.ndarray, n: int, po
 
 
 # -- looking alike ---------------------------------------------------------------------------------------------------
-def _is_image_like(query) -> bool:
-    from PIL import Image
-    return isinstance(query, (bytes, bytearray, memoryview, Image.Image, os.PathLike)) or (
-        isinstance(query, str) and not query.strip().lstrip("-").isdigit())
-
-
 def similar(ds, item_or_image, k: int = 20, *, labelled: bool | None = None, label: str | None = None,
             backbone=None, embeddings: Embeddings | None = None) -> pd.DataFrame:
     """The `k` items most like the query by cosine similarity of embeddings, most alike first:
@@ -238,9 +232,9 @@ def similar(ds, item_or_image, k: int = 20, *, labelled: bool | None = None, lab
         raise ValueError(f"k must be a positive whole number, not {k!r}")
     emb = _embeddings(ds, backbone, embeddings)
     exclude: set[int] = set()
-    if _is_image_like(item_or_image):
-        query, exclude = _image_query(ds, emb, item_or_image)
-        what = "an image"
+    found = kinds.of(ds).query(ds, emb, item_or_image)     # content (an image, a text), or None for ids
+    if found is not None:
+        query, exclude, what = found
     else:
         ids = [item_or_image] if np.ndim(item_or_image) == 0 else list(item_or_image)
         if not ids:
@@ -248,7 +242,7 @@ def similar(ds, item_or_image, k: int = 20, *, labelled: bool | None = None, lab
         try:
             ids = [int(i) for i in ids]
         except (TypeError, ValueError):
-            raise TypeError(f"similar() takes an item id, a list of ids, an image path, bytes or a Pillow image, "
+            raise TypeError(f"similar() takes an item id, a list of ids, {kinds.of(ds).QUERY_WORDS}, "
                             f"not {item_or_image!r}") from None
         pos = emb.positions(ids)
         query = emb.vectors[pos].mean(0)
@@ -270,57 +264,17 @@ def similar(ds, item_or_image, k: int = 20, *, labelled: bool | None = None, lab
     return tag(out, emb)
 
 
-def _image_query(ds, emb: Embeddings, image):
-    from PIL import Image
-    exclude = set()
-    data = None
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        data = bytes(image)
-    elif not isinstance(image, Image.Image):
-        path = os.fspath(image)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} is not a file; give an item id, an image path, bytes or a Pillow image")
-        with open(path, "rb") as f:
-            data = f.read()
-    if data is not None:    # the same content as an item: leave that item out, as for an id
-        digest = hashlib.sha256(data).hexdigest()
-        same = emb.frame.loc[emb.frame["sha256"] == digest, "id"]
-        exclude = set(int(i) for i in same)
-        image = data
-    vec = embed_images(emb.backbone, [image], max_pixels=ds.max_pixels)[0]
-    return vec, exclude
+def _row_dots(v, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+    """Dot products of rows ia[k] and ib[k] of a dense array or a sparse matrix."""
+    if hasattr(v, "multiply"):
+        return np.asarray(v[ia].multiply(v[ib]).sum(1)).ravel() if len(ia) else np.zeros(0)
+    return (v[ia] * v[ib]).sum(1)
 
 
-def _image_frame(ds, ids) -> pd.DataFrame:
-    """The store columns `_pixel_thumbs` reads, for the image items among these ids (in their order)."""
-    cols = ["id", "path", "path_raw", "sha256", "size_bytes", "mtime", "label", "split"]
-    return pd.DataFrame([{c: r.get(c) for c in cols} for r in ds.item_rows(ids) if r.get("kind", "image") == "image"],
-                        columns=cols)
-
-
-def _pixel_thumbs(ds, frame: pd.DataFrame):
-    """Per-channel-centred, unit-length 16x16 colour thumbnails (from the 32 px decoded cache), and the hash of
-    each item's 32 px pixels. Items that cannot be read are dropped: returns (thumbs, pixel hashes, kept)."""
-    import torch
-    import torch.nn.functional as F
-    from .data import ImageCache, check_files
-    frame, _ = check_files(frame)
-    array, rows, kept, _ = ImageCache(ds, PIXEL_SIZE).rows(frame)
-    frame = frame.iloc[kept].reset_index(drop=True)
-    thumbs, hashes = [], []
-    for i in range(0, len(rows), 2048):
-        block = np.asarray(array[rows[i:i + 2048]])
-        hashes += [hashlib.blake2b(r.tobytes(), digest_size=16).hexdigest() for r in block]
-        x = torch.from_numpy(block).permute(0, 3, 1, 2).float()
-        x = F.adaptive_avg_pool2d(x, 16)
-        x = (x - x.mean((2, 3), keepdim=True)).flatten(1)
-        thumbs.append(F.normalize(x, dim=1).numpy())
-    thumbs = np.concatenate(thumbs) if thumbs else np.zeros((0, 768), np.float32)
-    return thumbs, np.asarray(hashes, object), frame
-
-
-def _pairs_above(v: np.ndarray, threshold: float, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs (i < j) whose dot product is >= threshold, found block by block."""
+def _pairs_above(v, threshold: float, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i < j) whose dot product is >= threshold, found block by block (dense arrays or sparse rows)."""
+    if hasattr(v, "tocsr"):
+        return _sparse_pairs_above(v.tocsr(), threshold, limit)
     a, b, s = [], [], []
     total = 0
     for i0 in range(0, len(v), 1024):
@@ -336,10 +290,14 @@ def _pairs_above(v: np.ndarray, threshold: float, limit: int) -> tuple[np.ndarra
     return cat(a, np.int64), cat(b, np.int64), cat(s, np.float32)
 
 
-def duplicates(ds, threshold: float | None = None, *, pixel_threshold: float = 0.99, backbone=None,
+def duplicates(ds, threshold: float | None = None, *, pixel_threshold: float | None = None, backbone=None,
                embeddings: Embeddings | None = None, max_pairs: int = 100_000) -> pd.DataFrame:
-    """Pairs of items that are the same picture, most alike first: `id_a`, `id_b`, `kind`, `similarity`,
-    `pixel_similarity`, `label_a`, `label_b`, `split_a`, `split_b`, `leak`, `conflict`.
+    """Pairs of items that are the same picture (or text), most alike first: `id_a`, `id_b`, `kind`,
+    `similarity`, `pixel_similarity` (texts: `text_similarity`), `label_a`, `label_b`, `split_a`, `split_b`, `leak`,
+    `conflict`.
+
+    Texts: 'exact' is the same text after Unicode normalisation and whitespace folding; 'near' is TF-IDF cosine
+    (words and character n-grams) >= `pixel_threshold` (default 0.9 for texts) or embeddings >= `threshold`.
 
     kind 'exact': the same file content (sha256) or the same decoded pixels. kind 'near': the same picture
     re-encoded, resized or lightly edited (correlation of 16x16 thumbnails >= `pixel_threshold`), or embeddings
@@ -350,7 +308,8 @@ def duplicates(ds, threshold: float | None = None, *, pixel_threshold: float = 0
     """
     from .embeddings import NoBackboneError
     _require_items(ds)
-    thumbs, pixel_hash, frame = _pixel_thumbs(ds, _image_frame(ds, ds.query_ids(usable_only=True)))
+    kind = kinds.of(ds)
+    thumbs, pixel_hash, frame = kind.surface(ds, ds.query_ids(usable_only=True))
     try:
         emb = _embeddings(ds, backbone, embeddings)
     except NoBackboneError as e:
@@ -371,7 +330,8 @@ def duplicates(ds, threshold: float | None = None, *, pixel_threshold: float = 0
             for x in range(len(members)):
                 for y in range(x + 1, len(members)):
                     found[(members[x], members[y])] = "exact"
-    a, b, _ = _pairs_above(thumbs, pixel_threshold, max_pairs)
+    a, b, _ = _pairs_above(thumbs, kind.SURFACE_THRESHOLD if pixel_threshold is None else pixel_threshold,
+                           max_pairs)
     for i, j in zip(a.tolist(), b.tolist()):
         found.setdefault((i, j), "near")
     if threshold is not None and emb is not None:
@@ -390,7 +350,7 @@ def duplicates(ds, threshold: float | None = None, *, pixel_threshold: float = 0
         "id_a": frame["id"].to_numpy(np.int64)[ia], "id_b": frame["id"].to_numpy(np.int64)[ib],
         "kind": [p[1] for p in pairs],
         "similarity": (vec[ia] * vec[ib]).sum(1) if emb is not None else np.nan,
-        "pixel_similarity": (thumbs[ia] * thumbs[ib]).sum(1),
+        kind.SURFACE_COLUMN: _row_dots(thumbs, ia, ib),
         "label_a": label_a, "label_b": label_b, "split_a": split_a, "split_b": split_b,
         "leak": [isinstance(sa, str) and isinstance(sb, str) and sa != sb for sa, sb in zip(split_a, split_b)],
         "conflict": [isinstance(la, str) and isinstance(lb, str) and la != lb for la, lb in zip(label_a, label_b)],
@@ -399,11 +359,11 @@ def duplicates(ds, threshold: float | None = None, *, pixel_threshold: float = 0
         out.loc[~frame["id"].isin(set(emb.ids)).to_numpy()[ia] | ~frame["id"].isin(set(emb.ids)).to_numpy()[ib],
                 "similarity"] = np.nan
     out["_rank"] = out["kind"].map({"exact": 0, "near": 1})
-    out = out.sort_values(["_rank", "pixel_similarity"], ascending=[True, False], kind="stable")
+    out = out.sort_values(["_rank", kind.SURFACE_COLUMN], ascending=[True, False], kind="stable")
     out = out.drop(columns="_rank").reset_index(drop=True)
     out.attrs.update(threshold=threshold, pixel_threshold=pixel_threshold)
     if emb is None:
-        out.attrs.update(embeddings=None, backbone=f"none ({why}): pixel comparison only")
+        out.attrs.update(embeddings=None, backbone=f"none ({why}): {kind.SURFACE_WORDS} only")
         return out
     if threshold is None:
         out.attrs["note"] = (f"near duplicates by pixels only: {emb.model_id} is the body of a model trained on "
@@ -440,6 +400,22 @@ def outliers(ds, n: int | None = None, *, k: int = 10, backbone=None, embeddings
         out = out.head(int(n))
     out.attrs["k"] = k
     return tag(out, emb)
+
+
+def _sparse_pairs_above(v, threshold: float, limit: int):
+    a, b, s = [], [], []
+    total = 0
+    for i0 in range(0, v.shape[0], 1024):
+        block = (v[i0:i0 + 1024] @ v.T).tocoo()
+        keep = (block.data >= threshold) & (block.col > block.row + i0)
+        a.append(block.row[keep] + i0)
+        b.append(block.col[keep])
+        s.append(block.data[keep])
+        total += int(keep.sum())
+        if total > limit:
+            break
+    cat = lambda parts, t: np.concatenate(parts).astype(t) if parts else np.zeros(0, t)   # noqa: E731
+    return cat(a, np.int64), cat(b, np.int64), cat(s, np.float32)
 
 
 # -- what looks wrong -------------------------------------------------------------------------------------------------
@@ -489,13 +465,14 @@ def label_issues(ds, model=None, *, folds: int = 5, backbone=None, embeddings: E
     from .head import cross_val_probs, fold_count
     y = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     probs = cross_val_probs(feats, y, len(classes), folds=folds, seed=seed, C=C)
-    pixels = _pixel_probs(ds, frame["id"].tolist(), y, len(classes), folds, seed)
-    why_not = _why_not_pixels(probs, pixels, y)
+    kind = kinds.of(ds)
+    pixels = kind.surface_probs(ds, frame["id"].tolist(), y, len(classes), folds, seed)
+    why_not = _why_not_pixels(probs, pixels, y, kind.SURFACE_WORDS)
     probs, with_pixels = _product_of_experts(probs, None if why_not else pixels)
     body = f"the body of the model of run {model.run_id}" if model is not None else emb.model_id
     method = (f"{fold_count(y, folds)}-fold cross-validated logistic heads on the embeddings ({body})"
-              + (f" and on 16x16 pixel thumbnails, probabilities multiplied ({with_pixels} of {len(y)} items had "
-                 f"pixels)" if with_pixels else f" alone (no pixel head: {why_not})"))
+              + (f" and on {kind.SURFACE_WORDS}, probabilities multiplied ({with_pixels} of {len(y)} items had "
+                 f"them)" if with_pixels else f" alone (no {kind.SURFACE_WORDS} head: {why_not})"))
     ranked = _find_issues(y, probs)
     p_label = probs[np.arange(len(y)), y]
     out = pd.DataFrame({"id": frame["id"].to_numpy(np.int64)[ranked], "label": frame["label"].to_numpy()[ranked],
@@ -507,31 +484,18 @@ def label_issues(ds, model=None, *, folds: int = 5, backbone=None, embeddings: E
     return tag(out, emb)
 
 
-def _pixel_probs(ds, ids: list[int], y: np.ndarray, n_classes: int, folds: int, seed: int) -> np.ndarray | None:
-    """Out-of-sample probabilities [len(ids), n_classes] of a logistic head cross-validated on 16x16 pixel
-    thumbnails; NaN rows for items without pixels (not images, unreadable). None when too few have pixels."""
-    from .head import cross_val_probs
-    thumbs, _, frame = _pixel_thumbs(ds, _image_frame(ds, ids))
-    pos = pd.Index(ids).get_indexer(frame["id"])
-    out = np.full((len(ids), n_classes), np.nan, np.float32)
-    try:
-        out[pos] = cross_val_probs(thumbs, y[pos], n_classes, folds=folds, seed=seed, C=PIXEL_C)
-    except ValueError:          # fewer than two readable images in some class
-        return None
-    return out
-
-
-def _why_not_pixels(probs: np.ndarray, pixels: np.ndarray | None, y: np.ndarray) -> str | None:
+def _why_not_pixels(probs: np.ndarray, pixels: np.ndarray | None, y: np.ndarray,
+                    words: str = "pixels") -> str | None:
     """Why the pixel head should be left out, or None to use it. A product of experts assumes each is competent: a
     pixel head that agrees with the given labels far less often than the embedding head (photos seen through a
     pretrained backbone, say) would mostly add noise. On digits the two agree with the labels equally (0.85-0.88)."""
     if pixels is None:
-        return "too few readable images"
+        return "too few items to cross-validate on"
     has = ~np.isnan(pixels).any(1)
     agree = lambda p: float((p[has].argmax(1) == y[has]).mean())     # noqa: E731
     if agree(pixels) < agree(probs) - PIXEL_SLACK:
         return (f"it agrees with the labels on {agree(pixels):.0%} of items, the embeddings on {agree(probs):.0%}: "
-                f"pixels do not tell these classes apart")
+                f"{words} do not tell these classes apart")
     return None
 
 

@@ -54,12 +54,13 @@ class Backbone:
     loader: Callable = field(repr=False)   # () -> nn.Module (the body); called once, on first use
     device: object = None
     fresh: bool = False        # the loader builds a new module each call (so a copy needs no deepcopy)
+    kind: str = "image"        # the kind of item it embeds (nbml.kinds)
     _body: object = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def pretrained(self) -> bool:
-        return self.model_id.startswith(("timm:", "file:"))
+        return self.model_id.startswith(("timm:", "file:", "wordllama:"))
 
     def body(self):
         """The body module, loaded on first use, in eval mode on its device."""
@@ -161,8 +162,11 @@ def _config_backbone(ds, config: dict, loader: Callable, device, model_id: str |
                  f"body of run {run} ({config['arch']} fine-tuned on this project from {config.get('weights')}, "
                  f"{size} px)")
     weights = config.get("body_weights") or (f"run-{run}" if run is not None else "model")
-    return Backbone(model_id, words, config["arch"].split(".")[0], size, tuple(config["mean"]), tuple(config["std"]),
-                    weights, loader=loader, device=device)
+    if config.get("kind") == "text":
+        words = words.replace(" px", " tokens")
+    return Backbone(model_id, words, config["arch"].split(".")[0], size, tuple(config.get("mean") or ()),
+                    tuple(config.get("std") or ()), weights, loader=loader, device=device,
+                    kind=config.get("kind") or "image")
 
 
 def _run_backbone(ds, run_id: int | None, device) -> Backbone:
@@ -219,6 +223,9 @@ def resolve_backbone(ds, backbone=None, *, arch: str = "resnet18", size: int | N
     from .model import Model
     if isinstance(backbone, Backbone):
         return backbone
+    if getattr(ds, "kind", None) == "text" and (backbone in (None, "pretrained") and pretrained is not False):
+        from .kinds import text
+        return text.pretrained_backbone(device)
     if isinstance(backbone, Model):
         return _model_backbone(ds, backbone, device)
     if hasattr(backbone, "wait") and hasattr(backbone, "run_id"):       # a TrainingHandle
@@ -430,8 +437,9 @@ def tag(frame: pd.DataFrame, emb: Embeddings | Backbone) -> pd.DataFrame:
     return frame
 
 
-_ITEM_COLUMNS = ["id", "kind", "path", "path_raw", "sha256", "size_bytes", "mtime", "label", "split"]
-_NO_ITEMS = "this project has no usable items to embed; add images with ds.add_images(folder)"
+_ITEM_COLUMNS = ["id", "kind", "path", "path_raw", "content", "sha256", "size_bytes", "mtime", "label", "split"]
+_NO_ITEMS = ("this project has no usable items to embed; add images with ds.add_images(folder) or texts with "
+             "ds.add_texts(texts)")
 
 
 class EmbeddingCache:
@@ -582,7 +590,7 @@ def embed(ds, backbone=None, *, ids=None, bs: int | None = None, progress: bool 
 
     See `resolve_backbone` for `backbone` and its keywords (`arch`, `size`, `weights`, `pretrained`, `device`).
     """
-    from .data import ImageCache, check_files
+    from . import kinds
     ids = ds.query_ids(usable_only=True) if ids is None else [int(i) for i in np.atleast_1d(ids)]
     if not ids:
         raise ValueError(_NO_ITEMS)
@@ -591,8 +599,8 @@ def embed(ds, backbone=None, *, ids=None, bs: int | None = None, progress: bool 
     frame = pd.DataFrame([{k: r.get(k) for k in _ITEM_COLUMNS} for r in rows], columns=_ITEM_COLUMNS)
     unknown = sorted(set(ids) - set(frame["id"]))
     warnings = [f"item {i} skipped: not in this project" for i in unknown]
-    not_images = frame["kind"] != "image"
-    warnings += [f"item {i} skipped: a {k} item, and this backbone embeds images" for i, k in
+    not_images = frame["kind"].fillna("image") != bb.kind
+    warnings += [f"item {i} skipped: a {k} item, and this backbone embeds {bb.kind}s" for i, k in
                  frame.loc[not_images, ["id", "kind"]].itertuples(index=False)]
     frame = frame[~not_images].reset_index(drop=True)
     store = _Store(ds, bb.model_id)
@@ -602,10 +610,10 @@ def embed(ds, backbone=None, *, ids=None, bs: int | None = None, progress: bool 
         with store.lock():
             index = store.index()         # another process may have filled some meanwhile
             todo = frame[~frame["sha256"].isin(index.keys())].drop_duplicates("sha256")
-            todo, notes = check_files(todo)
+            todo, notes = kinds.get(bb.kind).usable(todo)
             warnings += notes
             if len(todo):
-                computed = _compute(ds, bb, store, todo, index, warnings, bs, progress, ImageCache)
+                computed = _compute(ds, bb, store, todo, index, warnings, bs, progress)
     have = frame["sha256"].isin(index.keys()).to_numpy()
     missing = frame.loc[~have, "id"].astype(int).tolist()
     frame = frame[have].reset_index(drop=True)
@@ -616,25 +624,24 @@ def embed(ds, backbone=None, *, ids=None, bs: int | None = None, progress: bool 
     return Embeddings(frame[["id", "label", "split", "path", "sha256"]], raw, bb, computed, missing, warnings)
 
 
-def _compute(ds, bb: Backbone, store: _Store, todo: pd.DataFrame, index: dict, warnings: list, bs, progress,
-             ImageCache) -> int:
+def _compute(ds, bb: Backbone, store: _Store, todo: pd.DataFrame, index: dict, warnings: list, bs, progress) -> int:
+    from . import kinds
     show = sys.stderr.isatty() if progress is None else bool(progress)
     t0 = time.perf_counter()
     if show:
         print(f"embedding {len(todo)} items with {bb.source}...", file=sys.stderr, flush=True)
-    array, rows, kept, notes = ImageCache(ds, bb.size).rows(todo)
+    todo, features_of, notes = kinds.get(bb.kind).compute(ds, bb, todo)
     warnings += notes
-    todo = todo.iloc[kept].reset_index(drop=True)
     bb.body()
     bs = int(bs or (256 if bb.device.type == "cuda" else 64))
-    done = 0
-    for start in range(0, len(rows), bs * 16):         # append in chunks, so an interrupted run keeps its work
-        chunk = rows[start:start + bs * 16]
-        feats = np.concatenate([bb.features(array[chunk[i:i + bs]]) for i in range(0, len(chunk), bs)])
-        store.append(todo["sha256"].iloc[start:start + len(chunk)].tolist(), feats, bb, index)
-        done += len(chunk)
+    done, n = 0, len(todo)
+    for start in range(0, n, bs * 16):         # append in chunks, so an interrupted run keeps its work
+        stop = min(n, start + bs * 16)
+        feats = np.concatenate([features_of(i, min(stop, i + bs)) for i in range(start, stop, bs)])
+        store.append(todo["sha256"].iloc[start:stop].tolist(), feats, bb, index)
+        done += stop - start
         if show:
-            print(f"\rembedded {done}/{len(rows)}", end="", file=sys.stderr, flush=True)
+            print(f"\rembedded {done}/{n}", end="", file=sys.stderr, flush=True)
     if show:
         print(f"\rembedded {done} items in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
     return done

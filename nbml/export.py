@@ -1,16 +1,20 @@
 """`Model.export(dir)`: a self-contained artifact to serve the model anywhere, without pickle.
 
     dir/
-      config.json          backbone, classes, input size, normalisation, preprocessing, ONNX check (nbml.load reads it)
+      config.json          arch, classes, input size, preprocessing, ONNX check (nbml.load reads it)
       model.safetensors    the weights
-      model.onnx           uint8 RGB NHWC [N, size, size, 3] in, softmax probabilities [N, classes] out; float32, or
-                           int8 with `quantize="int8"` when it keeps the validation accuracy (nbml._quantization)
+      tokenizer.json       text models: the tokenizer, as JSON
+      model.onnx           what follows decoding (images: uint8 RGB NHWC [N, size, size, 3]) or tokenisation (texts:
+                           the four arrays of nbml.kinds.text_encoding.encode) in, softmax probabilities [N, classes]
+                           out; float32, or for images int8 with `quantize="int8"` when it keeps the validation
+                           accuracy (nbml._quantization)
       README.md            the model card: data snapshot, metrics, run, dates, limits
       requirements.txt     what `nbml serve dir` needs
       triton/<name>/       a Triton Inference Server model repository (config.pbtxt, labels.txt, 1/model.onnx)
 
-The ONNX graph does the normalisation and softmax itself, so a server only decodes and resizes. At export, ONNX
-Runtime's output is compared with torch's on sample images and the export fails if they differ.
+What differs by kind of item comes from the kind (`onnx_graph`, `check_feeds`, `export_config`, `card`,
+`triton_entry`, `quantize`, `SERVE_REQUIREMENTS` at the end of nbml/kinds/<kind>.py). At export, ONNX Runtime's
+output is compared with torch's (sample images; a text model's validation texts) and the export fails if they differ.
 """
 from __future__ import annotations
 
@@ -25,20 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["export", "ExportError", "QuantizationWarning", "onnx_wrapper", "check_onnx", "model_card",
+from . import kinds
+from .kinds.image import ONNX_INPUT, ONNX_OUTPUT, PREPROCESSING, TRITON_MAX_BATCH, onnx_wrapper  # noqa: F401
+from .kinds.image import triton_config  # noqa: F401
+
+__all__ = ["export", "ExportError", "QuantizationWarning", "onnx_wrapper", "check_onnx", "check_feeds", "model_card",
            "triton_config"]
 
-ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT = "model.onnx", "pixels", "probabilities"
-TRITON_MAX_BATCH = 64
-PREPROCESSING = {
-    "decode": "RGB; EXIF orientation applied; first frame of animations; alpha over white; 16-bit scaled to 8-bit",
-    "resize": "shorter side to `size` (bilinear), then centre crop to size x size",
-    "input": "uint8 RGB, NHWC [N, size, size, 3]",
-    "normalise": "inside the ONNX graph: (pixel / 255 - mean) / std",
-    "output": "softmax probabilities [N, len(classes)], in the order of `classes`",
-}
-
-
+ONNX_FILE = "model.onnx"
 class ExportError(RuntimeError):
     """The export could not produce an artifact that predicts what the model predicts."""
 
@@ -47,87 +45,77 @@ class QuantizationWarning(UserWarning):
     """int8 was asked for and not kept: the artifact holds the float32 graph; the message says why."""
 
 
-def onnx_wrapper(net, mean, std):
-    import torch
-    from torch import nn
-
-    class OnnxWrapper(nn.Module):
-        """uint8 NHWC in, probabilities out: normalisation and softmax inside the graph."""
-
-        def __init__(self):
-            super().__init__()
-            self.net = net
-            self.register_buffer("mean255", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255)
-            self.register_buffer("std255", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255)
-
-        def forward(self, pixels):
-            x = pixels.permute(0, 3, 1, 2).float()
-            return torch.softmax(self.net((x - self.mean255) / self.std255), dim=1)
-
-    return OnnxWrapper().eval()
-
-
-
 def safe_name(name: str) -> str:
     """A model name usable in a URL path and as a Triton model folder."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-.")
     return cleaned or "model"
 
 
-def _export_onnx(wrapper, size: int, path: Path, opset: int) -> str:
-    """Write the ONNX file with a dynamic batch axis; returns the exporter used."""
-    import torch
-    sample = torch.zeros(2, size, size, 3, dtype=torch.uint8)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                wrapper, (sample,), input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT], opset_version=opset,
-                dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1, max=4096)}}, dynamo=True,
-                verbose=False)
-            program.save(str(path))
-        return "torch.export"
-    except Exception as dynamo_error:   # some timm models do not trace under torch.export: the TorchScript exporter
+def _export_onnx(graph: dict, path: Path, opset: int) -> str:
+    """Write the ONNX file with the kind's dynamic axes (batch, and a text's length); returns the exporter used.
+    The kind says which exporter to try first (`graph["exporters"]`); the other is the fallback."""
+    errors = []
+    for exporter in graph["exporters"]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(wrapper, (sample,), str(path), input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
-                                  dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
-                                  opset_version=opset, dynamo=False)
-            return "torchscript"
-        except Exception as e:
-            raise ExportError(f"this model could not be converted to ONNX (torch.export: {dynamo_error}; "
-                              f"TorchScript: {e}). Try another backbone, or report the architecture to nbml.") from None
+                _EXPORTERS[exporter](graph, path, opset)
+            return exporter
+        except Exception as e:   # some timm models do not trace under torch.export; TorchScript is the fallback
+            errors.append(f"{exporter}: {e}")
+    raise ExportError(f"this model could not be converted to ONNX ({'; '.join(errors)}). Try another backbone, or "
+                      f"report the architecture to nbml.") from None
 
 
-def _sample_images(size: int, n: int = 4, seed: int = 0) -> np.ndarray:
-    """Random noise, flat grey and a gradient: inputs that exercise the whole range of pixel values."""
-    rng = np.random.default_rng(seed)
-    noise = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-    grey = np.full((1, size, size, 3), 128, np.uint8)
-    ramp = np.broadcast_to(np.linspace(0, 255, size, dtype=np.uint8)[None, None, :, None], (1, size, size, 3))
-    return np.concatenate([noise, grey, ramp])
+def _torch_export(graph: dict, path: Path, opset: int) -> None:
+    import torch
+    dims: dict = {}
+    shapes = {name: {axis: dims.setdefault(d, torch.export.Dim(d, min=1, max=2 ** 16))
+                     for axis, d in graph["dynamic"].get(name, {}).items()} for name in graph["inputs"]}
+    program = torch.onnx.export(graph["wrapper"], graph["sample"], input_names=graph["inputs"],
+                                output_names=[graph["output"]], opset_version=opset, dynamic_shapes=shapes,
+                                dynamo=True, verbose=False)
+    program.save(str(path))
 
 
-def check_onnx(wrapper, path: Path, size: int, atol: float) -> dict:
-    """Run ONNX Runtime and torch on the same sample images (batches of 1 and of several); raise if they differ."""
+def _torchscript_export(graph: dict, path: Path, opset: int) -> None:
+    import torch
+    axes = {**graph["dynamic"], graph["output"]: {0: "batch"}}
+    torch.onnx.export(graph["wrapper"], graph["sample"], str(path), input_names=graph["inputs"],
+                      output_names=[graph["output"]], dynamic_axes=axes, opset_version=opset, dynamo=False)
+
+
+_EXPORTERS = {"torch.export": _torch_export, "torchscript": _torchscript_export}
+
+
+def check_feeds(wrapper, path: Path, feeds: list[dict], output: str, atol: float, described: str) -> dict:
+    """Run ONNX Runtime and torch on the same inputs (`feeds`: dicts of input name to array, in the graph's input
+    order); raise ExportError if they differ by more than `atol`."""
     import onnxruntime as ort
     import torch
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    images = _sample_images(size)
     worst = 0.0
-    for batch in (images[:1], images):
-        got = session.run([ONNX_OUTPUT], {ONNX_INPUT: batch})[0]
+    for feed in feeds:
+        got = session.run([output], feed)[0]
         with torch.inference_mode():
-            want = wrapper(torch.from_numpy(batch)).numpy()
+            want = wrapper(*[torch.from_numpy(v) for v in feed.values()]).numpy()
         if got.shape != want.shape:
             raise ExportError(f"the ONNX model returned shape {got.shape} where torch returns {want.shape}")
         worst = max(worst, float(np.abs(got - want).max()))
     if not np.isfinite(worst) or worst > atol:
-        raise ExportError(f"ONNX Runtime's probabilities differ from torch's by up to {worst:.2e} on sample images "
+        raise ExportError(f"ONNX Runtime's probabilities differ from torch's by up to {worst:.2e} on {described} "
                           f"(tolerance {atol:.0e}); the exported model would not predict what this model predicts. "
                           f"Try another backbone or opset, or report it to nbml.")
-    return {"max_abs_diff": worst, "tolerance": atol, "samples": len(images), "batch_sizes": [1, len(images)]}
+    sizes = [len(next(iter(f.values()))) for f in feeds]
+    return {"max_abs_diff": worst, "tolerance": atol, "samples": max(sizes) if len(sizes) == 2 else sum(sizes[1:]),
+            "batch_sizes": sizes, "described": described}
+
+
+def check_onnx(wrapper, path: Path, size: int, atol: float) -> dict:
+    """An image model's check: sample images, in a batch of 1 and one of all."""
+    from .kinds import image
+    feeds, described = image.check_feeds(None, size)
+    return check_feeds(wrapper, path, feeds, ONNX_OUTPUT, atol, described)
 
 
 def _training_data(model) -> dict | None:
@@ -151,34 +139,6 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def triton_config(name: str, size: int, n_classes: int, max_batch: int = TRITON_MAX_BATCH) -> str:
-    """config.pbtxt for Triton's ONNX Runtime backend. Triton feeds tensors, not encoded images: clients (or an
-    ensemble with a decoding step) must send uint8 [N, size, size, 3] already resized as `PREPROCESSING` says."""
-    return f"""name: "{name}"
-backend: "onnxruntime"
-max_batch_size: {max_batch}
-input [
-  {{
-    name: "{ONNX_INPUT}"
-    data_type: TYPE_UINT8
-    dims: [ {size}, {size}, 3 ]
-  }}
-]
-output [
-  {{
-    name: "{ONNX_OUTPUT}"
-    data_type: TYPE_FP32
-    dims: [ {n_classes} ]
-    label_filename: "labels.txt"
-  }}
-]
-dynamic_batching {{
-  max_queue_delay_microseconds: 2000
-}}
-version_policy: {{ latest: {{ num_versions: 1 }} }}
-"""
-
-
 def _link_or_copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists():
@@ -189,14 +149,14 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _requirements() -> str:
+def _requirements(kind) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     from . import __version__
     lines = ["# What `nbml serve <this folder>` needs: ONNX Runtime runs the model on the CPU; no torch, no fastai.",
              "#   pip install -r requirements.txt",
              f"#   pip install --no-deps nbml=={__version__}    (nbml's server code without its training stack)"]
-    for pkg, floor in (("onnxruntime", "1.18"), ("numpy", "1.24"), ("pillow", "10.0"), ("starlette", "0.40"),
+    for pkg, floor in (("onnxruntime", "1.18"), ("numpy", "1.24"), *kind.SERVE_REQUIREMENTS, ("starlette", "0.40"),
                        ("uvicorn", "0.30"), ("sqlalchemy", "2.0"), ("pandas", "2.0")):
         try:
             lines.append(f"{pkg}>={floor}  # exported with {version(pkg)}")
@@ -224,16 +184,15 @@ def _quantization_lines(record: dict | None) -> list[str]:
 
 
 def model_card(config: dict) -> str:
-    """README.md of the artifact: what the model is, what it was trained on, how well it did, how to serve it."""
+    """README.md of the artifact: what the model is, what it was trained on, how well it did, how to serve it; the
+    kind of item writes its own parts (`card(config)` in nbml/kinds/<kind>.py)."""
     from . import __version__
-    name, classes, size = config["name"], config["classes"], config["size"]
+    name, classes = config["name"], config["classes"]
+    part = kinds.get(config.get("kind")).card(config)
     when = lambda t: time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "unknown"  # noqa: E731
     data = config.get("training_data")
     metrics = config.get("metrics") or {}
-    check = config["onnx"]["check"]
-    lines = [f"# {name}", "",
-             f"An image classifier made with nbml {config['exported_with']}: a `{config['arch']}` backbone "
-             f"(timm) with a fastai head, {len(classes)} classes, {size}x{size} px input.", "",
+    lines = [f"# {name}", "", part["summary"], "",
              "## Training", "",
              f"- run id: {config.get('run_id', 'unknown')}",
              f"- trained: {when(config.get('created'))}; exported: {when(config.get('exported'))}",
@@ -253,14 +212,10 @@ def model_card(config: dict) -> str:
     lines += _quantization_lines(config["onnx"].get("quantization"))
     lines += ["", "## Input and preprocessing", "",
               f"Classes, in output order: {', '.join(f'`{c}`' for c in classes)}.", ""]
-    lines += [f"- {k}: {v}" for k, v in config["preprocessing"].items()]
-    lines += [f"- mean {config['mean']}, std {config['std']}", "",
-              "## Files", "",
+    lines += part["input"]
+    lines += ["", "## Files", "",
               "- `model.safetensors` + `config.json`: `nbml.load(folder)` (no pickle is ever read)",
-              f"- `model.onnx` ({config['onnx'].get('precision', 'float32')}): input `{ONNX_INPUT}` uint8 "
-              f"[N, {size}, {size}, 3], output `{ONNX_OUTPUT}` float32 [N, {len(classes)}]; the float32 graph was "
-              f"checked at export against torch (largest difference {check['max_abs_diff']:.1e}, tolerance "
-              f"{check['tolerance']:.0e}, {check['samples']} sample images)",
+              *part.get("extra_files", []), part["onnx_file"],
               f"- `triton/{name}/`: a Triton Inference Server model repository entry (`config.pbtxt`, `labels.txt`, "
               f"`1/model.onnx`)",
               "- `requirements.txt`: what serving needs", "",
@@ -269,22 +224,9 @@ def model_card(config: dict) -> str:
               "pip install -r requirements.txt",
               f"pip install --no-deps nbml=={__version__}   # the server without torch and fastai",
               "nbml serve . --host 127.0.0.1 --port 8000",
-              "curl -F file=@photo.jpg http://127.0.0.1:8000/predict",
-              "```", "",
-              "nbml's server takes encoded images (JPEG, PNG, ...) on `POST /predict` and on the Open Inference "
-              f"Protocol (`POST /v2/models/{name}/infer`, input `image` BYTES), and decodes and resizes them itself.",
-              "",
-              "Triton (or KServe with the Triton runtime) runs the ONNX model, which takes tensors, not encoded "
-              f"images: point it at `triton/` and send uint8 [N, {size}, {size}, 3] pixels resized as above "
-              "(decode in the client, or add a decoding model in front as a Triton ensemble). Its output "
-              f"`{ONNX_OUTPUT}` is already softmaxed.", "",
-              "## Limits", "",
-              f"- The model always answers one of its {len(classes)} classes, even for a picture of something else; "
-              "a low confidence is the only sign. Look at low-confidence inputs (`nbml.monitor`, "
-              "`ds.add_from_log`).",
-              "- It knows only what its training data showed: other cameras, lighting or backgrounds can lower "
-              "accuracy without warning. The metrics above come from the validation split of the same data.",
-              ]
+              part["try_it"],
+              "```", "", *part["serving"], "",
+              "## Limits", "", *part["limits"]]
     if data and min(data["class_counts"].values(), default=0) < 20:
         lines.append("- Some classes had fewer than 20 labelled items: treat their predictions with care.")
     return "\n".join(lines) + "\n"
@@ -295,12 +237,11 @@ CALIBRATION_ITEMS = 256      # training images that set int8's activation ranges
 MAX_ACCURACY_DROP = 0.5      # accuracy points int8 may lose against float32 on the validation items
 
 
-def _int8_in_place(model, onnx_tmp: Path, **kw) -> dict:
+def _int8_in_place(model, kind, onnx_tmp: Path, **kw) -> dict:
     """Quantise the checked float32 graph at `onnx_tmp`; the int8 graph replaces it only if the record keeps it."""
-    from ._quantization import quantize_checked
     int8_tmp = onnx_tmp.with_name("model.int8.onnx.tmp")
     try:
-        record = quantize_checked(model, onnx_tmp, int8_tmp, ONNX_INPUT, **kw)
+        record = kind.quantize(model, onnx_tmp, int8_tmp, **kw)
         if record["kept"]:
             os.replace(int8_tmp, onnx_tmp)
         return record
@@ -327,33 +268,38 @@ def export(model, path: str | os.PathLike, *, name: str | None = None, opset: in
     `calibration_items` of the project's training images, kept only when its accuracy on the validation items is
     within `max_accuracy_drop` points of the float32 graph's. Both accuracies go into config.json
     (`onnx.quantization`) and the model card, and a line is printed (`quiet=True`: none); when int8 is not kept, a
-    QuantizationWarning says why and the float32 graph is exported. The safetensors weights stay float32.
+    QuantizationWarning says why and the float32 graph is exported. The safetensors weights stay float32. Text
+    models refuse int8 (ValueError).
     """
     from . import __version__
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be None or 'int8', not {quantize!r}")
+    kind = kinds.of(model)
+    if quantize and getattr(kind, "QUANTIZE_REFUSED", None):
+        raise ValueError(kind.QUANTIZE_REFUSED)
     path = Path(path).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     name = safe_name(name or path.name)
-    size = int(model.config["size"])
     net = copy.deepcopy(model.net).to("cpu").float().eval()
-    wrapper = onnx_wrapper(net, model.config["mean"], model.config["std"])
+    graph = kind.onnx_graph(model, net)
     onnx_tmp = path / (ONNX_FILE + ".tmp")
-    exporter = _export_onnx(wrapper, size, onnx_tmp, opset)
+    exporter = _export_onnx(graph, onnx_tmp, opset)
     try:
-        check = check_onnx(wrapper, onnx_tmp, size, atol)
-        quantization = quantize and _int8_in_place(model, onnx_tmp, calibration_items=calibration_items,
+        feeds, described = kind.check_feeds(model)
+        check = check_feeds(graph["wrapper"], onnx_tmp, feeds, graph["output"], atol, described)
+        quantization = quantize and _int8_in_place(model, kind, onnx_tmp, calibration_items=calibration_items,
                                                    max_accuracy_drop=max_accuracy_drop)
     except Exception:
         onnx_tmp.unlink(missing_ok=True)
         raise
     os.replace(onnx_tmp, path / ONNX_FILE)
 
-    model.save(path)   # model.safetensors + the model's own config.json, extended below
-    config = {**model.config, "name": name, "preprocessing": PREPROCESSING, "exported": time.time(),
+    model.save(path)   # model.safetensors (+ the kind's files) and the model's own config.json, extended below
+    inputs = graph["inputs"]
+    config = {**model.config, "name": name, **kind.export_config(model), "exported": time.time(),
               "exported_with": __version__,
-              "onnx": {"file": ONNX_FILE, "input": ONNX_INPUT, "output": ONNX_OUTPUT, "opset": opset,
-                       "exporter": exporter, "check": check,
+              "onnx": {"file": ONNX_FILE, "input": inputs[0], "inputs": inputs, "output": graph["output"],
+                       "opset": opset, "exporter": exporter, "check": check,
                        "precision": "int8" if quantization and quantization["kept"] else "float32"}}
     if quantization:
         config["onnx"]["quantization"] = quantization
@@ -362,15 +308,15 @@ def export(model, path: str | os.PathLike, *, name: str | None = None, opset: in
         config["training_data"] = data
     _write_text(path / "config.json", json.dumps(config, indent=2, default=str))
     _write_text(path / "README.md", model_card(config))
-    _write_text(path / "requirements.txt", _requirements())
+    _write_text(path / "requirements.txt", _requirements(kind))
 
     triton = path / "triton"
     if triton.exists():
         shutil.rmtree(triton)   # one model per artifact: a renamed export must not leave the old entry behind
     entry = triton / name
     _link_or_copy(path / ONNX_FILE, entry / "1" / ONNX_FILE)
-    _write_text(entry / "config.pbtxt", triton_config(name, size, len(model.classes)))
-    _write_text(entry / "labels.txt", "\n".join(model.classes) + "\n")
+    for file, text in kind.triton_entry(config).items():
+        _write_text(entry / file, text)
     if quantization:
         _report_quantization(quantization, quiet)
     return path

@@ -141,7 +141,7 @@ def _log_loss(probs: np.ndarray, y: np.ndarray) -> float:
 def train_head(ds, arch: str = "resnet18", epochs=None, size=None, bs=None, lr=None, pretrained="auto",
                background=None, *, weights=None, freeze_epochs=None, valid_pct: float = 0.2, seed=None,
                device=None, augment="auto", on_event=None, quiet: bool = False, save: bool = True,
-               C: float = 0.1):
+               C: float | None = None):
     """Fit a linear head on the cached embeddings of the labelled train items; returns an `nbml.Model`.
 
     The body is the embeddings' backbone (pretrained `arch` when weights can be had, else the body of the latest
@@ -202,7 +202,6 @@ def train_head(ds, arch: str = "resnet18", epochs=None, size=None, bs=None, lr=N
 
 
 def _fit(ds, emb, frame, handle, valid_pct, seed, pretrained, C, save, device):
-    from torch import nn
     from .model import Model, new_config, pick_device
     from .training import _versions, record_failure, record_success, run_name
     t0 = time.perf_counter()
@@ -231,11 +230,11 @@ def _fit(ds, emb, frame, handle, valid_pct, seed, pretrained, C, save, device):
             handle.emit(E.TrainWarning(note))
         handle.emit(E.TrainStarted(run_id, bb.arch, str(run_device), bb.model_id, classes, int(is_train.sum()),
                                    int((~is_train).sum()), 1, bb.size, len(frame)))
+        from . import kinds
         X = emb.features
         t_fit = time.perf_counter()
-        linear = fit_linear(X[is_train], target[is_train], len(classes), C=C)
+        net, p_train, p_valid, extra = kinds.get(bb.kind).head_model(ds, bb, X, frame, target, is_train, classes, C)
         fit_s = time.perf_counter() - t_fit
-        p_train, p_valid = linear_probs(linear, X[is_train]), linear_probs(linear, X[~is_train])
         accuracy = float((p_valid.argmax(1) == target[~is_train]).mean())
         metrics = {"accuracy": accuracy}
         elapsed = time.perf_counter() - t0
@@ -244,12 +243,11 @@ def _fit(ds, emb, frame, handle, valid_pct, seed, pretrained, C, save, device):
                         fit_s=fit_s)]
         handle.emit(E.EpochEnded("head", 0, 1, history[0]["train_loss"], history[0]["valid_loss"], metrics,
                                  elapsed, 0.0))
-        config = new_config(name=run_name(ds, run_id), arch=bb.arch,
-                            classes=classes, size=bb.size, mean=list(bb.mean), std=list(bb.std),
-                            head={"type": "linear"}, weights=bb.weights, body=bb.model_id, body_source=bb.source,
-                            body_weights=bb.weights, mode="head", run_id=run_id, snapshot_id=snapshot,
-                            metrics=metrics, versions=_versions())
-        net = nn.Sequential(bb.body_copy(), linear)
+        fields = dict(arch=bb.arch, size=bb.size, mean=list(bb.mean), std=list(bb.std), head={"type": "linear"})
+        fields.update(extra)
+        config = new_config(name=run_name(ds, run_id), classes=classes, weights=bb.weights, body=bb.model_id,
+                            body_source=bb.source, body_weights=bb.weights, mode="head", run_id=run_id,
+                            snapshot_id=snapshot, metrics=metrics, versions=_versions(), **fields)
         model = Model(net, config, dataset=ds, device=run_device)
         record_success(ds, handle, model, run_id, "completed", metrics, time.perf_counter() - t0, 0, save,
                        history=history)

@@ -320,6 +320,10 @@ class Store:
         return c.execute(insert(S.actions).values(kind=kind, payload=json.dumps(payload), time=_now(), undone=0)
                          ).inserted_primary_key[0]
 
+    def _meta_value(self, key: str) -> str | None:
+        with self._read() as c:
+            return c.execute(select(S.meta.c.value).where(S.meta.c.key == key)).scalar()
+
     @staticmethod
     def _bump(c, *keys: str) -> None:
         """Add one to these `meta` counters (created at 1), inside the caller's write transaction."""

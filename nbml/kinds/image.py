@@ -1,7 +1,11 @@
 """Images: files on disk, read through the decoded cache, a timm body and fastai's head, uint8 squares on the wire."""
 from __future__ import annotations
 
+import hashlib
 import os
+
+import numpy as np
+import pandas as pd
 
 from ..ingest import Candidate, Progress, display_path, find_candidates, inspect_files
 from ..store import SPLITS, NewItem
@@ -65,7 +69,6 @@ def usable(frame):
 
 def _default_size(ds, frame, pretrained: bool) -> int:
     import math
-    import numpy as np
     dims = ds.df.set_index("id").loc[frame["id"], ["width", "height"]]
     side = float(np.median(np.minimum(dims["width"], dims["height"]))) if len(dims) else 224
     floor = 64 if pretrained else 32
@@ -74,7 +77,6 @@ def _default_size(ds, frame, pretrained: bool) -> int:
 
 def plan(ds, frame, classes, *, arch, size, bs, pretrained, weights, epochs, freeze_epochs, augment) -> dict:
     """This kind's part of a training plan: a timm body with fastai's head, image size, batch, augmentation."""
-    import numpy as np
     from ..data import Augment
     from ..model import build_net
     from ..pretrained import fit_size
@@ -132,16 +134,24 @@ def config(plan) -> dict:
     return dict(kind=NAME, head={"hidden": 512, "p": 0.5})
 
 
+def head_model(ds, backbone, X, frame, target, is_train, classes, C=None):
+    """mode="head" for images: a linear head fitted by L-BFGS on the cached embeddings, behind the backbone's body.
+    Returns (net, train probabilities, valid probabilities, config fields)."""
+    from torch import nn
+    from ..head import fit_linear, linear_probs
+    linear = fit_linear(X[is_train], target[is_train], len(classes), C=0.1 if C is None else C)
+    net = nn.Sequential(backbone.body_copy(), linear)
+    return net, linear_probs(linear, X[is_train]), linear_probs(linear, X[~is_train]), dict(kind=NAME)
+
+
 # -- a model's inputs ---------------------------------------------------------------------------------------------
 def predict_probs(model, values) -> "np.ndarray":
     """Class probabilities for images given as paths, encoded bytes or Pillow images."""
-    import numpy as np
     return model._probs_u8(np.stack([model._square(v) for v in values]))
 
 
 def item_probs(model, frame, bs: int = 256):
     """Probabilities for store items (through the decoded cache); items that cannot be read are dropped."""
-    import numpy as np
     from ..data import ImageCache, check_files
     frame, _ = check_files(frame)
     if frame.empty:
@@ -165,3 +175,272 @@ def save_extra(model, folder) -> None:
 
 def load_extra(model, folder) -> None:
     pass
+
+
+# -- the data-centric loop: what is specific to images in nbml.analysis -------------------------------------------
+
+PIXEL_SIZE = 32            # the decoded-cache size the pixel comparisons of `duplicates` and `label_issues` read
+PIXEL_C = 0.01             # L2 strength of label_issues' pixel head: 0.1 and 1 flagged more false alarms on digits
+SURFACE_WORDS = "16x16 pixel thumbnails"      # the evidence no label shaped, beside the embeddings
+SURFACE_COLUMN = "pixel_similarity"
+SURFACE_THRESHOLD = 0.99   # thumbnail correlation for near duplicates
+QUERY_WORDS = "an image path, bytes or a Pillow image"
+
+
+def query(ds, emb, value):
+    """(vector, ids to leave out, words) for an image query of `similar`; None when `value` is item ids."""
+    if not _is_image_like(value):
+        return None
+    vec, exclude = _image_query(ds, emb, value)
+    return vec, exclude, "an image"
+
+
+def compute(ds, backbone, todo: pd.DataFrame):
+    """(items kept, a function giving the features of positions [start, stop) of them, notes): through the
+    decoded cache at the backbone's size."""
+    from ..data import ImageCache
+    array, rows, kept, notes = ImageCache(ds, backbone.size).rows(todo)
+    todo = todo.iloc[kept].reset_index(drop=True)
+    return todo, lambda start, stop: backbone.features(array[rows[start:stop]]), notes
+
+
+def surface(ds, ids):
+    """What `duplicates` compares beside embeddings: (unit 16x16 thumbnails, hash of the decoded pixels, frame)."""
+    return _pixel_thumbs(ds, _image_frame(ds, ids))
+
+
+def _is_image_like(query) -> bool:
+    from PIL import Image
+    return isinstance(query, (bytes, bytearray, memoryview, Image.Image, os.PathLike)) or (
+        isinstance(query, str) and not query.strip().lstrip("-").isdigit())
+
+
+def _image_query(ds, emb: Embeddings, image):
+    from PIL import Image
+    exclude = set()
+    data = None
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+    elif not isinstance(image, Image.Image):
+        path = os.fspath(image)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is not a file; give an item id, an image path, bytes or a Pillow image")
+        with open(path, "rb") as f:
+            data = f.read()
+    if data is not None:    # the same content as an item: leave that item out, as for an id
+        digest = hashlib.sha256(data).hexdigest()
+        same = emb.frame.loc[emb.frame["sha256"] == digest, "id"]
+        exclude = set(int(i) for i in same)
+        image = data
+    from ..embeddings import embed_images
+    vec = embed_images(emb.backbone, [image], max_pixels=ds.max_pixels)[0]
+    return vec, exclude
+
+
+def _image_frame(ds, ids) -> pd.DataFrame:
+    """The store columns `_pixel_thumbs` reads, for the image items among these ids (in their order)."""
+    cols = ["id", "path", "path_raw", "sha256", "size_bytes", "mtime", "label", "split"]
+    return pd.DataFrame([{c: r.get(c) for c in cols} for r in ds.item_rows(ids) if r.get("kind", "image") == "image"],
+                        columns=cols)
+
+
+def _pixel_thumbs(ds, frame: pd.DataFrame):
+    """Per-channel-centred, unit-length 16x16 colour thumbnails (from the 32 px decoded cache), and the hash of
+    each item's 32 px pixels. Items that cannot be read are dropped: returns (thumbs, pixel hashes, kept)."""
+    import torch
+    import torch.nn.functional as F
+    from ..data import ImageCache, check_files
+    frame, _ = check_files(frame)
+    array, rows, kept, _ = ImageCache(ds, PIXEL_SIZE).rows(frame)
+    frame = frame.iloc[kept].reset_index(drop=True)
+    thumbs, hashes = [], []
+    for i in range(0, len(rows), 2048):
+        block = np.asarray(array[rows[i:i + 2048]])
+        hashes += [hashlib.blake2b(r.tobytes(), digest_size=16).hexdigest() for r in block]
+        x = torch.from_numpy(block).permute(0, 3, 1, 2).float()
+        x = F.adaptive_avg_pool2d(x, 16)
+        x = (x - x.mean((2, 3), keepdim=True)).flatten(1)
+        thumbs.append(F.normalize(x, dim=1).numpy())
+    thumbs = np.concatenate(thumbs) if thumbs else np.zeros((0, 768), np.float32)
+    return thumbs, np.asarray(hashes, object), frame
+
+
+def surface_probs(ds, ids: list[int], y: np.ndarray, n_classes: int, folds: int, seed: int) -> np.ndarray | None:
+    """Out-of-sample probabilities [len(ids), n_classes] of a logistic head cross-validated on 16x16 pixel
+    thumbnails; NaN rows for items without pixels (not images, unreadable). None when too few have pixels."""
+    from ..head import cross_val_probs
+    thumbs, _, frame = _pixel_thumbs(ds, _image_frame(ds, ids))
+    pos = pd.Index(ids).get_indexer(frame["id"])
+    out = np.full((len(ids), n_classes), np.nan, np.float32)
+    try:
+        out[pos] = cross_val_probs(thumbs, y[pos], n_classes, folds=folds, seed=seed, C=PIXEL_C)
+    except ValueError:          # fewer than two readable images in some class
+        return None
+    return out
+
+
+
+
+# -- export and serving -------------------------------------------------------------------------------------------
+# What nbml.export asks of a kind: the ONNX graph (what follows decoding and resizing), the inputs it is checked on,
+# the config and model-card parts, the Triton entry. The server's half (decoding requests) is
+# nbml/serving/decode_image.py: the server never imports this module.
+ONNX_INPUT = "pixels"
+ONNX_OUTPUT = "probabilities"
+TRITON_MAX_BATCH = 64
+PREPROCESSING = {
+    "decode": "RGB; EXIF orientation applied; first frame of animations; alpha over white; 16-bit scaled to 8-bit",
+    "resize": "shorter side to `size` (bilinear), then centre crop to size x size",
+    "input": "uint8 RGB, NHWC [N, size, size, 3]",
+    "normalise": "inside the ONNX graph: (pixel / 255 - mean) / std",
+    "output": "softmax probabilities [N, len(classes)], in the order of `classes`",
+}
+SERVE_REQUIREMENTS = (("pillow", "10.0"),)
+
+
+def onnx_wrapper(net, mean, std):
+    import torch
+    from torch import nn
+
+    class OnnxWrapper(nn.Module):
+        """uint8 NHWC in, probabilities out: normalisation and softmax inside the graph."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = net
+            self.register_buffer("mean255", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+            self.register_buffer("std255", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+
+        def forward(self, pixels):
+            x = pixels.permute(0, 3, 1, 2).float()
+            return torch.softmax(self.net((x - self.mean255) / self.std255), dim=1)
+
+    return OnnxWrapper().eval()
+
+
+def sample_images(size: int, n: int = 4, seed: int = 0):
+    """Random noise, flat grey and a gradient: inputs that exercise the whole range of pixel values."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    grey = np.full((1, size, size, 3), 128, np.uint8)
+    ramp = np.broadcast_to(np.linspace(0, 255, size, dtype=np.uint8)[None, None, :, None], (1, size, size, 3))
+    return np.concatenate([noise, grey, ramp])
+
+
+def onnx_graph(model, net) -> dict:
+    """The module to export (float32 `net` on the CPU inside), a sample input and the graph's names and axes."""
+    import torch
+    size = int(model.config["size"])
+    return dict(wrapper=onnx_wrapper(net, model.config["mean"], model.config["std"]),
+                sample=(torch.zeros(2, size, size, 3, dtype=torch.uint8),), inputs=[ONNX_INPUT], output=ONNX_OUTPUT,
+                dynamic={ONNX_INPUT: {0: "batch"}}, exporters=("torch.export", "torchscript"))
+
+
+def check_feeds(model, size: int | None = None) -> tuple[list[dict], str]:
+    """What the ONNX graph is compared with torch on at export: sample images in a batch of 1 and one of all."""
+    images = sample_images(int(size or model.config["size"]))
+    return [{ONNX_INPUT: images[:1]}, {ONNX_INPUT: images}], f"{len(images)} sample images"
+
+
+def export_config(model) -> dict:
+    return {"preprocessing": PREPROCESSING}
+
+
+def quantize(model, float_onnx, int8_onnx, **kw) -> dict:
+    from .._quantization import quantize_checked
+    return quantize_checked(model, float_onnx, int8_onnx, ONNX_INPUT, **kw)
+
+
+def triton_config(name: str, size: int, n_classes: int, max_batch: int = TRITON_MAX_BATCH) -> str:
+    """config.pbtxt for Triton's ONNX Runtime backend. Triton feeds tensors, not encoded images: clients (or an
+    ensemble with a decoding step) must send uint8 [N, size, size, 3] already resized as `PREPROCESSING` says."""
+    return f"""name: "{name}"
+backend: "onnxruntime"
+max_batch_size: {max_batch}
+input [
+  {{
+    name: "{ONNX_INPUT}"
+    data_type: TYPE_UINT8
+    dims: [ {size}, {size}, 3 ]
+  }}
+]
+output [
+  {{
+    name: "{ONNX_OUTPUT}"
+    data_type: TYPE_FP32
+    dims: [ {n_classes} ]
+    label_filename: "labels.txt"
+  }}
+]
+dynamic_batching {{
+  max_queue_delay_microseconds: 2000
+}}
+version_policy: {{ latest: {{ num_versions: 1 }} }}
+"""
+
+
+def triton_entry(config: dict) -> dict[str, str]:
+    """The files of the Triton model repository entry, besides `1/model.onnx`."""
+    return {"config.pbtxt": triton_config(config["name"], int(config["size"]), len(config["classes"])),
+            "labels.txt": "\n".join(config["classes"]) + "\n"}
+
+
+def card(config: dict) -> dict:
+    """The model card's kind-specific parts (see nbml.export.model_card)."""
+    size, n = config["size"], len(config["classes"])
+    onnx = config["onnx"]
+    check = onnx["check"]
+    return dict(
+        summary=f"An image classifier made with nbml {config['exported_with']}: a `{config['arch']}` backbone "
+                f"(timm) with a fastai head, {n} classes, {size}x{size} px input.",
+        input=[f"- {k}: {v}" for k, v in config["preprocessing"].items()]
+        + [f"- mean {config['mean']}, std {config['std']}"],
+        onnx_file=f"- `model.onnx` ({onnx.get('precision', 'float32')}): input `{ONNX_INPUT}` uint8 "
+                  f"[N, {size}, {size}, 3], output `{ONNX_OUTPUT}` float32 [N, {n}]; the float32 graph was "
+                  f"checked at export against torch (largest difference {check['max_abs_diff']:.1e}, tolerance "
+                  f"{check['tolerance']:.0e}, {check['samples']} sample images)",
+        try_it="curl -F file=@photo.jpg http://127.0.0.1:8000/predict",
+        serving=["nbml's server takes encoded images (JPEG, PNG, ...) on `POST /predict` and on the Open Inference "
+                 f"Protocol (`POST /v2/models/{config['name']}/infer`, input `image` BYTES), and decodes and "
+                 f"resizes them itself.", "",
+                 "Triton (or KServe with the Triton runtime) runs the ONNX model, which takes tensors, not encoded "
+                 f"images: point it at `triton/` and send uint8 [N, {size}, {size}, 3] pixels resized as above "
+                 "(decode in the client, or add a decoding model in front as a Triton ensemble). Its output "
+                 f"`{ONNX_OUTPUT}` is already softmaxed."],
+        limits=[f"- The model always answers one of its {n} classes, even for a picture of something else; "
+                "a low confidence is the only sign. Look at low-confidence inputs (`nbml.monitor`, "
+                "`ds.add_from_log`).",
+                "- It knows only what its training data showed: other cameras, lighting or backgrounds can lower "
+                "accuracy without warning. The metrics above come from the validation split of the same data."])
+
+
+def _extension(data: bytes) -> str:
+    import io
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = (img.format or "").lower()
+    except Exception:
+        return ".bin"
+    return {"jpeg": ".jpg", "tiff": ".tif"}.get(fmt, f".{fmt}" if fmt else ".bin")
+
+
+def add_logged(ds, logged: dict):
+    """`ds.add_from_log`'s last step: logged images ({sha256 of the bytes: bytes}) written to `ds.home/from_log`
+    and added as unlabelled items; returns the IngestReport."""
+    import hashlib
+    from pathlib import Path
+    folder = Path(ds.home) / "from_log"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for sha, image in logged.items():
+        if hashlib.sha256(image).hexdigest() != sha:   # the logged hash is of these exact bytes
+            continue
+        path = folder / f"{sha[:20]}{_extension(image)}"
+        if not path.exists():
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_bytes(image)
+            os.replace(tmp, path)
+        paths.append(str(path))
+    return ds.add_images(paths, label_from=None, progress=False)

@@ -298,13 +298,15 @@ def net_features(body, texts: list[str], max_tokens: int = MAX_TOKENS, bs: int =
 HEAD_C = 1.0   # inverse regularisation of the logistic regression; 1, 10 and 30 were within a point on TREC-6
 
 
-def fit_head(net, dense: np.ndarray, texts: list[str], y: np.ndarray, n_classes: int, C: float = HEAD_C):
+def fit_head(net, dense: np.ndarray, texts: list[str] | None, y: np.ndarray, n_classes: int, C: float = HEAD_C,
+             counts=None):
     """Fit the head and the n-gram weights of `net` jointly, as one multinomial logistic regression on [body
     features | TF-IDF n-grams] (scikit-learn, L-BFGS), and write them into the network."""
     import scipy.sparse as sp
     import torch
     from sklearn.linear_model import LogisticRegression
-    X = sp.hstack([sp.csr_matrix(dense), tfidf(gram_counts(texts), net.idf.cpu().numpy())], format="csr")
+    counts = gram_counts(texts) if counts is None else counts
+    X = sp.hstack([sp.csr_matrix(dense), tfidf(counts, net.idf.cpu().numpy())], format="csr")
     present = np.unique(y)
     lr = LogisticRegression(C=C, max_iter=1000).fit(X, y)
     coef = np.zeros((n_classes, X.shape[1]), np.float32)
@@ -322,12 +324,6 @@ def fit_head(net, dense: np.ndarray, texts: list[str], y: np.ndarray, n_classes:
         net.head.bias.copy_(torch.from_numpy(bias))
         net.grams.weight.copy_(torch.from_numpy(np.ascontiguousarray(coef[:, dim:].T)))
     return net
-
-
-def set_idf(net, texts: list[str]) -> None:
-    import torch
-    with torch.no_grad():
-        net.idf.copy_(torch.from_numpy(idf_of(texts)))
 
 
 
@@ -405,8 +401,9 @@ def make_learner(plan, frame, stop_cb):
     texts = frame["content"].tolist()
     targets = frame["label"].map({c: i for i, c in enumerate(plan.classes)}).to_numpy().astype(np.int64)
     is_train = (frame["split"] == "train").to_numpy()
-    every = plan.ds._item_columns(["content"], None)["content"]   # idf from every text of the project
-    set_idf(net, [t for t in every if t])
+    import torch
+    with torch.no_grad():
+        net.idf.copy_(torch.from_numpy(project_idf(plan.ds)))     # idf from every text of the project
     train_texts = [t for t, k in zip(texts, is_train) if k]
     dense = net_features(net.body, train_texts, plan.size)
     fit_head(net, dense, train_texts, targets[is_train], len(plan.classes))
@@ -431,6 +428,161 @@ def config(plan) -> dict:
     return dict(kind=NAME, vocab=int(plan.net.body.embed.num_embeddings), dim=int(plan.net.body.num_features),
                 max_tokens=int(plan.size), word_buckets=WORD_BUCKETS, char_buckets=CHAR_BUCKETS,
                 tokenizer="tokenizer.json", head={"type": "linear+grams"})
+
+
+# -- the data-centric loop: embeddings and what is specific to texts in nbml.analysis -------------------------------
+SURFACE_WORDS = "TF-IDF of words and character n-grams"    # the evidence no label shaped, beside the embeddings
+SURFACE_COLUMN = "text_similarity"
+SURFACE_THRESHOLD = 0.9    # TF-IDF cosine for near-duplicate texts
+SURFACE_C = 1.0            # inverse regularisation of label_issues' TF-IDF head
+QUERY_WORDS = "or a text to search for"
+
+
+def pretrained_backbone(device=None):
+    """WordLlama's pretrained embedding (ships with the wordllama package: always available, never downloaded)."""
+    from ..embeddings import Backbone
+    TextBody, _ = _torch_modules()
+
+    def loader():
+        import torch
+        table = wordllama_table()
+        body = TextBody(table.shape[0], table.shape[1])
+        with torch.no_grad():
+            body.embed.weight.copy_(torch.from_numpy(table))
+        return body
+    return Backbone(f"wordllama:{WORDLLAMA}@{MAX_TOKENS}", f"WordLlama {WORDLLAMA} (pretrained static token "
+                    f"embedding, mean of the first {MAX_TOKENS} tokens)", ARCH, MAX_TOKENS, (), (),
+                    f"wordllama:{WORDLLAMA}", loader=loader, device=device, fresh=True, kind=NAME)
+
+
+def features(backbone, texts: list[str]) -> np.ndarray:
+    """A backbone's features for texts, float32 [n, dim]."""
+    body = backbone.body()
+    if not hasattr(body, "embed"):
+        raise ValueError(f"{backbone.source} cannot embed project texts here; use the default backbone "
+                         f"(ds.embed() with no backbone: WordLlama's)")
+    return net_features(body, list(texts), backbone.size)
+
+
+def compute(ds, backbone, todo: pd.DataFrame):
+    """(items kept, a function giving the features of positions [start, stop) of them, notes)."""
+    texts = todo["content"].fillna("").tolist()
+    return todo, lambda start, stop: features(backbone, texts[start:stop]), []
+
+
+def query(ds, emb, value):
+    """(vector, ids to leave out, words) for a text query of `similar`; None when `value` is item ids."""
+    if not isinstance(value, str) or value.strip().lstrip("-").isdigit():
+        return None
+    if not value.strip():
+        raise ValueError("the query text is empty")
+    same = emb.frame.loc[emb.frame["sha256"] == text_sha256(value), "id"]
+    short = value if len(value) <= 40 else value[:37] + "..."
+    return features(emb.backbone, [value])[0], set(int(i) for i in same), f"the text {short!r}"
+
+
+def _surface_frame(ds, ids) -> pd.DataFrame:
+    cols = ["id", "content", "sha256", "label", "split", "path"]
+    return pd.DataFrame([{c: r.get(c) for c in cols} for r in ds.item_rows(ids) if r.get("content")], columns=cols)
+
+
+def surface(ds, ids):
+    """What `duplicates` compares beside embeddings: (unit TF-IDF rows, sparse; the normalised-text hash; frame)."""
+    frame = _surface_frame(ds, ids)
+    texts = frame["content"].tolist()
+    every = [t for t in ds._item_columns(["content"])["content"] if t]
+    x = tfidf(gram_counts(texts), idf_of(every or texts))
+    # the two blocks are unit length each: scale so a row is unit length and a dot product is a cosine
+    return x * (1 / np.sqrt(2)), frame["sha256"].to_numpy(object), frame
+
+
+def surface_probs(ds, ids: list[int], y: np.ndarray, n_classes: int, folds: int, seed: int):
+    """Out-of-sample probabilities of a logistic regression cross-validated on TF-IDF n-grams (NaN rows for
+    items without text); None when a class has too few items for the folds."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from ..head import fold_count
+    x, _, frame = surface(ds, ids)
+    pos = pd.Index(ids).get_indexer(frame["id"])
+    out = np.full((len(ids), n_classes), np.nan, np.float32)
+    yy = y[pos]
+    try:
+        k = fold_count(yy, folds)
+    except ValueError:
+        return None
+    for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(yy)), yy):
+        lr = LogisticRegression(C=SURFACE_C, max_iter=1000).fit(x[train], yy[train])
+        p = np.zeros((len(test), n_classes), np.float32)
+        p[:, lr.classes_] = lr.predict_proba(x[test])
+        out[pos[test]] = p
+    return out
+
+
+# -- cached n-grams and idf (head mode and the grid's background retraining refit often) ---------------------------
+_GRAMS: dict = {}          # sha256 -> (n-gram ids, counts) of a stored text
+_GRAMS_MAX = 500_000
+
+
+def gram_rows(shas: list[str], texts: list[str]):
+    """gram_counts for stored texts, hashing only those not seen before in this process (CSR)."""
+    import scipy.sparse as sp
+    todo = [i for i, h in enumerate(shas) if h not in _GRAMS]
+    if todo:
+        counts = gram_counts([texts[i] for i in todo])
+        if len(_GRAMS) + len(todo) > _GRAMS_MAX:
+            _GRAMS.clear()
+        for k, i in enumerate(todo):
+            lo, hi = counts.indptr[k], counts.indptr[k + 1]
+            _GRAMS[shas[i]] = (counts.indices[lo:hi], counts.data[lo:hi])
+    parts = [_GRAMS[h] for h in shas]
+    indptr = np.concatenate([[0], np.cumsum([len(p[0]) for p in parts])])
+    indices = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int32)
+    data = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
+    return sp.csr_matrix((data, indices, indptr), shape=(len(shas), WORD_BUCKETS + CHAR_BUCKETS))
+
+
+def project_idf(ds) -> np.ndarray:
+    """The idf of every text in the project, recomputed only when items were added or removed."""
+    from ..store import ITEMS_VERSION
+    token = (ds._meta_value(ITEMS_VERSION), len(ds))
+    held = ds.__dict__.get("_text_idf")
+    if held is not None and held[0] == token:
+        return held[1]
+    cols = ds._item_columns(["sha256", "content"])
+    pairs = [(h, t) for h, t in zip(cols["sha256"], cols["content"]) if t]
+    counts = gram_rows([h for h, _ in pairs], [t for _, t in pairs])
+    df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(np.float64)
+    idf = (np.log((1 + len(pairs)) / (1 + df)) + 1).astype(np.float32)
+    ds.__dict__["_text_idf"] = (token, idf)
+    return idf
+
+
+def head_model(ds, backbone, X: np.ndarray, frame: pd.DataFrame, target: np.ndarray, is_train: np.ndarray,
+               classes: list[str], C: float | None = None):
+    """mode="head" for texts: the closed-form head on [cached embeddings | TF-IDF n-grams] in a TextNet whose
+    body is the backbone's. Returns (net, train probabilities, valid probabilities, config fields)."""
+    import torch
+    body = backbone.body_copy()
+    net = new_net(len(classes), pretrained=False)
+    net.body.load_state_dict(body.state_dict())
+    with torch.no_grad():
+        net.idf.copy_(torch.from_numpy(project_idf(ds)))
+    rows = ds.item_rows(frame["id"].tolist())
+    texts = [r["content"] for r in rows]
+    shas = [r["sha256"] for r in rows]
+    grams = gram_rows(shas, texts)
+    fit_head(net, X[is_train], None, target[is_train], len(classes), C=HEAD_C if C is None else C,
+             counts=grams[is_train])
+    tf = tfidf(grams, net.idf.numpy())
+    logits = (X @ net.head.weight.detach().numpy().T + net.head.bias.detach().numpy()
+              + tf @ net.grams.weight.detach().numpy())
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    extra = dict(kind=NAME, vocab=int(net.body.embed.num_embeddings), dim=int(net.body.num_features),
+                 max_tokens=int(backbone.size), word_buckets=WORD_BUCKETS, char_buckets=CHAR_BUCKETS,
+                 tokenizer="tokenizer.json", head={"type": "linear+grams"}, arch=ARCH, size=int(backbone.size),
+                 mean=[], std=[])
+    return net, p[is_train], p[~is_train], extra
 
 
 # -- a model's inputs ---------------------------------------------------------------------------------------------
@@ -502,3 +654,153 @@ def usable(frame: pd.DataFrame):
     bad = frame["content"].isna() | (frame["content"].fillna("").str.strip() == "")
     notes = [f"item {i} skipped: no text" for i in frame.loc[bad, "id"]]
     return frame[~bad].reset_index(drop=True), notes
+
+
+# -- export and serving -------------------------------------------------------------------------------------------
+# What nbml.export asks of a kind. The ONNX graph is what follows tokenisation: the four arrays of
+# `text_encoding.encode` in, probabilities out. The server never imports this module (pandas): its half is
+# nbml/serving/decode_text.py, on `text_encoding` alone.
+ONNX_OUTPUT = "probabilities"
+CHECK_TEXTS = 256                 # validation texts the ONNX graph is compared with torch on at export
+SAMPLE_TEXTS = ("Hello, how are you today?", "WINNER!! Claim your free prize now: call 0800 123 456",
+                "ok", "Ça va ? 🙂 Ünïcödé, numbers 12345 and a   longer sentence " * 12)
+PREPROCESSING_TEXT = {
+    "decode": "UTF-8 text",
+    "tokens": "tokenizer.json (WordLlama's), no special tokens, the first `max_tokens` token ids -> `ids` int64 "
+              "[N, L] zero-padded, `mask` float32 [N, L] (1 on real tokens)",
+    "n-grams": "scikit-learn HashingVectorizer on the first max_tokens * 8 characters, lowercased: word 1-2 grams "
+               "(`word_buckets` buckets) then character 2-4 grams within words (`char_buckets`), raw counts -> "
+               "`gram_ids` int64 [N, M] and `gram_counts` float32 [N, M], zero-padded",
+    "reference": "nbml.kinds.text_encoding.encode(texts, max_tokens, tokenizer) makes all four (numpy, tokenizers, "
+                 "scikit-learn; no torch)",
+    "weighting": "inside the ONNX graph: TF-IDF and per-block unit length of the n-grams, mean of the token vectors",
+    "output": "softmax probabilities [N, len(classes)], in the order of `classes`",
+}
+SERVE_REQUIREMENTS = (("tokenizers", "0.15"), ("scikit-learn", "1.3"), ("scipy", "1.10"))
+
+
+def _exportable(model) -> None:
+    if model.config.get("arch", "").startswith("hf:"):
+        raise ValueError("exporting Hugging Face text models is not offered yet: export a model trained with the "
+                         f"default arch ({ARCH!r})")
+
+
+def onnx_graph(model, net) -> dict:
+    """The module to export (float32 `net` on the CPU inside, softmax after it), a sample input, names and axes."""
+    import torch
+    _exportable(model)
+
+    class Probabilities(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, ids, mask, gram_ids, gram_counts):
+            return torch.softmax(self.net(ids, mask, gram_ids, gram_counts), dim=1)
+
+    sample = encode(list(SAMPLE_TEXTS[:2]), model.size, model_tokenizer(model))
+    axes = {"ids": {0: "batch", 1: "tokens"}, "mask": {0: "batch", 1: "tokens"},
+            "gram_ids": {0: "batch", 1: "grams"}, "gram_counts": {0: "batch", 1: "grams"}}
+    # TorchScript first: it exports this graph in under a second where torch.export takes ten and warns
+    return dict(wrapper=Probabilities().eval(), sample=tuple(torch.from_numpy(sample[k]) for k in INPUT_NAMES),
+                inputs=list(INPUT_NAMES), output=ONNX_OUTPUT, dynamic=axes, exporters=("torchscript", "torch.export"))
+
+
+def check_texts(model, limit: int = CHECK_TEXTS) -> tuple[list[str], str]:
+    """The project's validation texts (at most `limit`, a fixed sample), or sample texts without a project."""
+    if model.dataset is not None:
+        try:
+            frame = model.dataset.training_items(["valid"])
+        except Exception:
+            frame = None
+        if frame is not None and len(frame):
+            texts = [t for t in frame["content"].tolist() if isinstance(t, str) and t.strip()]
+            if len(texts) > limit:
+                texts = [texts[i] for i in np.random.default_rng(0).choice(len(texts), limit, replace=False)]
+            if texts:
+                return texts, f"{len(texts)} validation texts"
+    return list(SAMPLE_TEXTS), f"{len(SAMPLE_TEXTS)} sample texts (no project with validation texts)"
+
+
+def check_feeds(model, size: int | None = None) -> tuple[list[dict], str]:
+    """What the ONNX graph is compared with torch on at export: the validation texts one alone, then in batches."""
+    texts, described = check_texts(model)
+    tok = model_tokenizer(model)
+    feeds = [encode(texts[:1], model.size, tok)]
+    feeds += [encode(texts[i:i + 64], model.size, tok) for i in range(0, len(texts), 64)]
+    return feeds, described
+
+
+def export_config(model) -> dict:
+    return {"preprocessing": PREPROCESSING_TEXT, "tokenizer": "tokenizer.json",
+            "max_tokens": int(model.config.get("max_tokens", model.size))}
+
+
+# no `quantize`: export refuses quantize="int8" for text with this message
+QUANTIZE_REFUSED = ("int8 is not offered for text models yet: their graph is mostly table look-ups, which int8 "
+                    "would not speed up. Export without quantize=")
+
+
+def triton_entry(config: dict) -> dict[str, str]:
+    """Triton's entry runs the ONNX graph on the four encoded arrays; a BYTES text input cannot go into ONNX, so a
+    tokenising front end (the client, or a Python-backend model in an ensemble) must call `encode` first."""
+    blocks = [f"""  {{
+    name: "{n}"
+    data_type: {"TYPE_INT64" if n.endswith("ids") else "TYPE_FP32"}
+    dims: [ -1 ]
+  }}""" for n in INPUT_NAMES]
+    nl = "\n"
+    pbtxt = f"""name: "{config['name']}"
+backend: "onnxruntime"
+max_batch_size: 64
+input [
+{("," + nl).join(blocks)}
+]
+output [
+  {{
+    name: "{ONNX_OUTPUT}"
+    data_type: TYPE_FP32
+    dims: [ {len(config['classes'])} ]
+    label_filename: "labels.txt"
+  }}
+]
+version_policy: {{ latest: {{ num_versions: 1 }} }}
+"""
+    return {"config.pbtxt": pbtxt, "labels.txt": "\n".join(config["classes"]) + "\n"}
+
+
+def card(config: dict) -> dict:
+    """The model card's kind-specific parts (see nbml.export.model_card)."""
+    n, name, onnx = len(config["classes"]), config["name"], config["onnx"]
+    check = onnx["check"]
+    return dict(
+        summary=f"A text classifier made with nbml {config['exported_with']}: `{config['arch']}` (WordLlama's "
+                f"static token embedding, mean-pooled, plus TF-IDF-weighted hashed word and character n-grams, "
+                f"a linear head), {n} classes; it reads the first {config.get('max_tokens', config['size'])} tokens "
+                f"of a text.",
+        input=[f"- {k}: {v}" for k, v in config["preprocessing"].items()],
+        onnx_file=f"- `model.onnx` (float32): inputs {', '.join(f'`{k}`' for k in INPUT_NAMES)} as above, output "
+                  f"`{ONNX_OUTPUT}` float32 [N, {n}]; checked at export against torch (largest difference "
+                  f"{check['max_abs_diff']:.1e}, tolerance {check['tolerance']:.0e}, on {check['described']})",
+        extra_files=["- `tokenizer.json`: the tokenizer, as JSON (no pickle)"],
+        try_it=("curl -H 'Content-Type: application/json' -d '{\"text\": \"hello there\"}' "
+                "http://127.0.0.1:8000/predict"),
+        serving=['nbml\'s server takes `{"text": "..."}` or `{"texts": ["...", ...]}` (JSON) or a `text/plain` '
+                 f"body on `POST /predict`, and a BYTES input `text` (UTF-8) on the Open Inference Protocol "
+                 f"(`POST /v2/models/{name}/infer`); it tokenises and hashes the texts itself.", "",
+                 "Triton (or KServe with the Triton runtime) runs the ONNX model, which takes the four encoded arrays, "
+                 "not text: a BYTES input cannot go into the ONNX graph, so Triton needs a tokenising front end. "
+                 "Point it at `triton/` and call `nbml.kinds.text_encoding.encode(texts, max_tokens, "
+                 "tokenizer(tokenizer.json))` in the client, or put a Python-backend model that does it in front as "
+                 f"a Triton ensemble. Its output `{ONNX_OUTPUT}` is already softmaxed."],
+        limits=[f"- The model always answers one of its {n} classes, even for a text about something else; a low "
+                "confidence is the only sign. Look at low-confidence inputs (`nbml.monitor`, `ds.add_from_log`).",
+                f"- It reads only the first {config.get('max_tokens', config['size'])} tokens of a text (and n-grams "
+                "of its first characters); other languages, topics or styles than its training data's can lower "
+                "accuracy without warning. The metrics above come from the validation split of the same data."])
+
+
+def add_logged(ds, logged: dict):
+    """`ds.add_from_log`'s last step: logged texts ({sha256: UTF-8 bytes}) added as unlabelled items."""
+    texts = [data.decode("utf-8", "replace") for data in logged.values()]
+    return add_texts(ds, texts, progress=False)

@@ -1,9 +1,10 @@
-"""The Open Inference Protocol (KServe v2) for an image classifier: parse infer requests, build responses.
+"""The Open Inference Protocol (KServe v2) for a classifier of images or texts: parse infer requests, build responses.
 
 Requests: JSON, optionally followed by binary tensor data (Triton's binary tensor extension: the
 `Inference-Header-Content-Length` header gives the JSON's length; each input with a `binary_data_size` parameter
 takes that many bytes, in input order). BYTES elements in binary data are a 4-byte little-endian length then the
-bytes; in JSON, BYTES elements of the `image` input are base64 strings (an encoded image is not UTF-8 text).
+bytes; in JSON, BYTES elements of the `image` input are base64 strings (an encoded image is not UTF-8 text), those
+of the `text` input plain strings. The model's one input is described by a `V2Input` (`IMAGE` or `TEXT`).
 
 Responses: JSON, and binary data for the outputs that ask for it (`binary_data` output parameter, or the request's
 `binary_data_output` parameter, which is what tritonclient sends when no outputs are listed).
@@ -14,11 +15,13 @@ import base64
 import binascii
 import json
 import struct
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 __all__ = ["ProtocolError", "InferRequest", "parse_infer_request", "encode_infer_response", "model_metadata",
-           "INPUT", "OUTPUTS"]
+           "INPUT", "OUTPUTS", "V2Input", "IMAGE", "TEXT"]
 
 INPUT = "image"
 OUTPUTS = ("probabilities", "label")
@@ -28,12 +31,28 @@ class ProtocolError(ValueError):
     """A request that does not follow the protocol or the model's metadata: 400 with this message."""
 
 
+@dataclass(frozen=True)
+class V2Input:
+    """The model's one BYTES input: its name, what its elements are (for messages), and how a JSON element becomes
+    bytes (`from_json(value, i, name)`; binary elements are taken as they come)."""
+    name: str
+    elements: str                        # "encoded image files"
+    element: str                         # "encoded image"
+    from_json: Callable
+
+
+def _json_text(value, i: int, name: str) -> bytes:
+    if not isinstance(value, str):
+        raise ProtocolError(f"element {i} of input '{name}' must be a string, not {type(value).__name__}")
+    return value.encode("utf-8", "surrogatepass")     # lone surrogates fail later, as text that is not UTF-8
+
+
 class InferRequest:
     def __init__(self, id, images: list[bytes], outputs: list[tuple[str, bool]]):
         self.id, self.images, self.outputs = id, images, outputs
 
 
-def _split_bytes(buffer: memoryview, count: int) -> list[bytes]:
+def _split_bytes(buffer: memoryview, count: int, name: str = INPUT) -> list[bytes]:
     out, offset = [], 0
     while offset < len(buffer):
         if offset + 4 > len(buffer):
@@ -45,7 +64,7 @@ def _split_bytes(buffer: memoryview, count: int) -> list[bytes]:
         out.append(bytes(buffer[offset:offset + n]))
         offset += n
     if len(out) != count:
-        raise ProtocolError(f"input '{INPUT}' has shape [{count}] but its binary data holds {len(out)} elements")
+        raise ProtocolError(f"input '{name}' has shape [{count}] but its binary data holds {len(out)} elements")
     return out
 
 
@@ -57,7 +76,7 @@ def _flatten(data):
         yield data
 
 
-def _b64(value, i: int) -> bytes:
+def _b64(value, i: int, INPUT: str = INPUT) -> bytes:
     if not isinstance(value, str):
         raise ProtocolError(f"element {i} of input '{INPUT}' must be a base64 string in JSON, not "
                             f"{type(value).__name__}")
@@ -68,7 +87,9 @@ def _b64(value, i: int) -> bytes:
                             f"JSON, or as binary data)") from None
 
 
-def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
+def parse_infer_request(body: bytes, header_length: str | None, spec: V2Input | None = None) -> InferRequest:
+    spec = spec or IMAGE
+    INPUT = spec.name
     if header_length is not None:
         try:
             n = int(header_length)
@@ -102,25 +123,25 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         offset += size or 0
         if tensor.get("name") != INPUT:
             raise ProtocolError(f"unknown input {tensor.get('name')!r}: this model takes one input '{INPUT}' "
-                                f"(BYTES, shape [-1], encoded image files)")
+                                f"(BYTES, shape [-1], {spec.elements})")
         if images is not None:
             raise ProtocolError(f"input '{INPUT}' is given twice")
         if tensor.get("datatype") != "BYTES":
-            raise ProtocolError(f"input '{INPUT}' must have datatype BYTES (encoded image files), not "
+            raise ProtocolError(f"input '{INPUT}' must have datatype BYTES ({spec.elements}), not "
                                 f"{tensor.get('datatype')!r}")
         shape = tensor.get("shape")
         if (not isinstance(shape, list) or len(shape) != 1 or not isinstance(shape[0], int)
                 or isinstance(shape[0], bool) or shape[0] < 1):
-            raise ProtocolError(f"input '{INPUT}' must have shape [N] with N >= 1 (one encoded image per element), "
+            raise ProtocolError(f"input '{INPUT}' must have shape [N] with N >= 1 (one {spec.element} per element), "
                                 f"not {shape!r}")
         count = shape[0]
         if chunk is not None:
-            images = _split_bytes(chunk, count)
+            images = _split_bytes(chunk, count, INPUT)
         elif "data" in tensor:
             values = list(_flatten(tensor["data"]))
             if len(values) != count:
                 raise ProtocolError(f"input '{INPUT}' has shape [{count}] but {len(values)} data elements")
-            images = [_b64(v, i) for i, v in enumerate(values)]
+            images = [spec.from_json(v, i, INPUT) for i, v in enumerate(values)]
         else:
             raise ProtocolError(f"input '{INPUT}' has neither 'data' nor binary data")
     if offset != len(binary):
@@ -187,8 +208,12 @@ def encode_infer_response(model: str, request: InferRequest, probs: np.ndarray, 
                                     "inference-header-content-length": str(len(head))}
 
 
-def model_metadata(name: str, n_classes: int, platform: str) -> dict:
+IMAGE = V2Input("image", "encoded image files", "encoded image", _b64)
+TEXT = V2Input("text", "UTF-8 texts", "text", _json_text)
+
+
+def model_metadata(name: str, n_classes: int, platform: str, input_name: str = INPUT) -> dict:
     return {"name": name, "versions": ["1"], "platform": platform,
-            "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1]}],
+            "inputs": [{"name": input_name, "datatype": "BYTES", "shape": [-1]}],
             "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, n_classes]},
                         {"name": "label", "datatype": "BYTES", "shape": [-1]}]}

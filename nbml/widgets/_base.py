@@ -8,6 +8,8 @@ from pathlib import Path
 import anywidget
 import traitlets as t
 
+from . import _text
+
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
@@ -63,17 +65,31 @@ class GridWidget(Widget):
     page_size = t.Int(48).tag(sync=True)
     n_total = t.Int(0).tag(sync=True)
     drops_decided = t.Bool(False).tag(sync=True)   # True when decided items leave the list (unlabelled filter)
+    item_kind = t.Unicode("image").tag(sync=True)  # 'text': cards carry their preview, no thumbnail is asked for
+    search = t.Unicode("").tag(sync=True)          # text items: only those containing this (any case) are listed
 
     def __init__(self, ds, *, page_size: int = 48, thumb_size: int = 128, **traits):
-        from ..thumbs import ThumbCache
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, not {page_size}")
         self.ds = ds
-        self._thumbs = ThumbCache(ds, thumb_size)
+        kind = ds.kind or "image"
+        self._thumb_size = thumb_size
+        self._thumbs_cache = None
         self._listed: dict[str, dict] = {}    # sha256 -> item row, for every page this widget has listed
         self._refresh_pending = False
-        super().__init__(page_size=page_size, **traits)
+        super().__init__(page_size=page_size, item_kind=kind, **traits)
         self.refresh()
+
+    @property
+    def _thumbs(self):
+        if self._thumbs_cache is None:
+            from ..thumbs import ThumbCache
+            self._thumbs_cache = ThumbCache(self.ds, self._thumb_size)
+        return self._thumbs_cache
+
+    @property
+    def _texts(self) -> bool:
+        return self.item_kind == "text"
 
     # -- what subclasses provide ------------------------------------------------------------------------------
     def _ids(self) -> list[int]:
@@ -96,17 +112,19 @@ class GridWidget(Widget):
         """Send the current page: item fields as JSON, thumbnails by content key (the front end asks for the
         bytes of keys it has not seen, so a key press re-sends no image)."""
         page = max(self.page, 0)
-        ids, total = self._page_ids(page * self.page_size, self.page_size)
+        ids, total = self._searched_page_ids(page * self.page_size, self.page_size)
         last = max(0, (total - 1) // self.page_size)
         if page > last:
             page = last
-            ids, total = self._page_ids(page * self.page_size, self.page_size)
+            ids, total = self._searched_page_ids(page * self.page_size, self.page_size)
         rows = self.ds.item_rows(ids)
-        self._remember(rows)
+        if not self._texts:   # texts need no thumbnail, so their rows (and contents) are not kept
+            self._remember(rows)
         items = []
         for row, extra in zip(rows, self._extra(rows)):
+            shown = {"text": _text.card(row.get("content"), self.search)} if self._texts else {"thumb": row["sha256"]}
             items.append({"id": row["id"], "label": row["label"], "status": row["status"], "split": row["split"],
-                          "thumb": row["sha256"], **extra})
+                          **shown, **extra})
         counts = {k: v for k, v in self.ds.label_counts().items() if k is not None}   # every class, in order
         with self.hold_sync():
             self.classes = list(counts)
@@ -115,12 +133,43 @@ class GridWidget(Widget):
             self.page = page
             self.items = items
 
+    def _searched_page_ids(self, offset: int, limit: int) -> tuple[list[int], int]:
+        if not (self._texts and self.search):
+            return self._page_ids(offset, limit)
+        ids = _text.matching(self.ds, self._ids(), self.search)
+        return ids[offset:offset + limit], len(ids)
+
     def _remember(self, rows: list[dict]) -> None:
         for row in rows:
             self._listed.pop(row["sha256"], None)
             self._listed[row["sha256"]] = row
         while len(self._listed) > self.LISTED_MAX:
             del self._listed[next(iter(self._listed))]
+
+    def _on_text(self, content):
+        """The whole text of an item (`{type: "text", id}`), escaped, split where the model stops reading."""
+        if not self._texts:
+            raise ValueError("only text items have a full text to show")
+        item_id = int(content["id"])
+        rows = self.ds.item_rows([item_id])
+        if not rows:
+            raise LookupError(f"no item with id {item_id}: it was removed from the project")
+        self.send(_text.full(item_id, rows[0].get("content")))
+
+    def _on_search(self, content):
+        """Show only the texts containing `query` (any case), from the first page."""
+        if not self._texts:
+            raise ValueError("search looks in texts; this project holds images")
+        self.search = str(content.get("query") or "")
+        return f"{self.n_total} texts contain {self.search!r}" if self.search else ""
+
+    @t.observe("search")
+    def _search_set(self, change) -> None:
+        if change["new"] and not self._texts:
+            self.search = ""
+            raise ValueError("search looks in texts; this project holds images")
+        self.page = 0
+        self.refresh()
 
     def _on_thumbs(self, content):
         """JPEG bytes for thumbnail keys, as binary message buffers. Any key this widget has listed is answered,

@@ -30,15 +30,36 @@ def project_2d(ds, embeddings, method: str = "auto"):
     return frame
 
 
-def map_spec(points, title: str) -> dict:
+HOVER_CHARS = 200   # characters of a text shown when the pointer rests on its point
+
+
+def hover_texts(ds, ids) -> dict[int, str]:
+    """id -> the start of each item's text, control characters escaped, for the map's tooltip."""
+    from ..kinds.text import shown_text
+    out = {}
+    ids = [int(i) for i in ids]
+    for start in range(0, len(ids), 2000):
+        for row in ds.item_rows(ids[start:start + 2000]):
+            text = row.get("content") or ""
+            out[row["id"]] = shown_text(text[:HOVER_CHARS]) + ("…" if len(text) > HOVER_CHARS else "")
+    return out
+
+
+def map_spec(points, title: str, texts: dict[int, str] | None = None) -> dict:
+    """The map; with `texts` (id -> text) a point's tooltip shows its text as well."""
     import altair as alt
     brush = alt.selection_interval(name="brush", encodings=["x", "y"])   # the box tool; the lasso is drawn over it
     values = [{"id": int(p.id), "x": float(p.x), "y": float(p.y), "label": p.label if isinstance(p.label, str)
                else "(unlabelled)", "split": p.split if isinstance(p.split, str) else ""}
               for p in points.itertuples(index=False)]
+    tooltip = ["id:Q", "label:N", "split:N"]
+    if texts is not None:
+        for v in values:
+            v["text"] = texts.get(v["id"], "")
+        tooltip.append("text:N")
     return inline_spec(alt.Chart(alt.InlineData(values=values)).mark_circle(size=28, opacity=0.75, cursor="pointer").encode(
         alt.X("x:Q", axis=None), alt.Y("y:Q", axis=None), alt.Color("label:N", title="label"),
-        tooltip=["id:Q", "label:N", "split:N"]).add_params(brush).properties(
+        tooltip=tooltip).add_params(brush).properties(
         width=420, height=320, title=title))
 
 
@@ -64,8 +85,9 @@ class ExploreWidget(GridWidget):
         super().__init__(ds, page_size=page_size, mode="selection",
                          mode_options=[[k, v] for k, v in MODES.items()],
                          info=f"embeddings from {source} ({self._points.attrs['projection']} map)")
+        texts = hover_texts(ds, self._points["id"]) if self.item_kind == "text" else None
         self.spec = map_spec(self._points, f"{len(self._points)} items, {self._points.attrs['projection']} of "
-                                           f"{source} embeddings")
+                                           f"{source} embeddings", texts)
         self.points = [{"id": int(p.id), "x": float(p.x), "y": float(p.y)} for p in self._points.itertuples()]
         self.classes_spec = stats(ds).spec
         self.observe(lambda _: self._mode_set(), "mode")
