@@ -88,7 +88,7 @@ def resolve(arch: str) -> tuple[Path, str, str]:
 
 def _not_cached_message(arch: str, reason: str) -> str:
     repo = _spec(arch).partition("@")[0]
-    offline = " HF_HUB_OFFLINE is set;" if hub_offline() else ""
+    offline = " HF_HUB_OFFLINE is set." if hub_offline() else ""
     return (f"No weights for {arch} could be loaded ({reason}).{offline} nbml reads Hugging Face encoders only from "
             f"the local cache and never downloads while training. To use it: on a machine with network access run "
             f"`hf download {repo}` (or in Python `huggingface_hub.snapshot_download('{repo}')`), then copy that "
@@ -99,7 +99,8 @@ def _not_cached_message(arch: str, reason: str) -> str:
 
 # -- the network ------------------------------------------------------------------------------------------------------
 class HFBody(nn.Module):
-    """The encoder, then the mean of its last hidden states over the attention mask: [batch, num_features]."""
+    """The encoder, then the mean of its last hidden states over the attention mask: [batch, num_features]. The
+    tokenizer rides along as a plain attribute (`body.tokenizer`), so the body alone can embed texts."""
 
     def __init__(self, encoder):
         super().__init__()
@@ -160,7 +161,8 @@ def new_net(arch: str, n_classes: int) -> HFNet:
     with _quiet_loading():
         encoder = AutoModel.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
     net = HFNet(encoder, n_classes)
-    net.tokenizer, net.hf_repo, net.hf_revision = tok, repo, revision
+    net.tokenizer = net.body.tokenizer = tok
+    net.hf_repo, net.hf_revision = repo, revision
     return net
 
 
@@ -261,6 +263,16 @@ def pooled_features(body, seqs: list, pad: int, device, bs: int = 64) -> np.ndar
     finally:
         body.train(was_training)
     return out
+
+
+def features(body, texts: list[str], max_tokens: int, bs: int = 64) -> np.ndarray:
+    """An HFBody's pooled features for texts, float32 [n, num_features] (the body carries its tokenizer), for the
+    data-centric loop (`nbml.kinds.text.features` on the body of an hf model)."""
+    tok = getattr(body, "tokenizer", None)
+    if tok is None:
+        raise ValueError("this Hugging Face body has no tokenizer attached; load its model with nbml.load")
+    device = next(body.parameters()).device
+    return pooled_features(body, token_ids(tok, list(texts), max_tokens), pad_id(tok), device, bs)
 
 
 def fit_head(net, feats: np.ndarray, y: np.ndarray, n_classes: int, C: float = HEAD_C) -> None:
@@ -375,6 +387,6 @@ def load_net(folder: Path, config: dict, state: dict) -> HFNet:
     encoder = AutoModel.from_config(AutoConfig.from_pretrained(str(extra), local_files_only=True))
     net = HFNet(encoder, len(config["classes"]))
     net.load_state_dict(state)
-    net.tokenizer = AutoTokenizer.from_pretrained(str(extra), local_files_only=True)
+    net.tokenizer = net.body.tokenizer = AutoTokenizer.from_pretrained(str(extra), local_files_only=True)
     net.hf_repo, net.hf_revision = config.get("hf_repo"), config.get("hf_revision")
     return net
