@@ -2,6 +2,7 @@
 // Python holds every decision: the grid sends actions, Python writes them to the store, then sends back the
 // refreshed page (`items`) and a `done` message carrying the action's sequence number.
 import { captureKeys, moveCursor, clickSelection, classKeys, matchClass, actionKey, labelHelp } from "./keys.js";
+import { textCard, readerHtml } from "./text.js";
 
 // Thumbnails arrive once per content key (sha256) as binary message buffers, on request; items only name their key.
 // Blob URLs are shared by every grid of this module and the oldest are revoked past MAX_THUMBS.
@@ -74,18 +75,29 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
   typing.className = "nbml-typing";
   const helpLine = document.createElement("span");
   helpLine.className = "nbml-muted nbml-help";
+  // text items: a search box, cards with the start of each text, and a reader with the whole text of the cursor's
+  const texts = model.get("item_kind") === "text";
+  const search = Object.assign(document.createElement("input"), { type: "search", placeholder: "search texts",
+    size: 14, value: model.get("search") || "" });
+  search.className = "nbml-search";
   bar.append(classBar, typing, addInput, pager, message);
+  if (texts) bar.insertBefore(search, pager);
   if (extraBar) bar.append(extraBar);
   if (help) bar.append(helpLine);
+  const reader = document.createElement("div");
+  reader.className = "nbml-reader";
+  reader.hidden = true;
   const grid = document.createElement("div");
-  grid.className = "nbml-grid";
-  root.append(bar, grid);
+  grid.className = "nbml-grid" + (texts ? " nbml-texts" : "");
+  root.append(bar, reader, grid);
 
   let cursor = 0, anchor = null, selection = new Set(), seq = 0;
   // ids chosen outside the grid (the explore map's lasso or box), on this page or beyond it: the next decision
   // applies to all of them; the grid's own selection (a click, an arrow, Escape) replaces them
   let chosen = null;
   let typed = "";   // type-ahead text (more than nine classes)
+  let reading = false;   // text items: the reader shows the whole text of the item under the cursor
+  const fullTexts = new Map(), textAsked = new Set();   // id -> the `text` message; ids asked for
   const pending = new Map();   // seq -> time the key was pressed
   // thumbnail keys asked for (key -> request id) and keys whose request ended without their bytes (asked again when
   // the page is next sent), so no key waits forever whatever happens to a request or its reply
@@ -141,6 +153,10 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
         return render();
       case "clear":
         selection = new Set();
+        reading = false;
+        return render();
+      case "open":
+        reading = texts && !reading;
         return render();
       case "page":
         return send({ type: "page", page: model.get("page") + action.delta });
@@ -199,7 +215,23 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
       : list.map((i) => (chosen.has(i.id) ? change(i) : i));
   }
 
-  captureKeys(root, () => ({ classes: classes(), typed }), act);
+  captureKeys(root, () => ({ classes: classes(), typed, texts }), act);
+
+  let searchTimer = null;
+  const sendSearch = () => {
+    clearTimeout(searchTimer);
+    if (search.value !== (model.get("search") || "")) send({ type: "search", query: search.value });
+  };
+  search.addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(sendSearch, 300); });
+  search.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === "Escape" || e.key === "ArrowDown") {
+      e.preventDefault();
+      if (e.key === "Escape" && search.value) search.value = "";
+      sendSearch();
+      root.focus();
+    }
+  });
+  model.on("change:search", () => { if (document.activeElement !== search) search.value = model.get("search") || ""; });
 
   addInput.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && addInput.value.trim()) {
@@ -210,6 +242,11 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
   });
 
   model.on("msg:custom", (msg, buffers) => {
+    if (msg.type === "text") {
+      fullTexts.set(msg.id, msg);
+      if (fullTexts.size > 200) fullTexts.delete(fullTexts.keys().next().value);
+      return renderReader();
+    }
     if (msg.type === "thumbs") {
       const keys = msg.keys || [], came = keys.filter((_, i) => buffers && buffers[i]);
       keys.forEach((key, i) => { if (buffers && buffers[i]) storeThumb(key, buffers[i]); });
@@ -218,6 +255,7 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
       return showThumbs();
     }
     if (msg.type !== "done") return;
+    if (msg.seq == null && msg.error) textAsked.clear();   // a full text that could not come is asked again later
     if (msg.request !== undefined) {   // a thumbnail request is over: what it did not bring is not waited for
       return giveUp([...requested].filter(([, id]) => id === msg.request).map(([key]) => key));
     }
@@ -247,7 +285,7 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
     }));
     typing.textContent = typed ? `${typed}▏ ${pick >= 0 ? `Enter labels ${names[pick]}` : "no class starts so"}` : "";
     const key = (name) => (["label", "relabel"].includes(name) ? labelHelp(names, name) : actionKey(name, names));
-    helpLine.textContent = help ? help(key) : "";
+    helpLine.textContent = help ? help(key) + (texts ? " · Space full text · Shift+Space selects" : "") : "";
     const page = model.get("page"), pages = Math.max(1, Math.ceil((model.get("n_total") || 0) / model.get("page_size")));
     pager.innerHTML = "";
     const prev = Object.assign(document.createElement("button"), { textContent: "‹", disabled: page <= 0 });
@@ -280,6 +318,20 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
     }
   }
 
+  /** The whole text of the item under the cursor, asked for once per item, while the reader is open. */
+  function renderReader() {
+    const item = items()[cursor];
+    reader.hidden = !(reading && item);
+    if (reader.hidden) return;
+    const full = fullTexts.get(item.id);
+    if (!full && !textAsked.has(item.id)) {
+      textAsked.add(item.id);
+      model.send({ type: "text", id: item.id });
+    }
+    reader.dataset.id = item.id;
+    reader.innerHTML = readerHtml(item, full, model.get("search") || "");
+  }
+
   function render() {
     const list = items();
     cursor = Math.min(cursor, Math.max(list.length - 1, 0));
@@ -290,7 +342,13 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
       cell.className = "nbml-cell" + (i === cursor ? " cursor" : "") + (picked ? " selected" : "") +
         (item.status && item.status !== "ok" ? ` ${item.status}` : "");
       cell.dataset.id = item.id;
-      cell.append(thumbSlot(item));
+      if (texts) {
+        cell.classList.add("nbml-text-cell");
+        cell.append(textCard(item, model.get("search") || "", () => { chosen = null; selection = new Set([i]);
+          anchor = cursor = i; reading = true; root.focus(); render(); }));
+      } else {
+        cell.append(thumbSlot(item));
+      }
       for (const line of caption(item)) {
         const div = document.createElement("div");
         div.className = "nbml-cap";
@@ -314,7 +372,8 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
       return cell;
     });
     grid.replaceChildren(...cells);
-    showThumbs();
+    renderReader();
+    if (!texts) showThumbs();
   }
 
   model.on("change:items", () => { local = null; unanswered.clear(); render(); });

@@ -76,7 +76,7 @@ function letterTaken(letter, { keys, typeahead }) {
  * The grid action for a keyboard event, or null. `typed` is the type-ahead text so far; the actions
  * `{type: "type", text}` set it. Pure: unit-tested with vitest.
  */
-export function actionForKey(e, classes, typed = "") {
+export function actionForKey(e, classes, typed = "", { texts = false } = {}) {
   const mod = e.ctrlKey || e.metaKey;
   if (mod && (e.key === "z" || e.key === "Z")) return { type: "undo" };
   if (mod || e.altKey) return null;
@@ -88,7 +88,7 @@ export function actionForKey(e, classes, typed = "") {
   const index = classForKey(keys, e.key);
   if (index >= 0) return { type: "label", index };
   if (typeahead && isTypeable(e.key)) return { type: "type", text: e.key };
-  return namedKey(e);
+  return namedKey(e, texts);
 }
 
 /** Keys while type-ahead text is being typed: printable keys extend it, Enter labels, Backspace and Escape edit. */
@@ -103,8 +103,9 @@ function typeAhead(e, classes, typed) {
   return null;
 }
 
-/** Keys that name an action (a letter reaches here only when no class takes it). */
-function namedKey(e) {
+/** Keys that name an action (a letter reaches here only when no class takes it). With text items Space opens the
+ * full text and Shift+Space toggles the selection. */
+function namedKey(e, texts = false) {
   switch (e.key) {
     case "ArrowLeft": return { type: "move", dx: -1, dy: 0, extend: e.shiftKey };
     case "ArrowRight": return { type: "move", dx: 1, dy: 0, extend: e.shiftKey };
@@ -115,7 +116,7 @@ function namedKey(e) {
     case "x": case "X": return { type: "unusable" };
     case "Delete": return { type: e.shiftKey ? "unusable" : "remove" };
     case "k": case "K": return { type: "keep" };
-    case " ": return { type: "toggle" };
+    case " ": return texts && !e.shiftKey ? { type: "open" } : { type: "toggle" };
     case "Escape": return { type: "clear" };
     case "PageDown": case "n": case "N": return { type: "page", delta: 1 };
     case "PageUp": case "p": case "P": return { type: "page", delta: -1 };
@@ -124,7 +125,7 @@ function namedKey(e) {
 }
 
 /** Make `el` focusable and route its keys to `onAction`, swallowing every key while it has focus; `context()`
- * gives the current `{classes, typed}`. */
+ * gives the current `{classes, typed, texts}`. */
 export function captureKeys(el, context, onAction) {
   el.tabIndex = 0;
   el.setAttribute("data-lm-suppress-shortcuts", "true");
@@ -135,8 +136,8 @@ export function captureKeys(el, context, onAction) {
     }
     if (e.key === "Tab") return;   // keep focus navigation working
     e.stopPropagation();
-    const { classes, typed } = context();
-    const action = actionForKey(e, classes, typed);
+    const { classes, typed, texts } = context();
+    const action = actionForKey(e, classes, typed, { texts });
     if (action) {
       e.preventDefault();
       onAction(action, e);

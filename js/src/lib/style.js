@@ -18,6 +18,16 @@ export const CSS = `
 .nbml-cell.cursor { border-color: var(--jp-brand-color1, #1976d2); }
 .nbml-cell.selected { background: rgba(25,118,210,.15); }
 .nbml-cell.removed, .nbml-cell.unusable { opacity: .35; }
+.nbml-grid.nbml-texts { grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); }
+.nbml-text { font-size: 12px; line-height: 1.35; white-space: pre-wrap; overflow-wrap: anywhere; height: 8.1em;
+  overflow: hidden; padding: 2px 4px; border-radius: 3px; background: var(--jp-layout-color2, #f6f6f6); }
+.nbml-more { color: var(--jp-brand-color1, #1976d2); text-decoration: underline; cursor: pointer; }
+.nbml-cut { color: #b26a00; }
+.nbml-reader { border: 1px solid var(--jp-border-color2, #ddd); border-radius: 4px; padding: 4px 8px; margin-bottom: 6px;
+  max-height: 40vh; overflow: auto; }
+.nbml-fulltext { white-space: pre-wrap; overflow-wrap: anywhere; }
+.nbml-unread { opacity: .45; }
+.nbml mark { background: #ffe082; color: inherit; padding: 0; border-radius: 2px; }
 .nbml-cap { font-size: 11px; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .nbml-label { font-weight: 600; }
 .nbml-muted { color: var(--jp-ui-font-color2, #777); }
