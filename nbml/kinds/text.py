@@ -301,24 +301,19 @@ HEAD_C = 1.0   # inverse regularisation of the logistic regression; 1, 10 and 30
 def fit_head(net, dense: np.ndarray, texts: list[str] | None, y: np.ndarray, n_classes: int, C: float = HEAD_C,
              counts=None):
     """Fit the head and the n-gram weights of `net` jointly, as one multinomial logistic regression on [body
-    features | TF-IDF n-grams] (scikit-learn, L-BFGS), and write them into the network."""
+    features | TF-IDF n-grams] (L-BFGS, nbml.head.fit_sparse_linear), and write them into the network."""
     import scipy.sparse as sp
     import torch
-    from sklearn.linear_model import LogisticRegression
+    from ..head import fit_sparse_linear
     counts = gram_counts(texts) if counts is None else counts
-    X = sp.hstack([sp.csr_matrix(dense), tfidf(counts, net.idf.cpu().numpy())], format="csr")
-    present = np.unique(y)
-    lr = LogisticRegression(C=C, max_iter=1000).fit(X, y)
-    coef = np.zeros((n_classes, X.shape[1]), np.float32)
-    bias = np.zeros(n_classes, np.float32)
-    if len(present) == 2:          # one score for the second class: split it, so softmax gives the sigmoid
-        coef[present[1]], coef[present[0]] = lr.coef_[0] / 2, -lr.coef_[0] / 2
-        bias[present[1]], bias[present[0]] = lr.intercept_[0] / 2, -lr.intercept_[0] / 2
-    else:
-        coef[present], bias[present] = lr.coef_, lr.intercept_
-    missing = np.setdiff1d(np.arange(n_classes), present)
-    bias[missing] = -20.0          # a class with no train item is never predicted
+    grams = tfidf(counts, net.idf.cpu().numpy())
+    # only the n-gram buckets the train texts use: the optimum is zero elsewhere
+    used = np.unique(grams.indices)
+    X = sp.hstack([sp.csr_matrix(dense), grams[:, used]], format="csr")
+    W, bias = fit_sparse_linear(X, y, n_classes, C=C)
     dim = dense.shape[1]
+    coef = np.zeros((n_classes, dim + grams.shape[1]), np.float32)
+    coef[:, :dim], coef[:, dim + used] = W[:, :dim], W[:, dim:]
     with torch.no_grad():
         net.head.weight.copy_(torch.from_numpy(coef[:, :dim]))
         net.head.bias.copy_(torch.from_numpy(bias))
@@ -458,6 +453,9 @@ def pretrained_backbone(device=None):
 def features(backbone, texts: list[str]) -> np.ndarray:
     """A backbone's features for texts, float32 [n, dim]."""
     body = backbone.body()
+    if getattr(body, "tokenizer", None) is not None:       # a Hugging Face encoder's body
+        from . import text_hf
+        return text_hf.features(body, list(texts), backbone.size)
     if not hasattr(body, "embed"):
         raise ValueError(f"{backbone.source} cannot embed project texts here; use the default backbone "
                          f"(ds.embed() with no backbone: WordLlama's)")
@@ -499,9 +497,8 @@ def surface(ds, ids):
 def surface_probs(ds, ids: list[int], y: np.ndarray, n_classes: int, folds: int, seed: int):
     """Out-of-sample probabilities of a logistic regression cross-validated on TF-IDF n-grams (NaN rows for
     items without text); None when a class has too few items for the folds."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
-    from ..head import fold_count
+    from ..head import fit_sparse_linear, fold_count
     x, _, frame = surface(ds, ids)
     pos = pd.Index(ids).get_indexer(frame["id"])
     out = np.full((len(ids), n_classes), np.nan, np.float32)
@@ -511,10 +508,10 @@ def surface_probs(ds, ids: list[int], y: np.ndarray, n_classes: int, folds: int,
     except ValueError:
         return None
     for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(yy)), yy):
-        lr = LogisticRegression(C=SURFACE_C, max_iter=1000).fit(x[train], yy[train])
-        p = np.zeros((len(test), n_classes), np.float32)
-        p[:, lr.classes_] = lr.predict_proba(x[test])
-        out[pos[test]] = p
+        W, b = fit_sparse_linear(x[train], yy[train], n_classes, C=SURFACE_C)
+        logits = np.asarray(x[test] @ W.T) + b
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        out[pos[test]] = p / p.sum(1, keepdims=True)
     return out
 
 
@@ -639,11 +636,17 @@ def load_net(folder: Path, config: dict, state: dict):
 
 def save_extra(model, folder: Path) -> None:
     """A text model's folder also holds its tokenizer, as JSON."""
+    if model.config.get("arch", "").startswith("hf:"):
+        from . import text_hf
+        return text_hf.save_extra(model, folder)
     json_text = getattr(model, "_tokenizer_json", None) or tokenizer_json()
     (folder / "tokenizer.json").write_text(json_text, encoding="utf-8")
 
 
 def load_extra(model, folder: Path) -> None:
+    if model.config.get("arch", "").startswith("hf:"):
+        from . import text_hf
+        return text_hf.load_extra(model, folder)
     f = folder / "tokenizer.json"
     if f.is_file():
         model._tokenizer_json = f.read_text(encoding="utf-8")
