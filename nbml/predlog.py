@@ -8,11 +8,13 @@ rows in one SQLite transaction (WAL, `synchronous=FULL`) at most `flush_s` secon
 once when the server stops. After a clean stop (`handle.stop()`, Ctrl-C or SIGTERM for `nbml serve`), every prediction that was
 answered is on disk. A hard kill (SIGKILL, power cut) loses at most the rows of the last `flush_s` seconds, never
 part of a flush, and never anything written before.
+
+The `image` column keeps the input itself when logging inputs is on: an image model's encoded image as received, a
+text model's text (its first `log_text_chars` characters, UTF-8; `sha256` is of the whole text). `add_from_log`
+hands them to the project's kind (`add_logged` at the end of nbml/kinds/<kind>.py).
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import threading
 import warnings
@@ -178,20 +180,11 @@ def read_log(source, model: str | None = None, since: float | None = None) -> pd
     return frame
 
 
-def _extension(data: bytes) -> str:
-    from PIL import Image
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt = (img.format or "").lower()
-    except Exception:
-        return ".bin"
-    return {"jpeg": ".jpg", "tiff": ".tif"}.get(fmt, f".{fmt}" if fmt else ".bin")
-
-
 def add_from_log(ds, max_confidence: float = 0.6, limit: int | None = None, source=None, model: str | None = None):
     """Bring logged inputs whose confidence is at most `max_confidence` (lowest first) back into `ds` as unlabelled
-    items. Only predictions logged with their image (serve with `log_images=N`) can come back. The image files are
-    written to `ds.home / "from_log"`; returns `ds.add_images`' IngestReport (already known images are duplicates).
+    items. Only predictions logged with their input can come back (images: serve with `log_images=N`; texts are
+    logged by default, `log_texts`). Images are written to `ds.home / "from_log"` and added with `ds.add_images`,
+    texts with `ds.add_texts`; returns the IngestReport (inputs the project already holds are duplicates).
     `source`: where the log is (default: the project's own log; or an artifact folder / predictions.sqlite file).
     """
     store, owned = _open(ds if source is None else source)
@@ -206,25 +199,25 @@ def add_from_log(ds, max_confidence: float = 0.6, limit: int | None = None, sour
     finally:
         if owned:
             store.close()
-    from .ingest import IngestReport
+    from . import kinds
+    from ._report import IngestReport
     seen: dict[str, bytes] = {}
-    for sha, image in rows:
+    for sha, data in rows:
         if sha not in seen:
-            seen[sha] = image
+            seen[sha] = data
         if limit is not None and len(seen) >= limit:
             break
     if not seen:
         return IngestReport()
-    folder = Path(ds.home) / "from_log"
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for sha, image in seen.items():
-        if hashlib.sha256(image).hexdigest() != sha:   # the logged hash is of these exact bytes
-            continue
-        path = folder / f"{sha[:20]}{_extension(image)}"
-        if not path.exists():
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_bytes(image)
-            os.replace(tmp, path)
-        paths.append(str(path))
-    return ds.add_images(paths, label_from=None, progress=False)
+    return kinds.get(ds.kind or _artifact_kind(source)).add_logged(ds, seen)
+
+
+def _artifact_kind(source) -> str | None:
+    """The kind of the model an artifact folder holds (for a project that is still empty); None: images."""
+    import json
+    try:
+        folder = Path(os.fspath(source)).expanduser()
+        config = folder / "config.json" if folder.is_dir() else folder.parent / "config.json"
+        return json.loads(config.read_text()).get("kind")
+    except (TypeError, OSError, ValueError):
+        return None

@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import hmac
+import importlib
 import json
 import logging
 import re
@@ -27,21 +27,21 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .._imaging import DEFAULT_MAX_PIXELS, ImageError, decode, to_square
+from .._imaging import DEFAULT_MAX_PIXELS
 from . import v2
 from .batcher import Batcher
 from .metrics import Metrics
 
-__all__ = ["Settings", "Service", "build_app"]
+__all__ = ["Settings", "Service", "build_app", "inputs_for"]
 
 log = logging.getLogger("nbml.serve")
-INLINE_DECODE_BYTES = 256 * 1024
 
 
 @dataclass
 class Settings:
     """How a server behaves. `max_body_bytes` bounds a request body (413 above it); `max_pixels` is the
-    decompression-bomb limit; `max_images` bounds the images in one request."""
+    decompression-bomb limit; `max_images` bounds the images (or texts) in one request. Text models: a text longer
+    than `max_text_chars` is refused (400), and the log keeps each text's first `log_text_chars` characters."""
     max_batch: int = 32
     max_wait_ms: float = 5.0
     max_body_bytes: int = 16 * 1024 * 1024
@@ -49,6 +49,18 @@ class Settings:
     max_images: int = 256
     token: str | None = None
     decode_threads: int | None = None
+    max_text_chars: int = 100_000
+    log_text_chars: int = 2_000
+
+
+def inputs_for(folder: Path, config: dict, settings: Settings):
+    """The kind's half of the server (nbml/serving/decode_<kind>.py): how requests become the runner's batches. The
+    kinds themselves (nbml.kinds.<kind>) are not imported: they need pandas, which the server does without."""
+    from ..kinds import KINDS
+    kind = config.get("kind") or "image"
+    if kind not in KINDS:
+        raise ValueError(f"{folder} holds a model of an unknown kind {kind!r}; this nbml serves {list(KINDS)}")
+    return importlib.import_module(f"nbml.serving.decode_{kind}").Inputs(folder, config, settings)
 
 
 class HTTPError(Exception):
@@ -64,8 +76,10 @@ def error(status: int, message: str, headers: dict | None = None) -> JSONRespons
 class Service:
     """What a running server holds: the model runner behind a batcher, the decode pool, metrics and the log."""
 
-    def __init__(self, folder: Path, config: dict, runner, settings: Settings, prediction_log=None):
+    def __init__(self, folder: Path, config: dict, runner, settings: Settings, prediction_log=None, inputs=None):
         self.folder, self.config, self.runner, self.settings = Path(folder), config, runner, settings
+        self.inputs = inputs or inputs_for(self.folder, config, settings)
+        self.kind = self.inputs.kind
         self.name = config["name"]
         self.classes = list(config["classes"])
         self.size = int(config["size"])
@@ -73,21 +87,21 @@ class Service:
         self.metrics = Metrics(self.name, f"{runner.kind}/{runner.device}")
         self.batcher = Batcher(runner, settings.max_batch, settings.max_wait_ms, on_batch=self.metrics.batch,
                                alone=lambda: self.metrics.in_flight <= 1)
-        self._pool: ThreadPoolExecutor | None = None
+        self.pool: ThreadPoolExecutor | None = None
         self._token = settings.token.encode() if settings.token else None
         self.ready = False
 
     async def startup(self) -> None:
         threads = self.settings.decode_threads or min(8, max(2, 2 * (self.runner_threads or 1)))
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="nbml-decode")
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="nbml-decode")
         await self.batcher.start()
         self.ready = True
 
     async def shutdown(self) -> None:
         self.ready = False
         await self.batcher.stop()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
         if self.log is not None:
             self.log.close()
 
@@ -97,7 +111,7 @@ class Service:
 
     def warm_up(self) -> None:
         """One model call before the first request, so it is not the slow one."""
-        self.runner(np.zeros((1, self.size, self.size, 3), np.uint8))
+        self.runner(self.inputs.warm_up_batch())
 
     def authorized(self, request: Request) -> bool:
         if self._token is None:
@@ -105,56 +119,31 @@ class Service:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token)
 
-    def _prepare(self, data: bytes, digest: bool = True) -> tuple[np.ndarray, str | None]:
-        """(pixels, the bytes' sha256 for the log, or None when `digest` is False: `_account` takes it then)."""
-        img = decode(data, self.settings.max_pixels, draft=(self.size, self.size))   # as the training cache does
-        return to_square(img, self.size), hashlib.sha256(data).hexdigest() if digest else None
-
-    async def classify(self, images: list[bytes], t0: float) -> tuple[np.ndarray, list[str]]:
-        """Probabilities and labels for encoded images; ImageError becomes a 400 naming the bad image."""
-        if not images:
-            raise HTTPError(400, "no image in the request")
-        if len(images) > self.settings.max_images:
-            raise HTTPError(413, f"{len(images)} images in one request is more than the limit of "
+    async def classify(self, values: list, t0: float) -> tuple[np.ndarray, list[str]]:
+        """Probabilities and labels for the request's inputs (encoded images, texts); a bad one is a 400 naming it."""
+        noun = self.inputs.noun
+        if not values:
+            raise HTTPError(400, f"no {noun} in the request")
+        if len(values) > self.settings.max_images:
+            raise HTTPError(413, f"{len(values)} {noun}s in one request is more than the limit of "
                                  f"{self.settings.max_images}; send them in several requests")
-        if len(images) == 1 and len(images[0]) <= INLINE_DECODE_BYTES and self.metrics.in_flight <= 1:
-            # Nothing else is being served: decoding a small image here costs less than the hop to a thread, and
-            # its hash can wait until the answer is written.
-            try:
-                results = [self._prepare(images[0], digest=False)]
-            except ImageError as e:
-                results = [e]
-        else:
-            loop = asyncio.get_running_loop()
-            self.batcher.coming += 1
-            try:
-                digest = self.log is not None     # hashed here, in parallel, for the log
-                results = await asyncio.gather(*[loop.run_in_executor(self._pool, self._prepare, d, digest)
-                                                 for d in images], return_exceptions=True)
-            finally:
-                self.batcher.coming -= 1
-        for i, r in enumerate(results):
-            if isinstance(r, ImageError):
-                where = f"image {i + 1} of {len(images)}: " if len(images) > 1 else ""
-                raise HTTPError(400, f"{where}{r}")
-            if isinstance(r, BaseException):
-                raise r
-        pixels = results[0][0][None] if len(results) == 1 else np.stack([r[0] for r in results])
-        probs = await self.batcher.predict(pixels)
+        batch, hashes = await self.inputs.prepare(self, values)
+        probs = await self.batcher.predict(batch)
         top = probs.argmax(1)
         labels = [self.classes[i] for i in top]
         # Counted and logged just after the answer is written (the next turn of the event loop): bookkeeping is
         # not part of the client's wait.
-        asyncio.get_running_loop().call_soon(self._account, labels, probs[np.arange(len(top)), top],
-                                             [sha for _, sha in results], images, time.time(),
-                                             (time.perf_counter() - t0) * 1000)
+        asyncio.get_running_loop().call_soon(self._account, labels, probs[np.arange(len(top)), top], hashes,
+                                             values, batch, time.time(), (time.perf_counter() - t0) * 1000)
         return probs, labels
 
-    def _account(self, labels, confidences, hashes, images, when: float, latency_ms: float) -> None:
+    def _account(self, labels, confidences, hashes, values, batch, when: float, latency_ms: float) -> None:
         self.metrics.predicted(labels, confidences)
         if self.log is not None:
-            for label, conf, sha, data in zip(labels, confidences, hashes, images):
-                self.log.record(when, latency_ms, label, float(conf), sha or hashlib.sha256(data).hexdigest(), data)
+            inputs = self.inputs
+            for label, conf, sha, value, unit in zip(labels, confidences, hashes, values, batch):
+                self.log.record(when, latency_ms, label, float(conf), sha or inputs.digest(value),
+                                inputs.payload(value, unit))
 
     def as_dict(self, probs_row: np.ndarray, label: str) -> dict:
         return {"label": label, "probabilities": dict(zip(self.classes, probs_row.tolist()))}
@@ -342,7 +331,7 @@ def build_app(service: Service):
 
     @endpoint("index")
     async def index(request, t0):
-        return JSONResponse({"model": s.name, "classes": s.classes, "input_size": s.size,
+        return JSONResponse({"model": s.name, "kind": s.kind, "classes": s.classes, "input_size": s.size,
                              "runner": s.metrics.runner, "precision": s.runner.precision,
                              "endpoints": ["POST /predict", "GET /v2/health/live", "GET /v2/health/ready",
                                            f"GET /v2/models/{s.name}", f"POST /v2/models/{s.name}/infer",
@@ -351,18 +340,8 @@ def build_app(service: Service):
     @endpoint("predict")
     async def predict(request, t0):
         body = await read_body(request, limit)
-        content_type = request.headers.get("content-type", "")
-        if content_type.startswith("multipart/form-data"):
-            images = parse_multipart(body, content_type)
-            single = len(images) == 1
-        elif content_type.startswith("application/json"):
-            images, single = parse_json_images(body)
-        elif content_type.startswith(("image/", "application/octet-stream")):
-            images, single = [body], True
-        else:
-            raise HTTPError(400, "send the image as multipart/form-data (curl -F file=@photo.jpg), as JSON "
-                                 '{"image": "<base64>"}, or as the raw file with Content-Type image/*')
-        probs, labels = await s.classify(images, t0)
+        values, single = s.inputs.parse_predict(body, request.headers.get("content-type", ""))
+        probs, labels = await s.classify(values, t0)
         results = [s.as_dict(p, lab) for p, lab in zip(probs, labels)]
         return JSONResponse(results[0] if single else {"predictions": results})
 
@@ -382,7 +361,7 @@ def build_app(service: Service):
     @endpoint("v2_metadata")
     async def model_metadata(request, t0):
         check_model(request)
-        return JSONResponse(v2.model_metadata(s.name, len(s.classes), f"nbml_{s.runner.kind}"))
+        return JSONResponse(v2.model_metadata(s.name, len(s.classes), f"nbml_{s.runner.kind}", s.inputs.v2.name))
 
     @endpoint("v2_metadata")
     async def model_ready(request, t0):
@@ -399,7 +378,8 @@ def build_app(service: Service):
         check_model(request)
         body = await read_body(request, limit)
         try:
-            parsed = v2.parse_infer_request(body, request.headers.get("inference-header-content-length"))
+            parsed = v2.parse_infer_request(body, request.headers.get("inference-header-content-length"),
+                                            s.inputs.v2)
         except v2.ProtocolError as e:
             raise HTTPError(400, str(e)) from None
         probs, labels = await s.classify(parsed.images, t0)

@@ -30,6 +30,12 @@ def parser() -> argparse.ArgumentParser:
                                                    "DIR/predictions.sqlite")
     p.add_argument("--no-log", action="store_true", help="do not log predictions")
     p.add_argument("--log-images", type=int, default=0, help="also keep up to N input images in the log")
+    p.add_argument("--log-texts", type=int, default=10_000,
+                   help="text models: keep up to N input texts in the log (default 10000; 0 for none)")
+    p.add_argument("--log-text-chars", type=int, default=2_000,
+                   help="text models: characters of each text the log keeps (default 2000)")
+    p.add_argument("--max-text-chars", type=int, default=100_000,
+                   help="text models: longest text accepted, in characters (default 100000; 400 above it)")
     return p
 
 
@@ -43,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     kw = dict(host=args.host, port=args.port, dataset=dataset, device=args.device, threads=args.threads,
               token=args.token or os.environ.get(TOKEN_ENV) or None, max_batch=args.max_batch,
               max_wait_ms=args.max_wait_ms, max_body_bytes=int(args.max_body_mb * 2**20),
-              log=not args.no_log, log_images=args.log_images)
+              log=not args.no_log, log_images=args.log_images, log_texts=args.log_texts,
+              log_text_chars=args.log_text_chars, max_text_chars=args.max_text_chars)
     if dataset is not None:
         kw["max_pixels"] = dataset.max_pixels
     try:

@@ -15,8 +15,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .app import Service, Settings, build_app
-from .runners import make_runner
+from .app import Service, Settings, build_app, inputs_for
 
 __all__ = ["serve", "ServerHandle", "open_service", "run_foreground"]
 
@@ -43,20 +42,22 @@ def _read_artifact(folder) -> tuple[Path, dict]:
 
 def open_service(folder, *, dataset=None, device: str = "auto", threads: int | None = None, log=True,
                  log_images: int = 0, log_image_bytes: int = 2_000_000, log_images_below: float = 1.01,
-                 flush_s: float = 1.0, **settings) -> Service:
+                 log_texts: int = 10_000, flush_s: float = 1.0, **settings) -> Service:
     """Load the artifact, pick the runner, open the prediction log: everything but the HTTP socket."""
     from ..predlog import LOG_FILE, PredictionLog
     folder, config = _read_artifact(folder)
     settings = Settings(**settings)
-    runner = make_runner(folder, config, device, threads)
+    inputs = inputs_for(folder, config, settings)      # the kind's half: images or texts
+    runner = inputs.make_runner(folder, config, device, threads)
     prediction_log = None
     if log:
         target = dataset if dataset is not None else (Path(log) if isinstance(log, (str, os.PathLike))
                                                       else folder / LOG_FILE)
-        prediction_log = PredictionLog(target, model=config["name"], log_images=log_images,
-                                       max_image_bytes=log_image_bytes, images_below=log_images_below,
-                                       flush_s=flush_s)
-    service = Service(folder, config, runner, settings, prediction_log)
+        keep, largest = inputs.log_budget(log_images=log_images, log_image_bytes=log_image_bytes,
+                                          log_texts=log_texts, log_text_chars=settings.log_text_chars)
+        prediction_log = PredictionLog(target, model=config["name"], log_images=keep, max_image_bytes=largest,
+                                       images_below=log_images_below, flush_s=flush_s)
+    service = Service(folder, config, runner, settings, prediction_log, inputs)
     service.warm_up()
     return service
 
@@ -175,7 +176,7 @@ class ServerHandle:
 
     def curl(self) -> str:
         auth = ' -H "Authorization: Bearer $NBML_TOKEN"' if self.service.settings.token else ""
-        return f"curl{auth} -F file=@photo.jpg {self.url}/predict"
+        return f"curl{auth} {self.service.inputs.try_it} {self.url}/predict"
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -233,7 +234,8 @@ class ServerHandle:
 def serve(folder, *, host: str = "127.0.0.1", port: int | None = None, dataset=None, token: str | None = None,
           device: str = "auto", max_batch: int = 32, max_wait_ms: float = 5.0, max_body_bytes: int = 16 * 2**20,
           max_pixels: int | None = None, threads: int | None = None, log=True, log_images: int = 0,
-          log_image_bytes: int = 2_000_000, log_images_below: float = 1.01) -> ServerHandle:
+          log_image_bytes: int = 2_000_000, log_images_below: float = 1.01, max_text_chars: int = 100_000,
+          log_texts: int = 10_000, log_text_chars: int = 2_000) -> ServerHandle:
     """Serve an exported model (a folder written by `model.export`) in the background; returns a handle at once.
 
     - `host`: 127.0.0.1 (this machine only) unless told otherwise; `port`: 8000 if free, else any free port
@@ -246,13 +248,19 @@ def serve(folder, *, host: str = "127.0.0.1", port: int | None = None, dataset=N
       given here; `log=False` for none). `log_images=N` also keeps up to N input images (each at most
       `log_image_bytes`, only below confidence `log_images_below`) for `ds.add_from_log`. Rows reach the disk at
       most a second after the answer, and all of them when the server stops (see nbml.predlog).
+    - Text models take `{"text": ...}` or `{"texts": [...]}` on /predict and a BYTES input `text` on the Open
+      Inference Protocol; a text over `max_text_chars` characters is refused (400). The log keeps the first
+      `log_text_chars` characters of each text, for `log_texts` texts in all (below `log_images_below`), so
+      `ds.add_from_log` can bring them back.
     """
     if max_pixels is None:
         max_pixels = getattr(dataset, "max_pixels", None) or Settings.max_pixels
     service, sock = _open_and_bind(folder, host, port, dataset=dataset, device=device, threads=threads, log=log,
                                    log_images=log_images, log_image_bytes=log_image_bytes,
-                                   log_images_below=log_images_below, token=token, max_batch=max_batch,
-                                   max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes, max_pixels=max_pixels)
+                                   log_images_below=log_images_below, log_texts=log_texts, token=token,
+                                   max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes,
+                                   max_pixels=max_pixels, max_text_chars=max_text_chars,
+                                   log_text_chars=log_text_chars)
     return ServerHandle(service, host, sock)
 
 
@@ -279,7 +287,7 @@ def run_foreground(folder, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
         print(f"nbml: serving {service.name} at {url} ({service.metrics.runner}, {service.runner.precision}); "
               f"prediction log: {where}\n"
               f"  POST {url}/predict   POST {url}/v2/models/{service.name}/infer   GET {url}/metrics\n"
-              f"  try: curl{auth} -F file=@photo.jpg {url}/predict\n  Ctrl-C to stop", flush=True)
+              f"  try: curl{auth} {service.inputs.try_it} {url}/predict\n  Ctrl-C to stop", flush=True)
     server = _uvicorn_server(service)
     server.capture_signals = lambda: _stop_on_signals(server)
     try:
