@@ -535,11 +535,15 @@ class DataStats:
     unlabelled: int
     unusable: int
     warnings: list = field(default_factory=list)
+    lengths: pd.DataFrame | None = None    # texts: one row per usable item (id, label, characters, words)
 
     def __repr__(self) -> str:
         head = (f"{self.labelled} labelled, {self.unlabelled} unlabelled" +
                 (f", {self.unusable} unusable" if self.unusable else "") + f", {len(self.counts)} classes")
         lines = [head, self.counts.to_string() if len(self.counts) else "(no classes yet)"]
+        if self.lengths is not None and len(self.lengths):
+            q = self.lengths["characters"].quantile([0.5, 0.9, 1.0]).astype(int).tolist()
+            lines.append(f"text length in characters: median {q[0]}, 90th percentile {q[1]}, longest {q[2]}")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -555,10 +559,18 @@ class DataStats:
         extra = pd.DataFrame({"class": ["(unlabelled)"], "split": ["unlabelled"], "items": [self.unlabelled]})
         data = pd.concat([long, extra], ignore_index=True)
         order = list(self.counts.index) + ["(unlabelled)"]
-        return inline_spec(alt.Chart(data).mark_bar().encode(
+        bars = alt.Chart(data).mark_bar().encode(
             y=alt.Y("class:N", sort=order, title=None), x=alt.X("sum(items):Q", title="items"),
             color=alt.Color("split:N", sort=["train", "valid", "test", "unassigned", "unlabelled"]),
-            tooltip=["class", "split", "items"]).properties(title="items per class and split", width=400))
+            tooltip=["class", "split", "items"]).properties(title="items per class and split", width=400)
+        if self.lengths is None or not len(self.lengths):
+            return inline_spec(bars)
+        lengths = self.lengths.assign(label=self.lengths["label"].fillna("(unlabelled)"))[["label", "characters"]]
+        hist = alt.Chart(lengths).mark_bar().encode(
+            x=alt.X("characters:Q", bin=alt.Bin(maxbins=40), title="characters per text"),
+            y=alt.Y("count():Q", title="texts"), color=alt.Color("label:N", title="label"),
+            tooltip=["label", "count()"]).properties(title="text length", width=400, height=160)
+        return inline_spec(alt.vconcat(bars, hist).resolve_scale(color="independent"))
 
     @property
     def chart(self):
@@ -588,7 +600,8 @@ def stats(ds) -> DataStats:
     table["labelled"] = table.sum(axis=1)
     notes = []
     if df.empty:
-        notes.append("this project has no items yet; add images with ds.add_images(folder)")
+        notes.append("this project has no items yet; add images with ds.add_images(folder) or texts with "
+                     "ds.add_texts(texts)")
     for name, n in table["labelled"].items():
         if n == 0:
             notes.append(f"class {name!r} has no labelled items")
@@ -601,8 +614,14 @@ def stats(ds) -> DataStats:
             and (table["labelled"] > 0).sum() >= 2:
         notes.append("the classes are very unbalanced (the largest has 10 times the smallest or more); the model "
                      "will favour the large ones")
+    lengths = None
+    if ds.kind == "text":
+        text = usable["content"].fillna("")
+        lengths = pd.DataFrame({"id": usable["id"].to_numpy(), "label": usable["label"].to_numpy(),
+                                "characters": text.str.len().to_numpy(),
+                                "words": text.str.split().str.len().to_numpy()})
     return DataStats(table, int(len(lab)), int(usable["label"].isna().sum()), int((df["status"] == "unusable").sum()),
-                     notes)
+                     notes, lengths)
 
 
 def embedding_map(ds, backbone=None, *, embeddings: Embeddings | None = None) -> pd.DataFrame:

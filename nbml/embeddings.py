@@ -434,6 +434,13 @@ def tag(frame: pd.DataFrame, emb: Embeddings | Backbone) -> pd.DataFrame:
     """Record in `frame.attrs` which backbone the embeddings behind it came from."""
     frame.attrs["embeddings"] = emb.model_id
     frame.attrs["backbone"] = emb.source
+    texts = getattr(emb, "frame", None)
+    if getattr(emb, "kind", None) == "text" or (isinstance(emb, Embeddings) and emb.backbone.kind == "text"):
+        if texts is not None and "content" in texts:     # text items: show the text beside each id
+            by_id = dict(zip(texts["id"].tolist(), texts["content"].tolist()))
+            for col, name in (("id", "text"), ("id_a", "text_a"), ("id_b", "text_b")):
+                if col in frame.columns and name not in frame.columns:
+                    frame[name] = [by_id.get(int(i)) for i in frame[col]]
     return frame
 
 
@@ -621,7 +628,8 @@ def embed(ds, backbone=None, *, ids=None, bs: int | None = None, progress: bool 
     raw = np.asarray(arr[frame["sha256"].map(index).to_numpy(np.int64)]) if len(frame) else \
         np.zeros((0, max(store.dim or 0, 0)), np.float16)
     del arr
-    return Embeddings(frame[["id", "label", "split", "path", "sha256"]], raw, bb, computed, missing, warnings)
+    return Embeddings(frame[["id", "label", "split", "path", "sha256", "content"]], raw, bb, computed, missing,
+                      warnings)
 
 
 def _compute(ds, bb: Backbone, store: _Store, todo: pd.DataFrame, index: dict, warnings: list, bs, progress) -> int:

@@ -21,9 +21,10 @@ class TrainStarted:
     n_train: int
     n_valid: int
     epochs: int            # total epochs over all phases
-    size: int
+    size: int              # pixels (images) or tokens read per text
     bs: int
     kind: str = "train_started"
+    unit: str = "px"       # what `size` counts: "px" or "tokens"
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class ConsolePrinter:
         line = None
         if isinstance(e, TrainStarted):
             line = (f"training {e.arch} on {e.device} ({e.weights}): {e.n_train} train / {e.n_valid} valid items, "
-                    f"{len(e.classes)} classes, {e.size}px, batch {e.bs}, {e.epochs} epochs")
+                    f"{len(e.classes)} classes, {e.size}{'px' if e.unit == 'px' else ' ' + e.unit}, batch {e.bs}, {e.epochs} epochs")
         elif isinstance(e, PhaseStarted):
             line = {"lr_find": "finding a learning rate...",
                     "frozen": f"training the head with the body frozen ({e.epochs} epoch{'s' * (e.epochs != 1)})",

@@ -251,7 +251,8 @@ def _fit(ds, emb, frame, handle, valid_pct, seed, pretrained, C, save, device):
             warnings.warn(note)
             handle.emit(E.TrainWarning(note))
         handle.emit(E.TrainStarted(run_id, bb.arch, str(run_device), bb.model_id, classes, int(is_train.sum()),
-                                   int((~is_train).sum()), 1, bb.size, len(frame)))
+                                   int((~is_train).sum()), 1, bb.size, len(frame),
+                                   unit="px" if bb.kind == "image" else "tokens"))
         from . import kinds
         X = emb.features
         t_fit = time.perf_counter()

@@ -254,6 +254,13 @@ class Store:
                 kind = c.execute(select(S.items.c.kind).limit(1)).scalar()
         return kind
 
+    def check_kind(self, kind: str) -> None:
+        """Raise KindMismatchError, before any work, when this project holds another kind of item."""
+        held = self.kind
+        if held not in (None, kind):
+            raise KindMismatchError(f"this project holds {held} items and a project holds one kind of item; "
+                                    f"put the {kind} items in a project of their own (nbml.Dataset('other.nbml'))")
+
     def _claim_kind(self, c, kind: str) -> None:
         held = c.execute(select(S.meta.c.value).where(S.meta.c.key == "kind")).scalar()
         if held is None:

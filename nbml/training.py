@@ -395,7 +395,8 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
             handle.emit(E.TrainWarning(note))
         n_train = int((frame["split"] == "train").sum())
         handle.emit(E.TrainStarted(run_id, plan.arch, str(plan.device), plan.weights_source, plan.classes, n_train,
-                                   len(frame) - n_train, plan.freeze_epochs + plan.epochs, plan.size, plan.bs))
+                                   len(frame) - n_train, plan.freeze_epochs + plan.epochs, plan.size, plan.bs,
+                                   unit="px" if kind.NAME == "image" else "tokens"))
         lr = plan.lr
         if plan.freeze_epochs:
             # While the body is frozen its output does not change: one pass caches it, and the learning-rate

@@ -41,10 +41,12 @@ def ingest(ds, candidates, splits: dict | None = None, progress=None, origin: st
 
 
 def add_images(ds, folder_or_paths, label_from="folder", *, progress=None):
+    ds.check_kind(NAME)
     return ingest(ds, find_candidates(folder_or_paths, label_from), progress=progress)
 
 
 def add_dataframe(ds, df, path_col="path", label_col="label", split_col=None, *, progress=None):
+    ds.check_kind(NAME)
     for col in (path_col, label_col, split_col):
         if col is not None and col not in df.columns:
             raise KeyError(f"column {col!r} is not in the DataFrame (columns: {list(df.columns)})")

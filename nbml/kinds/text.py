@@ -139,6 +139,7 @@ def _folder_pairs(root: Path, encoding: str, label_from, report: IngestReport, p
 
 def add_texts(ds, texts, labels=None, *, text_col: str = "text", label_col: str | None = None,
               encoding: str = "utf-8", label_from="folder", progress=None) -> IngestReport:
+    ds.check_kind(NAME)
     report = IngestReport()
     pbar = Progress("ingest", enabled=progress)
     source_path = None
