@@ -5,6 +5,9 @@
     v2.py       the Open Inference Protocol (KServe v2) wire format, Triton's binary tensor extension included
     batcher.py  dynamic batching of concurrent requests
     runners.py  ONNX Runtime on the CPU, torch on a GPU
+    decode_image.py, decode_text.py
+                the kind's half, picked by the artifact's kind (app.inputs_for): request bodies, preparing a
+                batch (decoding images; checking texts, which the runner tokenises), what the log keeps
     metrics.py  Prometheus counters
 """
 from .runners import choose_runner
