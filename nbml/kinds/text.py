@@ -98,7 +98,10 @@ def _new_items(pairs, path: str | None = None):
 def _read_table(path: Path, encoding: str, report: IngestReport) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        return pd.read_parquet(path)
+        try:
+            return pd.read_parquet(path)
+        except ImportError:
+            raise ImportError(f"reading {path.name} needs a Parquet engine: pip install pyarrow") from None
     data = path.read_bytes()
     text, note = _decode(data, encoding)
     if note:

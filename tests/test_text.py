@@ -1,0 +1,197 @@
+"""Text projects on real parts: ingest and its bad-input rules, the store's one-kind rule, training through the shared
+fastai loop, head mode, the data-centric loop, save and load. Real data: the SMS spam set shipped inside nbml."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import nbml
+from nbml.datasets import sms_spam, trec6
+from nbml.kinds import text as T
+from nbml.store import KindMismatchError
+
+
+@pytest.fixture
+def ds(tmp_path):
+    d = nbml.Dataset(tmp_path / "t.nbml")
+    yield d
+    d.close()
+
+
+def test_store_imports_no_models_analysis_or_widgets():
+    code = ("import sys, nbml.store; bad = [m for m in sys.modules if m.startswith(('nbml.analysis', "
+            "'nbml.widgets', 'nbml.model', 'nbml.training', 'nbml.embeddings', 'nbml.kinds', 'torch', 'fastai'))]; "
+            "print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_add_texts_bad_input_reasons(ds, tmp_path):
+    texts = ["Hello  world", " Hello world\n", "Caf\u00e9 open", "Cafe\u0301 open", "   ", "", None, "bell\x07 here",
+             "x" * 30_000, b"caf\xe9 bytes", 42]
+    rep = ds.add_texts(texts, labels=["a", "b", None, "a", "a", "a", "a", float("nan"), "b", "a", "a"])
+    reasons = dict(rep.skipped)
+    assert reasons["text 4"] == reasons["text 5"] == "empty or whitespace-only text"
+    assert reasons["text 6"] == "no text (missing value)"
+    assert reasons["text 10"].startswith("not a text")
+    # whitespace folding and Unicode normalisation find the duplicates
+    assert [shown for shown, _ in rep.duplicates] == ["text 1", "text 3"]
+    notes = dict(rep.warnings)
+    assert "undecodable bytes replaced" in notes["text 9"] and "long text" in notes["text 8"]
+    assert len(rep.added) == 5
+    df = ds.df.set_index("id")
+    assert df.loc[rep.added[3], "content"] == "x" * 30_000           # kept whole
+    assert df.loc[rep.added[2], "label"] is None or pd.isna(df.loc[rep.added[2], "label"])   # NaN label: unlabelled
+    assert "\ufffd" in df.loc[rep.added[4], "content"]
+    assert T.shown_text("bell\x07 here") == "bell\\x07 here"
+    assert ds.kind == "text"
+
+
+def test_add_texts_files_and_folders(ds, tmp_path):
+    csv = tmp_path / "t.csv"
+    pd.DataFrame({"body": ["first text", "second text"], "y": ["a", "b"]}).to_csv(csv, index=False)
+    with pytest.raises(KeyError, match=r"columns are \['body', 'y'\]"):
+        ds.add_texts(csv)
+    rep = ds.add_texts(csv, text_col="body", label_col="y")
+    assert len(rep.added) == 2 and ds.label_counts()["b"] == 1
+    jl = tmp_path / "t.jsonl"
+    jl.write_text("\n".join(json.dumps({"text": t, "label": l}) for t, l in [("third one", "a"), ("fourth", None)]))
+    assert len(ds.add_texts(jl).added) == 2
+    pq = tmp_path / "t.parquet"
+    pd.DataFrame({"text": ["fifth", "sixth"]}).to_parquet(pq)
+    assert len(ds.add_texts(pq).added) == 2
+    folder = tmp_path / "docs"
+    (folder / "pos").mkdir(parents=True)
+    (folder / "neg").mkdir()
+    (folder / "pos" / "1.txt").write_text("good film")
+    (folder / "neg" / "2.txt").write_bytes(b"bad film \xff")
+    (folder / "neg" / "3.txt").write_bytes(b"\x00\x01\x02binary")
+    (folder / "neg" / "4.md").write_text("not a txt")
+    rep = ds.add_texts(folder)
+    assert len(rep.added) == 2
+    reasons = {k.rsplit("/", 1)[-1]: v for k, v in rep.skipped}
+    assert reasons["3.txt"] == "binary file, not text" and reasons["4.md"].startswith("not a .txt file")
+    assert any("undecodable" in n for _, n in rep.warnings)
+    assert set(ds.df.dropna(subset=["label"])["label"]) >= {"pos", "neg"}
+    with pytest.raises(FileNotFoundError):
+        ds.add_texts(tmp_path / "missing.csv")
+
+
+def test_one_kind_per_project(ds, tmp_path):
+    ds.add_texts(["a text"])
+    with pytest.raises(KindMismatchError, match="holds text items"):
+        ds.add_images(tmp_path)
+    img = nbml.Dataset(tmp_path / "i.nbml")
+    from PIL import Image
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "r.png")
+    img.add_images([tmp_path / "r.png"])
+    with pytest.raises(KindMismatchError, match="holds image items"):
+        img.add_texts(["no"])
+    img.close()
+
+
+@pytest.fixture(scope="module")
+def spam(tmp_path_factory):
+    """A real SMS project: 240 labelled (10% flipped), the rest unlabelled, and one trained model."""
+    path = tmp_path_factory.mktemp("spam") / "sms.nbml"
+    ds = nbml.Dataset(path)
+    df = sms_spam().drop_duplicates("text").reset_index(drop=True)
+    ham, spm = df[df.label == "ham"].head(160), df[df.label == "spam"].head(80)
+    rest = df.drop(ham.index).drop(spm.index).head(400)
+    labelled = pd.concat([ham, spm]).sample(frac=1, random_state=0)
+    labels = labelled["label"].tolist()
+    flipped = list(range(0, len(labels), 10))
+    for i in flipped:
+        labels[i] = "spam" if labels[i] == "ham" else "ham"
+    rep = ds.add_texts(labelled["text"].tolist() + rest["text"].tolist(), labels + [None] * len(rest))
+    flipped_ids = {rep.added[i] for i in flipped}
+    model = nbml.train(ds, epochs=2, quiet=True, seed=0)
+    yield ds, model, flipped_ids, rest
+    ds.close()
+
+
+def test_train_text_through_the_shared_loop(spam, tmp_path):
+    ds, model, _, rest = spam
+    run = ds.runs().iloc[-1]
+    assert run["status"] == "completed" and run["params"]["kind"] == "text"
+    assert [h["phase"] for h in run["history"]] == ["unfrozen", "unfrozen"]
+    assert model.config["kind"] == "text" and model.config["arch"] == "wordllama-tfidf"
+    ev = model.evaluate()
+    assert ev.accuracy > 0.75          # 10% of the training labels are wrong
+    pred = model.predict("WINNER! You have been selected for a free prize. Call now to claim")
+    assert pred.label == "spam"
+    with pytest.raises(ValueError, match="empty"):
+        model.predict("   ")
+    folder = model.save(tmp_path / "m")
+    assert (folder / "tokenizer.json").is_file()
+    back = nbml.load(folder)
+    texts = rest["text"].head(20).tolist()
+    np.testing.assert_allclose(T.probs(back, texts), T.probs(model, texts), atol=1e-5)
+
+
+def test_stop_keeps_the_best_epoch(tmp_path):
+    ds = nbml.Dataset(tmp_path / "s.nbml")
+    df = sms_spam().drop_duplicates("text").head(200)
+    ds.add_texts(df["text"].tolist(), df["label"].tolist())
+    events = []
+
+    def stop_after_first(e):
+        events.append(e)
+        if type(e).__name__ == "EpochEnded" and e.epoch == 0:
+            handle.stop()
+    handle = nbml.train(ds, epochs=5, background=True, on_event=stop_after_first)
+    model = handle.wait(120)
+    run = ds.runs().iloc[-1]
+    assert run["status"] == "stopped" and len(run["history"]) < 5
+    assert model.config["kind"] == "text"
+    ds.close()
+
+
+def test_head_mode_on_text(spam):
+    ds, _, _, rest = spam
+    head = nbml.train(ds, mode="head", quiet=True)
+    assert head.config["kind"] == "text" and head.config["mode"] == "head"
+    assert head.evaluate().accuracy > 0.75
+    p = head.predict_many(rest["text"].head(5).tolist())
+    assert list(p.columns[:2]) == ["label", "confidence"] and len(p) == 5
+
+
+def test_data_loop_on_text(spam):
+    ds, model, flipped, _ = spam
+    hits = ds.similar("Congratulations you won a prize, call to claim", k=10)
+    assert "text" in hits.columns and hits.attrs["query"].startswith("the text")
+    assert (hits["label"] == "spam").sum() >= (hits["label"] == "ham").sum()
+    assert len(ds.similar(int(hits["id"].iloc[0]), k=3)) == 3
+    issues = ds.label_issues()
+    found = set(issues["id"].tolist())
+    assert "TF-IDF" in issues.attrs["method"]
+    precision = len(found & flipped) / max(len(found), 1)
+    recall = len(found & flipped) / len(flipped)
+    assert precision > 0.25 and recall > 0.6, (precision, recall)    # chance: precision 0.1
+    sug = ds.suggest(model, n=10, strategy="margin")
+    assert len(sug) == 10 and sug["id"].isin(ds.query_ids(labelled=False)).all()
+    for strategy in ("entropy", "least_confident", "random", "diverse"):
+        assert len(ds.suggest(model, n=5, strategy=strategy)) == 5
+    assert len(ds.outliers(5)) == 5
+    st = ds.stats()
+    assert st.lengths is not None and "text length" in repr(st)
+
+
+def test_duplicates_on_text(ds):
+    base = "Your account has been credited with 500 pounds, reply YES to confirm"
+    rep = ds.add_texts([base, base + "!", "Lunch at noon?", "totally different words here", base.upper()],
+                       ["spam", "spam", "ham", "ham", None])
+    dup = ds.duplicates()
+    pairs = {frozenset(p) for p in zip(dup["id_a"], dup["id_b"])}
+    assert frozenset((rep.added[0], rep.added[1])) in pairs
+    assert "text_similarity" in dup.columns and "text_a" in dup.columns
+
+
+def test_trec_loader():
+    t = trec6()
+    assert len(t) == 5381 and sorted(t.label.unique()) == ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
