@@ -137,3 +137,20 @@ def test_confusion_matrix_fixes_a_text_in_place(lab, page):
         (stored[1], key, query(project, "SELECT label, label_source FROM items WHERE id=?", item))
     badge = page.locator(f".nbml-confusion .nbml-cell[data-id='{item}'] .nbml-decision")
     assert poll(lambda: badge.count() == 1 and new in badge.inner_text())
+
+
+def test_explore_hovering_a_point_shows_its_text(lab, page):
+    lab.write_notebook("explore.ipynb", ["import nbml\nds = nbml.Dataset('texts.nbml')\nw = ds.explore(projection='pca')\nw"])
+    lab.open(page, "explore.ipynb")
+    marks = ".nbml-explore .nbml-map svg .mark-symbol.role-mark path"
+    page.wait_for_selector(marks, timeout=180_000)
+    lab.wait_idle(page)
+    points = page.evaluate(f"""() => [...document.querySelectorAll({marks!r})].map((p) => {{
+        const r = p.getBoundingClientRect();
+        return {{ id: p.__data__.datum.id, text: p.__data__.datum.text, x: r.x + r.width / 2, y: r.y + r.height / 2 }}; }})""")
+    assert len(points) == 32
+    control = next(p for p in points if "ring the bell" in p["text"])
+    assert control["text"] == "ring the bell\\x07 twice"                   # escaped, as on the cards
+    page.mouse.move(control["x"], control["y"])
+    tooltip = page.locator("#vg-tooltip-element")
+    assert poll(lambda: tooltip.is_visible() and "ring the bell\\x07 twice" in tooltip.inner_text(), timeout=20)

@@ -18,7 +18,7 @@ def card(content: str | None, query: str = "") -> dict:
     snippet, the snippet is the part around the first match and `start` says where it begins."""
     text = content or ""
     kind = _kind()
-    shown = kind.preview(text)
+    shown = {**kind.preview(text), "max_tokens": _max_tokens()}
     match = _find(text, query)
     if match is not None and match.end() > kind.PREVIEW_CHARS:
         start = max(0, match.start() - AROUND_MATCH)
