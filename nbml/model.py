@@ -196,11 +196,11 @@ class Model:
     def probabilities(self, ids) -> pd.DataFrame:
         """For store items by id, whatever their label: `id`, `predicted`, `confidence`, one column per class.
 
-        Items whose file cannot be read are left out.
+        Items that cannot be read (a missing file, no text) are left out.
         """
         rows = self._need_dataset().item_rows(ids)
-        columns = ["id", "path", "path_raw", "sha256", "size_bytes", "mtime", "label", "split"]
-        frame, probs = self._item_probs(pd.DataFrame([{k: r[k] for k in columns} for r in rows], columns=columns))
+        columns = ["id", "path", "path_raw", "content", "sha256", "size_bytes", "mtime", "label", "split"]
+        frame, probs = self._item_probs(pd.DataFrame([{k: r.get(k) for k in columns} for r in rows], columns=columns))
         out = pd.DataFrame({"id": frame["id"].astype(int),
                             "predicted": [self.classes[i] for i in probs.argmax(1)] if len(probs) else [],
                             "confidence": probs.max(1) if len(probs) else []})

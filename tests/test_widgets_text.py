@@ -132,9 +132,6 @@ def sms_model(tmp_path_factory):
     return nbml.train(ds, quiet=True, epochs=2, seed=0)
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError,
-                   reason="Model.probabilities (nbml/model.py) builds its frame without the 'content' column that "
-                          "the text kind reads; remove this mark once it passes it")
 def test_suggestions_with_confidence_on_texts(sms_model):
     ds = sms_model.dataset
     some = ds.query_ids()[-6:]

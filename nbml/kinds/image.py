@@ -184,6 +184,7 @@ def load_extra(model, folder) -> None:
 PIXEL_SIZE = 32            # the decoded-cache size the pixel comparisons of `duplicates` and `label_issues` read
 PIXEL_C = 0.01             # L2 strength of label_issues' pixel head: 0.1 and 1 flagged more false alarms on digits
 SURFACE_WORDS = "16x16 pixel thumbnails"      # the evidence no label shaped, beside the embeddings
+SURFACE_ONLY = "pixel comparison only"   # what duplicates() says when no backbone can embed
 SURFACE_COLUMN = "pixel_similarity"
 SURFACE_THRESHOLD = 0.99   # thumbnail correlation for near duplicates
 QUERY_WORDS = "an image path, bytes or a Pillow image"

@@ -431,6 +431,7 @@ def config(plan) -> dict:
 
 # -- the data-centric loop: embeddings and what is specific to texts in nbml.analysis -------------------------------
 SURFACE_WORDS = "TF-IDF of words and character n-grams"    # the evidence no label shaped, beside the embeddings
+SURFACE_ONLY = "TF-IDF comparison only"   # what duplicates() says when no backbone can embed
 SURFACE_COLUMN = "text_similarity"
 SURFACE_THRESHOLD = 0.9    # TF-IDF cosine for near-duplicate texts
 SURFACE_C = 1.0            # inverse regularisation of label_issues' TF-IDF head
