@@ -340,7 +340,7 @@ def test_a_pixel_head_far_weaker_than_the_embeddings_is_left_out():
     assert _why_not_pixels(right, right, y) is None
     assert "agrees with the labels on 50% of items, the embeddings on 100%" in _why_not_pixels(right, half, y)
     assert _why_not_pixels(half, half, y) is None                     # as weak as the embeddings: still evidence
-    assert _why_not_pixels(right, None, y) == "too few readable images"
+    assert _why_not_pixels(right, None, y) == "too few items to cross-validate on"
 
 
 # -- what to label next -------------------------------------------------------------------------------------------
