@@ -434,13 +434,15 @@ def tag(frame: pd.DataFrame, emb: Embeddings | Backbone) -> pd.DataFrame:
     """Record in `frame.attrs` which backbone the embeddings behind it came from."""
     frame.attrs["embeddings"] = emb.model_id
     frame.attrs["backbone"] = emb.source
-    texts = getattr(emb, "frame", None)
-    if getattr(emb, "kind", None) == "text" or (isinstance(emb, Embeddings) and emb.backbone.kind == "text"):
-        if texts is not None and "content" in texts:     # text items: show the text beside each id
-            by_id = dict(zip(texts["id"].tolist(), texts["content"].tolist()))
-            for col, name in (("id", "text"), ("id_a", "text_a"), ("id_b", "text_b")):
-                if col in frame.columns and name not in frame.columns:
-                    frame[name] = [by_id.get(int(i)) for i in frame[col]]
+    if isinstance(emb, Embeddings) and emb.backbone.kind == "text" and "content" in emb.frame:
+        content = emb.frame["content"].to_numpy(object)     # text items: show the text beside each id
+        for col, name in (("id", "text"), ("id_a", "text_a"), ("id_b", "text_b")):
+            if col in frame.columns and name not in frame.columns:
+                ids = frame[col].to_numpy(np.int64)
+                known = np.isin(ids, emb.ids)
+                texts = np.full(len(ids), None, object)
+                texts[known] = content[emb.positions(ids[known])] if known.any() else []
+                frame[name] = texts
     return frame
 
 
