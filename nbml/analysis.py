@@ -71,17 +71,8 @@ def _model_embeddings(ds, model, backbone, embeddings: Embeddings | None) -> Emb
 
 
 def _model_probs(model, emb: Embeddings) -> np.ndarray:
-    """The model's probabilities from its body's embeddings: its head on the stored features (same as running the
-    whole net, to float16 rounding), so a model's scores reuse the embedding cache."""
-    import torch
-    head = model.net[1]
-    head.eval()
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(emb), 4096):
-            x = torch.from_numpy(emb.features[i:i + 4096]).to(model.device)
-            out.append(torch.softmax(head(x).float(), 1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(model.classes)), np.float32)
+    """The model's probabilities for the items of `emb` (its own body's embeddings), through the model's kind."""
+    return model.kind.model_probs(model, emb)
 
 
 def _check_model(model, ds) -> None:

@@ -175,6 +175,9 @@ def test_data_loop_on_text(spam):
     assert precision > 0.25 and recall > 0.6, (precision, recall)    # chance: precision 0.1
     sug = ds.suggest(model, n=10, strategy="margin")
     assert len(sug) == 10 and sug["id"].isin(ds.query_ids(labelled=False)).all()
+    # the scores are the whole model's (token head and n-grams), not the head on the embeddings alone
+    whole = T.probs(model, [r["content"] for r in ds.item_rows(sug["id"].tolist())])
+    np.testing.assert_allclose(sug["confidence"].to_numpy(), whole.max(1), atol=2e-3)
     for strategy in ("entropy", "least_confident", "random", "diverse"):
         assert len(ds.suggest(model, n=5, strategy=strategy)) == 5
     assert len(ds.outliers(5)) == 5

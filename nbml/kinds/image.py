@@ -164,6 +164,20 @@ def item_probs(model, frame, bs: int = 256):
     return frame, np.concatenate(probs)
 
 
+def model_probs(model, emb) -> np.ndarray:
+    """The model's probabilities from its body's embeddings: its head on the stored features (same as running the
+    whole net, to float16 rounding), so a model's scores reuse the embedding cache."""
+    import torch
+    head = model.net[1]
+    head.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(emb), 4096):
+            x = torch.from_numpy(emb.features[i:i + 4096]).to(model.device)
+            out.append(torch.softmax(head(x).float(), 1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(model.classes)), np.float32)
+
+
 def load_net(folder, config: dict, state: dict):
     from ..model import build_net
     net, _, _ = build_net(config["arch"], len(config["classes"]), pretrained=False, head=config.get("head"))
