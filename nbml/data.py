@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ._imaging import ImageError, decode, read_file, to_square
 from ._locks import file_lock
 
-__all__ = ["check_files", "ImageCache", "BatchLoader", "TensorLoader", "Augment", "to_square", "normalize",
+__all__ = ["check_files", "ImageCache", "BatchLoader", "ItemBatches", "TensorLoader", "Augment", "to_square", "normalize",
            "to_device_images", "DeviceScalars"]
 
 
@@ -289,6 +289,28 @@ class BatchLoader(DeviceScalars):
                 x = x.contiguous()
             same = idx.device.type == self.device.type
             yield x, (self.targets_dev[idx] if same else self.targets[idx].to(self.device))
+
+
+class ItemBatches(DeviceScalars):
+    """Batches for a fastai Learner built per batch: `make(idx)` gives the inputs of those items as numpy arrays
+    (padded to the batch's longest, say), and the targets are appended. Texts use it; images use BatchLoader."""
+
+    def __init__(self, make, targets: np.ndarray, bs: int, device, shuffle: bool = False, drop_last: bool = False,
+                 seed: int | None = None):
+        self.make, self.targets, self.bs, self.device = make, np.asarray(targets, np.int64), bs, device
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        n = len(self.targets)
+        return n // self.bs if self.drop_last else -(-n // self.bs)
+
+    def __iter__(self):
+        order = self.rng.permutation(len(self.targets)) if self.shuffle else np.arange(len(self.targets))
+        for b in range(len(self)):
+            idx = order[b * self.bs:(b + 1) * self.bs]
+            xs = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in self.make(idx)]
+            yield (*xs, torch.from_numpy(self.targets[idx]).to(self.device))
 
 
 class TensorLoader(DeviceScalars):

@@ -335,36 +335,6 @@ EPOCHS = 4          # fine-tuning epochs after the closed-form head
 LR = 2e-3
 
 
-def _loader_class():
-    import torch
-    from ..data import DeviceScalars
-
-    class TextLoader(DeviceScalars):
-        """Batches of the network's four inputs and the targets, padded per batch, for a fastai Learner."""
-
-        def __init__(self, encoded: list, targets: np.ndarray, bs: int, device, shuffle=False, drop_last=False,
-                     seed=None):
-            self.encoded, self.targets, self.bs, self.device = encoded, targets, bs, device
-            self.shuffle, self.drop_last = shuffle, drop_last
-            self.rng = np.random.default_rng(seed)
-
-        def __len__(self):
-            n = len(self.targets)
-            return n // self.bs if self.drop_last else -(-n // self.bs)
-
-        def __iter__(self):
-            order = self.rng.permutation(len(self.targets)) if self.shuffle else np.arange(len(self.targets))
-            for b in range(len(self)):
-                idx = order[b * self.bs:(b + 1) * self.bs]
-                ids, mask = padded([self.encoded[i][0] for i in idx])
-                gids, _ = padded([self.encoded[i][1] for i in idx])
-                gvals, _ = padded([self.encoded[i][2] for i in idx], np.float32)
-                xs = [torch.from_numpy(a).to(self.device) for a in (ids, mask, gids, gvals)]
-                yield (*xs, torch.from_numpy(self.targets[idx]).to(self.device))
-
-    return TextLoader
-
-
 def encoded_items(texts: list[str], max_tokens: int = MAX_TOKENS, tok=None) -> list[tuple]:
     """Per text: (token ids, n-gram ids, n-gram counts), for loaders that pad per batch."""
     ids = token_ids(texts, max_tokens, tok)
@@ -410,12 +380,19 @@ def make_learner(plan, frame, stop_cb):
     train_texts = [t for t, k in zip(texts, is_train) if k]
     dense = net_features(net.body, train_texts, plan.size)
     fit_head(net, dense, train_texts, targets[is_train], len(plan.classes))
+    from ..data import ItemBatches
     encoded = encoded_items(texts, plan.size)
-    Loader = _loader_class()
-    pick = lambda mask: [e for e, k in zip(encoded, mask) if k]
-    train_dl = Loader(pick(is_train), targets[is_train], plan.bs, plan.device, shuffle=True,
-                      drop_last=is_train.sum() > plan.bs, seed=plan.seed)
-    valid_dl = Loader(pick(~is_train), targets[~is_train], plan.bs * 2, plan.device)
+
+    def batches(mask, **kw):
+        items = [e for e, k in zip(encoded, mask) if k]
+
+        def make(idx):
+            ids, att = padded([items[i][0] for i in idx])
+            return ids, att, padded([items[i][1] for i in idx])[0], padded([items[i][2] for i in idx], np.float32)[0]
+        return ItemBatches(make, targets[mask], **kw)
+    train_dl = batches(is_train, bs=plan.bs, device=plan.device, shuffle=True, drop_last=is_train.sum() > plan.bs,
+                       seed=plan.seed)
+    valid_dl = batches(~is_train, bs=plan.bs * 2, device=plan.device)
     net = net.to(plan.device)
     learn = basic_learner(plan, train_dl, valid_dl, net, stop_cb,
                           splitter=lambda m: [list(m.body.parameters()), list(m.head.parameters()) +

@@ -220,33 +220,6 @@ def padded(seqs: list, pad: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, mask
 
 
-def _loader_class():
-    from ..data import DeviceScalars
-
-    class HFTextLoader(DeviceScalars):
-        """Batches of (ids, mask, targets), padded per batch, for a fastai Learner."""
-
-        def __init__(self, seqs: list, targets: np.ndarray, bs: int, device, pad: int, shuffle=False,
-                     drop_last=False, seed=None):
-            self.seqs, self.targets, self.bs, self.device, self.pad = seqs, targets, bs, device, pad
-            self.shuffle, self.drop_last = shuffle, drop_last
-            self.rng = np.random.default_rng(seed)
-
-        def __len__(self):
-            n = len(self.targets)
-            return n // self.bs if self.drop_last else -(-n // self.bs)
-
-        def __iter__(self):
-            order = self.rng.permutation(len(self.targets)) if self.shuffle else np.arange(len(self.targets))
-            for b in range(len(self)):
-                idx = order[b * self.bs:(b + 1) * self.bs]
-                ids, mask = padded([self.seqs[i] for i in idx], self.pad)
-                yield (torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device),
-                       torch.from_numpy(self.targets[idx]).to(self.device))
-
-    return HFTextLoader
-
-
 def pooled_features(body, seqs: list, pad: int, device, bs: int = 64) -> np.ndarray:
     """The body's pooled features, float32 [n, num_features], in eval mode, longest texts batched together."""
     order = np.argsort([len(s) for s in seqs], kind="stable")
@@ -311,11 +284,14 @@ def make_learner(plan, frame, stop_cb):
     train_seqs = [s for s, k in zip(seqs, is_train) if k]
     fit_head(net, pooled_features(net.body, train_seqs, pad, plan.device, bs=plan.bs * 2), targets[is_train],
              len(plan.classes))
-    Loader = _loader_class()
-    pick = lambda mask: [s for s, k in zip(seqs, mask) if k]
-    train_dl = Loader(train_seqs, targets[is_train], plan.bs, plan.device, pad, shuffle=True,
-                      drop_last=bool(is_train.sum() > plan.bs), seed=plan.seed)
-    valid_dl = Loader(pick(~is_train), targets[~is_train], plan.bs * 2, plan.device, pad)
+    from ..data import ItemBatches
+
+    def batches(items, y, **kw):
+        return ItemBatches(lambda idx: padded([items[i] for i in idx], pad), y, **kw)
+    train_dl = batches(train_seqs, targets[is_train], bs=plan.bs, device=plan.device, shuffle=True,
+                       drop_last=bool(is_train.sum() > plan.bs), seed=plan.seed)
+    valid_dl = batches([s for s, k in zip(seqs, ~is_train) if k], targets[~is_train], bs=plan.bs * 2,
+                       device=plan.device)
     notes = []
     cut = sum(len(s) >= plan.size for s in seqs)
     if cut:
