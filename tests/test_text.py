@@ -159,6 +159,12 @@ def test_head_mode_on_text(spam):
     assert head.evaluate().accuracy > 0.75
     p = head.predict_many(rest["text"].head(5).tolist())
     assert list(p.columns[:2]) == ["label", "confidence"] and len(p) == 5
+    # a refit starts from the last solution (the grid refits often) and lands where a cold fit does
+    ds.__dict__.pop("_text_head_solution")
+    cold = T.probs(nbml.train(ds, mode="head", quiet=True), rest["text"].head(50).tolist())
+    warm = T.probs(nbml.train(ds, mode="head", quiet=True), rest["text"].head(50).tolist())
+    assert "_text_head_solution" in ds.__dict__
+    np.testing.assert_allclose(warm, cold, atol=0.02)
 
 
 def test_data_loop_on_text(spam):

@@ -307,9 +307,10 @@ HEAD_C = 100.0
 
 
 def fit_head(net, dense: np.ndarray, texts: list[str] | None, y: np.ndarray, n_classes: int, C: float = HEAD_C,
-             counts=None):
+             counts=None, init=None):
     """Fit the head and the n-gram weights of `net` jointly, as one multinomial logistic regression on [body
-    features | TF-IDF n-grams] (L-BFGS, nbml.head.fit_sparse_linear), and write them into the network."""
+    features | TF-IDF n-grams] (nbml.head.fit_sparse_linear), and write them into the network. Returns the solution
+    (weights [n_classes, dim + buckets], biases), from which `init=` starts a later fit."""
     import scipy.sparse as sp
     import torch
     from ..head import fit_sparse_linear
@@ -318,15 +319,18 @@ def fit_head(net, dense: np.ndarray, texts: list[str] | None, y: np.ndarray, n_c
     # only the n-gram buckets the train texts use: the optimum is zero elsewhere
     used = np.unique(grams.indices)
     X = sp.hstack([sp.csr_matrix(dense), grams[:, used]], format="csr")
-    W, bias = fit_sparse_linear(X, y, n_classes, C=C)
     dim = dense.shape[1]
+    start = None
+    if init is not None and init[0].shape == (n_classes, dim + grams.shape[1]):
+        start = (np.concatenate([init[0][:, :dim], init[0][:, dim + used]], 1), init[1])
+    W, bias = fit_sparse_linear(X, y, n_classes, C=C, init=start)
     coef = np.zeros((n_classes, dim + grams.shape[1]), np.float32)
     coef[:, :dim], coef[:, dim + used] = W[:, :dim], W[:, dim:]
     with torch.no_grad():
         net.head.weight.copy_(torch.from_numpy(coef[:, :dim]))
         net.head.bias.copy_(torch.from_numpy(bias))
         net.grams.weight.copy_(torch.from_numpy(np.ascontiguousarray(coef[:, dim:].T)))
-    return net
+    return coef, bias                      # where a next fit on similar labels can start
 
 
 
@@ -554,8 +558,12 @@ def head_model(ds, backbone, X: np.ndarray, frame: pd.DataFrame, target: np.ndar
     texts = [r["content"] for r in rows]
     shas = [r["sha256"] for r in rows]
     grams = gram_rows(shas, texts)
-    fit_head(net, X[is_train], None, target[is_train], len(classes), C=HEAD_C if C is None else C,
-             counts=grams[is_train])
+    # the grid refits after every few labels: start from the last solution for the same classes and backbone
+    held = ds.__dict__.get("_text_head_solution")
+    init = held[1] if held is not None and held[0] == (tuple(classes), backbone.model_id) else None
+    solution = fit_head(net, X[is_train], None, target[is_train], len(classes), C=HEAD_C if C is None else C,
+                        counts=grams[is_train], init=init)
+    ds.__dict__["_text_head_solution"] = ((tuple(classes), backbone.model_id), solution)
     tf = tfidf(grams, net.idf.numpy())
     logits = (X @ net.head.weight.detach().numpy().T + net.head.bias.detach().numpy()
               + tf @ net.grams.weight.detach().numpy())
