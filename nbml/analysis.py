@@ -565,9 +565,15 @@ class DataStats:
             tooltip=["class", "split", "items"]).properties(title="items per class and split", width=400)
         if self.lengths is None or not len(self.lengths):
             return inline_spec(bars)
-        lengths = self.lengths.assign(label=self.lengths["label"].fillna("(unlabelled)"))[["label", "characters"]]
+        # clipped at the 99th percentile, so one very long text does not squeeze every other into the first bar
+        top = float(self.lengths["characters"].quantile(0.99))
+        lengths = self.lengths.assign(label=self.lengths["label"].fillna("(unlabelled)"),
+                                      characters=self.lengths["characters"].clip(upper=top))[["label", "characters"]]
+        longer = int((self.lengths["characters"] > top).sum())
         hist = alt.Chart(lengths).mark_bar().encode(
-            x=alt.X("characters:Q", bin=alt.Bin(maxbins=40), title="characters per text"),
+            x=alt.X("characters:Q", bin=alt.Bin(maxbins=40),
+                    title="characters per text" + (f" ({longer} longer than {top:.0f} in the last bar)"
+                                                   if longer else "")),
             y=alt.Y("count():Q", title="texts"), color=alt.Color("label:N", title="label"),
             tooltip=["label", "count()"]).properties(title="text length", width=400, height=160)
         return inline_spec(alt.vconcat(bars, hist).resolve_scale(color="independent"))

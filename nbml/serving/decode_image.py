@@ -20,7 +20,7 @@ class Inputs:
     """Encoded images (JPEG, PNG, ...) in; uint8 [N, size, size, 3] to the runner; the bytes themselves to the log."""
     kind = noun = "image"
     v2 = v2.IMAGE
-    try_it = "curl -F file=@photo.jpg"
+    try_it = "-F file=@photo.jpg"
 
     def __init__(self, folder, config: dict, settings):
         self.size, self.settings = int(config["size"]), settings

@@ -94,7 +94,7 @@ class Inputs:
     str to the runner; the text's first characters to the log."""
     kind = noun = "text"
     v2 = v2.TEXT
-    try_it = "curl -H 'Content-Type: application/json' -d '{\"text\": \"hello\"}'"
+    try_it = "-H 'Content-Type: application/json' -d '{\"text\": \"hello\"}'"
 
     def __init__(self, folder, config: dict, settings):
         self.settings = settings
