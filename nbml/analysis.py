@@ -29,7 +29,7 @@ _NEAR_PRETRAINED = 0.97    # default embedding cosine for near duplicates with a
 
 # -- helpers ------------------------------------------------------------------------------------------------------
 def _require_items(ds) -> None:
-    if len(ds) == 0:
+    if not ds.query_ids(limit=1):
         raise ValueError("this project has no items yet; add images with ds.add_images(folder) or texts with "
                          "ds.add_texts(texts)")
 
@@ -241,16 +241,21 @@ def similar(ds, item_or_image, k: int = 20, *, labelled: bool | None = None, lab
         what = f"item {ids[0]}" if len(ids) == 1 else f"the mean of {len(ids)} items"
     query = query / max(float(np.linalg.norm(query)), 1e-12)
     sims = emb.vectors @ query
-    keep = ~emb.frame["id"].isin(exclude).to_numpy()
+    keep = ~np.isin(emb.ids, list(exclude)) if exclude else np.ones(len(emb.ids), bool)
     if labelled is not None:
         keep &= emb.frame["label"].notna().to_numpy() == bool(labelled)
     if label is not None:
         keep &= (emb.frame["label"] == label).to_numpy()
     idx = np.flatnonzero(keep)
-    idx = idx[np.argsort(-sims[idx], kind="stable")[:k]]
+    scores = sims[idx]
+    if len(idx) > k:     # the k best without sorting everything; ties keep the store's order, as a stable sort would
+        cut = np.partition(scores, len(scores) - k)[len(scores) - k]
+        sel = np.flatnonzero(scores >= cut)
+        idx, scores = idx[sel], scores[sel]
+    idx = idx[np.argsort(-scores, kind="stable")[:k]]
     out = pd.DataFrame({"id": emb.ids[idx], "similarity": sims[idx]})
     for col in ("label", "split", "path"):
-        out[col] = emb.frame[col].to_numpy()[idx]
+        out[col] = emb.frame[col].iloc[idx].to_numpy()
     out.attrs["query"] = what
     return tag(out, emb)
 

@@ -435,13 +435,13 @@ def tag(frame: pd.DataFrame, emb: Embeddings | Backbone) -> pd.DataFrame:
     frame.attrs["embeddings"] = emb.model_id
     frame.attrs["backbone"] = emb.source
     if isinstance(emb, Embeddings) and emb.backbone.kind == "text" and "content" in emb.frame:
-        content = emb.frame["content"].to_numpy(object)     # text items: show the text beside each id
-        for col, name in (("id", "text"), ("id_a", "text_a"), ("id_b", "text_b")):
+        for col, name in (("id", "text"), ("id_a", "text_a"), ("id_b", "text_b")):   # text items: show the text
             if col in frame.columns and name not in frame.columns:
                 ids = frame[col].to_numpy(np.int64)
                 known = np.isin(ids, emb.ids)
                 texts = np.full(len(ids), None, object)
-                texts[known] = content[emb.positions(ids[known])] if known.any() else []
+                if known.any():
+                    texts[known] = emb.frame["content"].iloc[emb.positions(ids[known])].to_numpy(object)
                 frame[name] = texts
     return frame
 
