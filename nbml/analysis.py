@@ -153,11 +153,9 @@ def suggest(ds, model=None, n: int = 20, strategy: str = "margin", *, backbone=N
         labels = emb.frame.loc[fit_mask, "label"]
         classes = [c for c in ds.classes if c in set(labels)]
         if len(classes) >= 2:
-            from .head import fit_linear, linear_probs
             y = labels.map({c: i for i, c in enumerate(classes)}).to_numpy()
-            head = fit_linear(emb.features[fit_mask], y, len(classes))
-            probs = linear_probs(head, emb.features[unl])
-            scored_by = f"a linear head fitted on the embeddings of {int(fit_mask.sum())} labelled items"
+            probs, words = kinds.of(ds).fit_and_score(ds, emb, np.flatnonzero(fit_mask), y, unl, len(classes))
+            scored_by = f"{words} of {int(fit_mask.sum())} labelled items"
         elif strategy != "diverse":
             raise ValueError(f"'{strategy}' needs labelled items of at least two classes to judge what the model is "
                              f"unsure of (labelled classes: {classes}); label a few of each, or use "

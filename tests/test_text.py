@@ -186,6 +186,9 @@ def test_data_loop_on_text(spam):
     np.testing.assert_allclose(sug["confidence"].to_numpy(), whole.max(1), atol=2e-3)
     for strategy in ("entropy", "least_confident", "random", "diverse"):
         assert len(ds.suggest(model, n=5, strategy=strategy)) == 5
+    # without a model (the grid's background refits): a head on the same features a text model is made of
+    alone = ds.suggest(n=5)
+    assert "TF-IDF" in alone.attrs["scored_by"] and len(alone) == 5 and alone["confidence"].between(0.5, 1).all()
     assert len(ds.outliers(5)) == 5
     st = ds.stats()
     assert st.lengths is not None and "text length" in repr(st)

@@ -136,6 +136,14 @@ def config(plan) -> dict:
     return dict(kind=NAME, head={"hidden": 512, "p": 0.5})
 
 
+def fit_and_score(ds, emb, fit: np.ndarray, y: np.ndarray, score: np.ndarray, n_classes: int):
+    """What ranks items without a model: a linear head fitted on the embeddings at positions `fit` (targets y),
+    giving probabilities at positions `score`, and how that is said."""
+    from ..head import fit_linear, linear_probs
+    head = fit_linear(emb.features[fit], y, n_classes)
+    return linear_probs(head, emb.features[score]), "a linear head fitted on the embeddings"
+
+
 def head_model(ds, backbone, X, frame, target, is_train, classes, C=None):
     """mode="head" for images: a linear head fitted by L-BFGS on the cached embeddings, behind the backbone's body.
     Returns (net, train probabilities, valid probabilities, config fields)."""

@@ -544,6 +544,32 @@ def project_idf(ds) -> np.ndarray:
     return idf
 
 
+def fit_and_score(ds, emb, fit: np.ndarray, y: np.ndarray, score: np.ndarray, n_classes: int):
+    """What ranks items without a model: the closed-form head on [embeddings | TF-IDF n-grams] fitted at positions
+    `fit` (targets y), giving probabilities at positions `score`: the features a text model is made of."""
+    import scipy.sparse as sp
+    from ..head import fit_sparse_linear
+    texts = emb.frame["content"].fillna("").tolist()
+    shas = emb.frame["sha256"].tolist()
+    idf = project_idf(ds)
+
+    def features(pos):
+        grams = tfidf(gram_rows([shas[i] for i in pos], [texts[i] for i in pos]), idf)
+        return sp.hstack([sp.csr_matrix(emb.features[pos]), grams], format="csr")
+    X = features(fit)
+    used = np.unique(X.indices)
+    W, b = fit_sparse_linear(X[:, used], y, n_classes, C=HEAD_C)
+    full = np.zeros((n_classes, X.shape[1]), np.float32)
+    full[:, used] = W
+    out = []
+    for i in range(0, len(score), 8192):
+        logits = np.asarray(features(score[i:i + 8192]) @ full.T) + b
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        out.append(p / p.sum(1, keepdims=True))
+    probs = np.concatenate(out) if out else np.zeros((0, n_classes), np.float32)
+    return probs, "a logistic head fitted on the embeddings and TF-IDF n-grams"
+
+
 def head_model(ds, backbone, X: np.ndarray, frame: pd.DataFrame, target: np.ndarray, is_train: np.ndarray,
                classes: list[str], C: float | None = None):
     """mode="head" for texts: the closed-form head on [cached embeddings | TF-IDF n-grams] in a TextNet whose
