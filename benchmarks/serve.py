@@ -56,6 +56,7 @@ from _common import percentile, print_machine, print_table  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOUNDARY = "nbmlbenchboundary"
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"   # the Content-Type of the image requests
 # name -> extra environment. "baseline, passive OpenMP" is the same app with OMP_WAIT_POLICY=PASSIVE: torch's
 # OpenMP threads then sleep instead of spinning between operators. On a small VM whose CPU time is capped, spinning
 # threads can get the whole VM throttled for hundreds of milliseconds, so the default baseline may look far worse
@@ -149,18 +150,18 @@ def multipart(data: bytes) -> bytes:
     return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
-def encode_request(port: int, body: bytes) -> bytes:
-    return (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: multipart/form-data; "
-            f"boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+def encode_request(port: int, body: bytes, content_type: str = MULTIPART) -> bytes:
+    return (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
 class RawClient:
     """One keep-alive connection that writes pre-built requests and reads each answer by its Content-Length."""
 
-    def __init__(self, port: int, bodies: list[bytes]):
+    def __init__(self, port: int, bodies: list[bytes], content_type: str = MULTIPART):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.requests = [encode_request(port, b) for b in bodies]
+        self.requests = [encode_request(port, b, content_type) for b in bodies]
         self.pending = b""
 
     def post(self, i: int) -> int:
@@ -189,12 +190,12 @@ class RawClient:
 class HttpClient:
     """The same through Python's http.client."""
 
-    def __init__(self, port: int, bodies: list[bytes]):
+    def __init__(self, port: int, bodies: list[bytes], content_type: str = MULTIPART):
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         self.conn.connect()   # http.client writes headers and body separately: without this, Nagle adds ~40 ms
         self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.bodies = bodies
-        self.headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+        self.headers = {"Content-Type": content_type}
 
     def post(self, i: int) -> int:
         self.conn.request("POST", "/predict", body=self.bodies[i % len(self.bodies)], headers=self.headers)
@@ -209,14 +210,15 @@ class HttpClient:
 CLIENTS = {"raw": RawClient, "http.client": HttpClient}
 
 
-def load(port: int, bodies: list[bytes], n_requests: int, concurrency: int, between=None, client: str = "raw") -> dict:
+def load(port: int, bodies: list[bytes], n_requests: int, concurrency: int, between=None, client: str = "raw",
+         content_type: str = MULTIPART) -> dict:
     """n_requests POSTs to /predict from `concurrency` threads, each with its own keep-alive connection.
     `between()`, if given (concurrency 1 only), runs after each request and its returned duration is collected."""
     lock = threading.Lock()
     state = {"next": 0, "errors": 0, "latencies": [], "between": []}
 
     def run():
-        conn = CLIENTS[client](port, bodies)
+        conn = CLIENTS[client](port, bodies, content_type)
         mine = []
         while True:
             with lock:
@@ -247,7 +249,7 @@ def load(port: int, bodies: list[bytes], n_requests: int, concurrency: int, betw
 
 
 def rounds(targets: dict, bodies: list[bytes], n: int, concurrency: int, bare: dict | None = None,
-           n_rounds: int = 8) -> tuple[dict, dict]:
+           n_rounds: int = 8, content_type: str = MULTIPART) -> tuple[dict, dict]:
     """Each target (name -> (port, client)) in turn, `n_rounds` times, n / n_rounds requests a turn: a slow spell of
     the machine hits all alike. At concurrency 1, `bare[name]` (a callable) is timed between that target's requests
     too, for the same reason; its durations come back per target name."""
@@ -258,7 +260,8 @@ def rounds(targets: dict, bodies: list[bytes], n: int, concurrency: int, bare: d
         for k, (port, client) in targets.items():
             # the bare call follows nbml's requests only: the baseline's OpenMP threads keep spinning after a
             # request, which would slow the bare call and flatter nbml's ratio
-            r = load(port, bodies, n // n_rounds, concurrency, between=bare.get(k), client=client)
+            r = load(port, bodies, n // n_rounds, concurrency, between=bare.get(k), client=client,
+                     content_type=content_type)
             merged[k]["lat"] += r["latencies"]
             merged[k]["wall"] += r["wall"]
             merged[k]["errors"] += r["errors"]
@@ -312,14 +315,18 @@ def start_nbml(python: str, folder: str, port: int, env: dict, cwd: str) -> tupl
     raise TimeoutError(f"nbml serve {folder} was not ready in 120 s")
 
 
-def measure(servers: dict, bodies: list[bytes], n_requests: int, tmp: str) -> dict:
+def measure(servers: dict, bodies: list[bytes], n_requests: int, tmp: str, app_source: str = BASELINE,
+            bare_call=None, content_type: str = MULTIPART) -> dict:
     """Start every server (name -> artifact folder; a name starting with "nbml" is `nbml serve`, any other the
-    hand-written app, with the extra environment of SERVERS), warm them up, and take turns at concurrency 1 and 8.
-    nbml's servers start one at a time, before the others, so that their seconds to ready are their own."""
+    hand-written app `app_source`, given the folder as MODEL_DIR, with the extra environment of SERVERS), warm them
+    up, and take turns at concurrency 1 and 8. nbml's servers start one at a time, before the others, so that their
+    seconds to ready are their own. `bare_call(folder)` (default `bare_onnx`) returns the bare model call of an nbml
+    server's folder, a callable that returns its duration."""
+    bare_call = bare_call or bare_onnx
     python = sys.executable
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT}
     with open(os.path.join(tmp, "baseline_app.py"), "w") as f:
-        f.write(BASELINE)
+        f.write(app_source)
     ports = {k: free_port() for k in servers}   # dict order: the order of each round
     procs, startup = {}, {}
     try:
@@ -334,15 +341,16 @@ def measure(servers: dict, bodies: list[bytes], n_requests: int, tmp: str) -> di
                     cwd=tmp, env={**env, "MODEL_DIR": folder, **SERVERS.get(k, {})}, stdout=subprocess.DEVNULL)
         for k, p in procs.items():
             wait_until_up(ports[k], p)
-        bare = {k: bare_onnx(folder) for k, folder in servers.items() if k.startswith("nbml")}
+        bare = {k: bare_call(folder) for k, folder in servers.items() if k.startswith("nbml")}
         for k in procs:   # warm-up: lazy imports, allocators, code pages of the libraries, thread pools
-            load(ports[k], bodies, WARMUP, 8)
-            load(ports[k], bodies, WARMUP // 4, 1)
+            load(ports[k], bodies, WARMUP, 8, content_type=content_type)
+            load(ports[k], bodies, WARMUP // 4, 1, content_type=content_type)
         targets = {k: (ports[k], "raw") for k in servers}
         extra = {WITH_HTTP_CLIENT: (ports["nbml"], "http.client")} if "nbml" in servers else {}
         c1, bare_times = rounds({**targets, **extra}, bodies, n_requests, 1,
-                                bare={**bare, **({WITH_HTTP_CLIENT: bare["nbml"]} if extra else {})})
-        c8, _ = rounds(targets, bodies, n_requests, 8)
+                                bare={**bare, **({WITH_HTTP_CLIENT: bare["nbml"]} if extra else {})},
+                                content_type=content_type)
+        c8, _ = rounds(targets, bodies, n_requests, 8, content_type=content_type)
         for k in startup:
             startup[k].update(resident_mib(procs[k].pid))
     finally:
@@ -377,7 +385,7 @@ def bare_onnx(folder: str):
     return call
 
 
-def print_results(m: dict, order: list[str]) -> dict:
+def print_results(m: dict, order: list[str], one: str = "1 image") -> dict:
     """The latency table, nbml's ready time and memory; returns the bare call's p50 (ms) per nbml server."""
     rows = []
     for (k, c), r in sorted(m["results"].items(), key=lambda kv: (kv[0][1], order.index(kv[0][0]))):
@@ -386,7 +394,7 @@ def print_results(m: dict, order: list[str]) -> dict:
     bare = {}
     for k, times in m["bare"].items():
         bare[k] = percentile(times, 50) * 1000
-        rows.append([f"bare ONNX Runtime call, 1 image ({k}'s graph)", "-", str(len(times)), "-",
+        rows.append([f"bare ONNX Runtime call, {one} ({k}'s graph)", "-", str(len(times)), "-",
                      f"{1000 / bare[k]:.1f}", f"{bare[k]:.2f}", f"{percentile(times, 99) * 1000:.2f}"])
     print_table(["server", "concurrency", "requests", "errors", "req/s", "p50 ms", "p99 ms"], rows)
     print()
