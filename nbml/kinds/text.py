@@ -208,7 +208,8 @@ def shown_text(text: str) -> str:
 
 def preview(text: str, chars: int = PREVIEW_CHARS, max_tokens: int = MAX_TOKENS) -> dict:
     """What a grid card needs: the first `chars` characters (escaped), whether there is more, and whether the model
-    reads only part of it (tokens beyond `max_tokens`, estimated from characters: exact counts need the tokenizer)."""
+    reads only part of it (more than `max_tokens` tokens; only texts longer than 3 characters per token are
+    tokenised to check)."""
     snippet = shown_text(text[:chars])
     return {"snippet": snippet, "chars": len(text), "more": len(text) > chars,
             "cut": len(text) > max_tokens * 3 and len(tokenizer().encode(text, add_special_tokens=False).ids) > max_tokens}
@@ -335,6 +336,7 @@ def fit_head(net, dense: np.ndarray, texts: list[str] | None, y: np.ndarray, n_c
 
 
 # -- training ---------------------------------------------------------------------------------------------------------
+ARCH = "wordllama-tfidf"
 EPOCHS = 4          # fine-tuning epochs after the closed-form head
 LR = 2e-3
 
@@ -363,9 +365,6 @@ def plan(ds, frame, classes, *, arch, size, bs, pretrained, weights, epochs, fre
                 bs=int(bs or max(8, min(64, n_train // 8 or 8))), epochs=EPOCHS if epochs is None else int(epochs),
                 freeze_epochs=0, weights_source=f"wordllama:{WORDLLAMA}", mean=(), std=(), augment=None,
                 default_lr=LR)
-
-
-ARCH = "wordllama-tfidf"
 
 
 def make_learner(plan, frame, stop_cb):
