@@ -9,6 +9,7 @@ head starts from a logistic regression on those features fitted in closed form, 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -216,6 +217,7 @@ def preview(text: str, chars: int = PREVIEW_CHARS, max_tokens: int = MAX_TOKENS)
 
 
 # -- the network ---------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
 def _torch_modules():
     import torch
     from torch import nn
@@ -225,7 +227,8 @@ def _torch_modules():
 
         def __init__(self, vocab: int, dim: int):
             super().__init__()
-            self.embed = nn.Embedding(vocab, dim)
+            # no random init: the table is always loaded (WordLlama's, or a saved model's)
+            self.embed = nn.Embedding(vocab, dim, _weight=torch.empty(vocab, dim))
             self.num_features = dim
 
         def forward(self, ids, mask):
@@ -240,8 +243,7 @@ def _torch_modules():
             super().__init__()
             self.body = TextBody(vocab, dim)
             self.head = nn.Linear(dim, n_classes)
-            self.grams = nn.Embedding(buckets, n_classes)
-            nn.init.zeros_(self.grams.weight)
+            self.grams = nn.Embedding(buckets, n_classes, _weight=torch.zeros(buckets, n_classes))
             self.register_buffer("idf", torch.ones(buckets))
 
         def __getitem__(self, i):
@@ -574,9 +576,8 @@ def head_model(ds, backbone, X: np.ndarray, frame: pd.DataFrame, target: np.ndar
     """mode="head" for texts: the closed-form head on [cached embeddings | TF-IDF n-grams] in a TextNet whose
     body is the backbone's. Returns (net, train probabilities, valid probabilities, config fields)."""
     import torch
-    body = backbone.body_copy()
     net = new_net(len(classes), pretrained=False)
-    net.body.load_state_dict(body.state_dict())
+    net.body = backbone.body_copy()
     with torch.no_grad():
         net.idf.copy_(torch.from_numpy(project_idf(ds)))
     rows = ds.item_rows(frame["id"].tolist())
