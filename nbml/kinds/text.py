@@ -310,17 +310,18 @@ HEAD_C = 100.0
 
 
 def fit_head(net, dense: np.ndarray, texts: list[str] | None, y: np.ndarray, n_classes: int, C: float = HEAD_C,
-             counts=None, init=None):
+             counts=None, init=None, grams=None):
     """Fit the head and the n-gram weights of `net` jointly, as one multinomial logistic regression on [body
     features | TF-IDF n-grams] (nbml.head.fit_sparse_linear), and write them into the network. Returns the solution
-    (weights [n_classes, dim + buckets], biases), from which `init=` starts a later fit."""
+    (weights [n_classes, dim + buckets], biases), from which `init=` starts a later fit. The n-grams come from
+    `texts`, their `counts`, or their TF-IDF rows (`grams`)."""
     import scipy.sparse as sp
     import torch
     from ..head import fit_sparse_linear
-    counts = gram_counts(texts) if counts is None else counts
-    grams = tfidf(counts, net.idf.cpu().numpy())
+    if grams is None:
+        grams = tfidf(gram_counts(texts) if counts is None else counts, net.idf.cpu().numpy())
     # only the n-gram buckets the train texts use: the optimum is zero elsewhere
-    used = np.unique(grams.indices)
+    used = np.flatnonzero(np.bincount(grams.indices, minlength=grams.shape[1]))
     X = sp.hstack([sp.csr_matrix(dense), grams[:, used]], format="csr")
     dim = dense.shape[1]
     start = None
@@ -558,7 +559,7 @@ def fit_and_score(ds, emb, fit: np.ndarray, y: np.ndarray, score: np.ndarray, n_
         grams = tfidf(gram_rows([shas[i] for i in pos], [texts[i] for i in pos]), idf)
         return sp.hstack([sp.csr_matrix(emb.features[pos]), grams], format="csr")
     X = features(fit)
-    used = np.unique(X.indices)
+    used = np.flatnonzero(np.bincount(X.indices, minlength=X.shape[1]))
     W, b = fit_sparse_linear(X[:, used], y, n_classes, C=HEAD_C)
     full = np.zeros((n_classes, X.shape[1]), np.float32)
     full[:, used] = W
@@ -580,17 +581,14 @@ def head_model(ds, backbone, X: np.ndarray, frame: pd.DataFrame, target: np.ndar
     net.body = backbone.body_copy()
     with torch.no_grad():
         net.idf.copy_(torch.from_numpy(project_idf(ds)))
-    rows = ds.item_rows(frame["id"].tolist())
-    texts = [r["content"] for r in rows]
-    shas = [r["sha256"] for r in rows]
-    grams = gram_rows(shas, texts)
+    grams = gram_rows(frame["sha256"].tolist(), frame["content"].tolist())   # training_items carries both
     # the grid refits after every few labels: start from the last solution for the same classes and backbone
     held = ds.__dict__.get("_text_head_solution")
     init = held[1] if held is not None and held[0] == (tuple(classes), backbone.model_id) else None
-    solution = fit_head(net, X[is_train], None, target[is_train], len(classes), C=HEAD_C if C is None else C,
-                        counts=grams[is_train], init=init)
-    ds.__dict__["_text_head_solution"] = ((tuple(classes), backbone.model_id), solution)
     tf = tfidf(grams, net.idf.numpy())
+    solution = fit_head(net, X[is_train], None, target[is_train], len(classes), C=HEAD_C if C is None else C,
+                        grams=tf[is_train], init=init)
+    ds.__dict__["_text_head_solution"] = ((tuple(classes), backbone.model_id), solution)
     logits = (X @ net.head.weight.detach().numpy().T + net.head.bias.detach().numpy()
               + tf @ net.grams.weight.detach().numpy())
     p = np.exp(logits - logits.max(1, keepdims=True))
