@@ -5,6 +5,20 @@ from PIL import Image
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
 
 
+def widget_reply(widget, **content):
+    """What a widget's front end does: send a custom message. Returns (messages the widget sent before its reply,
+    the `done` reply), after checking the reply answers this message."""
+    replies = []
+    original = widget.send
+    widget.send = lambda msg, buffers=None: replies.append(msg)
+    try:
+        widget._dispatch(widget, {"seq": 7, **content}, [])
+    finally:
+        widget.send = original
+    assert replies and replies[-1]["type"] == "done" and replies[-1]["seq"] == 7
+    return replies[:-1], replies[-1]
+
+
 def make_images(folder, per_class=12, size=32, seed=0):
     """Class folders of small noisy images whose dominant colour is the class: learnable in seconds."""
     rng = np.random.default_rng(seed)

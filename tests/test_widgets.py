@@ -5,6 +5,7 @@ import pytest
 
 import nbml
 from nbml import events as E
+from conftest import widget_reply
 from nbml.widgets import ConfusionWidget, LabelWidget, RunsWidget, TopLossesWidget, TrainingMonitor
 
 FAST = dict(arch="test_resnet", epochs=2, size=32, bs=8, lr=2e-3, pretrained=False, quiet=True, seed=0)
@@ -12,15 +13,7 @@ FAST = dict(arch="test_resnet", epochs=2, size=32, bs=8, lr=2e-3, pretrained=Fal
 
 def send(widget, **content):
     """What the front end does: a custom message; returns the widget's `done` reply."""
-    replies = []
-    original = widget.send
-    widget.send = lambda msg, buffers=None: replies.append(msg)
-    try:
-        widget._dispatch(widget, {"seq": 7, **content}, [])
-    finally:
-        widget.send = original
-    assert replies and replies[-1]["type"] == "done" and replies[-1]["seq"] == 7
-    return replies[-1]
+    return widget_reply(widget, **content)[1]
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import pytest
 
 import nbml
 from nbml.datasets import sms_spam
+from conftest import widget_reply
 from nbml.widgets import ConfusionWidget, LabelWidget, TopLossesWidget
 from nbml.widgets._text import full
 
@@ -14,17 +15,7 @@ LONG = "word " * 2000          # 10,000 characters: more than a card shows, more
 CONTROL = "bell\x07 and\x00 nul\ttab\nnew line"
 
 
-def send(widget, **content):
-    """A custom message from the front end; returns (messages sent before the reply, the `done` reply)."""
-    replies = []
-    original = widget.send
-    widget.send = lambda msg, buffers=None: replies.append(msg)
-    try:
-        widget._dispatch(widget, {"seq": 7, **content}, [])
-    finally:
-        widget.send = original
-    assert replies and replies[-1]["type"] == "done"
-    return replies[:-1], replies[-1]
+send = widget_reply     # (messages before the reply, the `done` reply)
 
 
 @pytest.fixture
