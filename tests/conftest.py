@@ -5,6 +5,17 @@ from PIL import Image
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium through Playwright, one per test module (the browser tests skip without Chromium)."""
+    from playwright.sync_api import sync_playwright
+    from lab import launch
+    with sync_playwright() as p:
+        b = launch(p)
+        yield b
+        b.close()
+
+
 def widget_reply(widget, **content):
     """What a widget's front end does: send a custom message. Returns (messages the widget sent before its reply,
     the `done` reply), after checking the reply answers this message."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_images
-from lab import Lab, block_outside, chromium_available, launch
+from lab import Lab, block_outside, chromium_available
 
 pytestmark = pytest.mark.skipif(not chromium_available(), reason="needs Debian's chromium (apt-get install chromium)")
 
@@ -47,15 +47,6 @@ def lab(tmp_path_factory):
         ds.close()
     with Lab(folder) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = launch(p)
-        yield b
-        b.close()
 
 
 def screenshot_if_failed(pg, request) -> None:

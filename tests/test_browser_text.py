@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lab import Lab, block_outside, chromium_available, launch
+from lab import Lab, block_outside, chromium_available
 from test_browser import poll, query, screenshot_if_failed
 
 pytestmark = pytest.mark.skipif(not chromium_available(), reason="needs Debian's chromium (apt-get install chromium)")
@@ -32,15 +32,6 @@ def lab(tmp_path_factory):
     sms.close()
     with Lab(folder) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = launch(p)
-        yield b
-        b.close()
 
 
 @pytest.fixture
