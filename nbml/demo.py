@@ -50,10 +50,7 @@ def main(argv: list[str] | None = None) -> float:
     model = nbml.train(ds, arch=args.arch or "resnet18", epochs=args.epochs, seed=0)
 
     step("4. evaluate on the validation split")
-    ev = model.evaluate()
-    print(ev.per_class.round(3).to_string())
-    print("\nconfusion matrix (rows: actual, columns: predicted)")
-    print(ev.confusion.to_string())
+    ev = print_evaluation(model)
 
     step("5. the items with the highest loss (candidates for wrong labels)")
     print(model.losses().head(5).round(3).to_string(index=False))
@@ -105,10 +102,7 @@ def text_demo(args) -> float:
     model = nbml.train(ds, arch=args.arch, epochs=args.epochs, seed=0)
 
     step("4. evaluate on the validation split")
-    ev = model.evaluate()
-    print(ev.per_class.round(3).to_string())
-    print("\nconfusion matrix (rows: actual, columns: predicted)")
-    print(ev.confusion.to_string())
+    ev = print_evaluation(model)
 
     step("5. the texts with the highest loss, what to label next, what looks mislabelled")
     print(model.losses().head(3).round(3).to_string(index=False))
@@ -134,6 +128,15 @@ def text_demo(args) -> float:
         print(f"POST {server.url}/predict {{\"text\": ...}} answered: {json.dumps(answer)}")
     print(f"\naccuracy {ev.accuracy:.4f} on {ev.n} validation texts; demo took {time.perf_counter() - t0:.0f}s")
     return ev.accuracy
+
+
+def print_evaluation(model):
+    """Per-class precision and recall and the confusion matrix on the validation split; returns the Evaluation."""
+    ev = model.evaluate()
+    print(ev.per_class.round(3).to_string())
+    print("\nconfusion matrix (rows: actual, columns: predicted)")
+    print(ev.confusion.to_string())
+    return ev
 
 
 def post_image(url: str, path) -> dict:

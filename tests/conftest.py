@@ -16,6 +16,19 @@ def browser():
         b.close()
 
 
+def wait_ready(url: str, proc, timeout: float = 60) -> None:
+    """Poll a model server started as `proc` until /v2/health/ready answers 200, it exits, or `timeout` passes."""
+    import time
+    import httpx
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"{url}/v2/health/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+
+
 def widget_reply(widget, **content):
     """What a widget's front end does: send a custom message. Returns (messages the widget sent before its reply,
     the `done` reply), after checking the reply answers this message."""

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import httpx
 import numpy as np
 import pytest
-from conftest import trained_and_exported
+from conftest import wait_ready, trained_and_exported
 from PIL import Image
 
 import nbml
@@ -462,13 +462,7 @@ def serve_in_subprocess(script: str, folder, requests: list[bytes], env: dict | 
                             env={**os.environ, "NBML_TOKEN": "", **(env or {})})
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/v2/health/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_ready(url, proc)
         responses = post_many(url, requests)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)

@@ -18,6 +18,7 @@ import onnxruntime as ort
 import pytest
 
 import nbml
+from conftest import wait_ready
 from nbml.kinds import text as text_kind
 from nbml.kinds import text_encoding
 from nbml.predlog import read_log
@@ -276,13 +277,7 @@ def test_cli_serves_texts_without_torch(env, tmp_path):
                             env={**os.environ, "NBML_TOKEN": "", "CUDA_VISIBLE_DEVICES": ""})
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/v2/health/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_ready(url, proc)
         r = httpx.post(f"{url}/predict", json={"text": env.held_out[0]})
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)

@@ -309,6 +309,23 @@ def net_features(body, texts: list[str], max_tokens: int = MAX_TOKENS, bs: int =
 HEAD_C = 100.0
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    return (p / p.sum(1, keepdims=True)).astype(np.float32)
+
+
+def _fit_used(X, y: np.ndarray, n_classes: int, C: float, init=None):
+    """fit_sparse_linear on the columns X uses (the optimum is zero on the others: n-gram buckets no train text
+    has), with the weights put back in all columns: (W [n_classes, X's columns], b). `init` is in all columns too."""
+    from ..head import fit_sparse_linear
+    used = np.flatnonzero(np.bincount(X.indices, minlength=X.shape[1]))
+    start = None if init is None else (init[0][:, used], init[1])
+    W, b = fit_sparse_linear(X[:, used], y, n_classes, C=C, init=start)
+    full = np.zeros((n_classes, X.shape[1]), np.float32)
+    full[:, used] = W
+    return full, b
+
+
 def fit_head(net, dense: np.ndarray, texts: list[str] | None, y: np.ndarray, n_classes: int, C: float = HEAD_C,
              counts=None, init=None, grams=None):
     """Fit the head and the n-gram weights of `net` jointly, as one multinomial logistic regression on [body
@@ -317,19 +334,12 @@ def fit_head(net, dense: np.ndarray, texts: list[str] | None, y: np.ndarray, n_c
     `texts`, their `counts`, or their TF-IDF rows (`grams`)."""
     import scipy.sparse as sp
     import torch
-    from ..head import fit_sparse_linear
     if grams is None:
         grams = tfidf(gram_counts(texts) if counts is None else counts, net.idf.cpu().numpy())
-    # only the n-gram buckets the train texts use: the optimum is zero elsewhere
-    used = np.flatnonzero(np.bincount(grams.indices, minlength=grams.shape[1]))
-    X = sp.hstack([sp.csr_matrix(dense), grams[:, used]], format="csr")
+    X = sp.hstack([sp.csr_matrix(dense), grams], format="csr")
     dim = dense.shape[1]
-    start = None
-    if init is not None and init[0].shape == (n_classes, dim + grams.shape[1]):
-        start = (np.concatenate([init[0][:, :dim], init[0][:, dim + used]], 1), init[1])
-    W, bias = fit_sparse_linear(X, y, n_classes, C=C, init=start)
-    coef = np.zeros((n_classes, dim + grams.shape[1]), np.float32)
-    coef[:, :dim], coef[:, dim + used] = W[:, :dim], W[:, dim:]
+    usable_init = init is not None and init[0].shape == (n_classes, X.shape[1])
+    coef, bias = _fit_used(X, y, n_classes, C, init if usable_init else None)
     with torch.no_grad():
         net.head.weight.copy_(torch.from_numpy(coef[:, :dim]))
         net.head.bias.copy_(torch.from_numpy(bias))
@@ -501,9 +511,7 @@ def surface_probs(ds, ids: list[int], y: np.ndarray, n_classes: int, folds: int,
         return None
     for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(yy)), yy):
         W, b = fit_sparse_linear(x[train], yy[train], n_classes, C=SURFACE_C)
-        logits = np.asarray(x[test] @ W.T) + b
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        out[pos[test]] = p / p.sum(1, keepdims=True)
+        out[pos[test]] = _softmax(np.asarray(x[test] @ W.T) + b)
     return out
 
 
@@ -550,7 +558,6 @@ def fit_and_score(ds, emb, fit: np.ndarray, y: np.ndarray, score: np.ndarray, n_
     """What ranks items without a model: the closed-form head on [embeddings | TF-IDF n-grams] fitted at positions
     `fit` (targets y), giving probabilities at positions `score`: the features a text model is made of."""
     import scipy.sparse as sp
-    from ..head import fit_sparse_linear
     texts = emb.frame["content"].fillna("").tolist()
     shas = emb.frame["sha256"].tolist()
     idf = project_idf(ds)
@@ -558,16 +565,8 @@ def fit_and_score(ds, emb, fit: np.ndarray, y: np.ndarray, score: np.ndarray, n_
     def features(pos):
         grams = tfidf(gram_rows([shas[i] for i in pos], [texts[i] for i in pos]), idf)
         return sp.hstack([sp.csr_matrix(emb.features[pos]), grams], format="csr")
-    X = features(fit)
-    used = np.flatnonzero(np.bincount(X.indices, minlength=X.shape[1]))
-    W, b = fit_sparse_linear(X[:, used], y, n_classes, C=HEAD_C)
-    full = np.zeros((n_classes, X.shape[1]), np.float32)
-    full[:, used] = W
-    out = []
-    for i in range(0, len(score), 8192):
-        logits = np.asarray(features(score[i:i + 8192]) @ full.T) + b
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        out.append(p / p.sum(1, keepdims=True))
+    full, b = _fit_used(features(fit), y, n_classes, HEAD_C)
+    out = [_softmax(np.asarray(features(score[i:i + 8192]) @ full.T) + b) for i in range(0, len(score), 8192)]
     probs = np.concatenate(out) if out else np.zeros((0, n_classes), np.float32)
     return probs, "a logistic head fitted on the embeddings and TF-IDF n-grams"
 
@@ -591,8 +590,7 @@ def head_model(ds, backbone, X: np.ndarray, frame: pd.DataFrame, target: np.ndar
     ds.__dict__["_text_head_solution"] = ((tuple(classes), backbone.model_id), solution)
     logits = (X @ net.head.weight.detach().numpy().T + net.head.bias.detach().numpy()
               + tf @ net.grams.weight.detach().numpy())
-    p = np.exp(logits - logits.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
+    p = _softmax(logits)
     extra = dict(kind=NAME, vocab=int(net.body.embed.num_embeddings), dim=int(net.body.num_features),
                  max_tokens=int(backbone.size), word_buckets=WORD_BUCKETS, char_buckets=CHAR_BUCKETS,
                  tokenizer="tokenizer.json", head={"type": "linear+grams"}, arch=ARCH, size=int(backbone.size),
@@ -639,9 +637,7 @@ def model_probs(model, emb) -> np.ndarray:
     out = []
     for i in range(0, len(texts), 8192):
         tf = tfidf(gram_rows(shas[i:i + 8192], texts[i:i + 8192]), idf)
-        logits = emb.features[i:i + 8192] @ head_w.T + head_b + np.asarray(tf @ grams_w)
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        out.append((p / p.sum(1, keepdims=True)).astype(np.float32))
+        out.append(_softmax(emb.features[i:i + 8192] @ head_w.T + head_b + np.asarray(tf @ grams_w)))
     return np.concatenate(out) if out else np.zeros((0, len(model.classes)), np.float32)
 
 
