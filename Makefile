@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench clean
 
-$(STAMP): pyproject.toml js/package.json $(wildcard js/src/*.js js/src/lib/*.js)
+$(STAMP): pyproject.toml js/package.json $(wildcard js/src/*.js js/src/lib/*.js) \
+          js/lab/package.json $(wildcard js/lab/src/*.ts js/lab/style/*.css)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install -e ".[dev]"
