@@ -18,15 +18,19 @@ __all__ = ["Dataset"]
 
 class Dataset(Store):
     """An nbml project: `Dataset("pets.nbml")` opens the file, or creates it. A project holds one kind of item
-    (images or texts).
+    (images, texts or table rows).
+
+    `Dataset("postgresql://user:password@host:port/db", user="alice")` opens a project on a PostgreSQL server that
+    several people label at once (see README, Teams). `user` (default: $NBML_USER, else the login name) is recorded
+    as the author of every change; `undo` reverts only that person's changes.
 
     `max_pixels` is the decompression-bomb limit applied to every image read for this project.
     """
 
-    def __init__(self, path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, path: str | os.PathLike, *, user: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
         from .embeddings import EmbeddingCache
         self.max_pixels = int(max_pixels)
-        super().__init__(path)
+        super().__init__(path, user=user)
         self._embedding_cache = EmbeddingCache(self)   # loaded embeddings, reused while current (see embed)
         self._on_close.append(self._embedding_cache.clear)
 
@@ -59,6 +63,33 @@ class Dataset(Store):
         from .kinds import text
         return text.add_texts(self, texts, labels, text_col=text_col, label_col=label_col, encoding=encoding,
                               label_from=label_from, progress=progress)
+
+    def add_table(self, data, label_col: str | None = "label", id_col: str | None = None, *,
+                  progress: bool | None = None) -> IngestReport:
+        """Add table rows: a pandas DataFrame, or a CSV, Parquet or JSON Lines file. Each row is one item, kept in
+        the project with its types (numbers, booleans, text, dates as ISO text, missing as null); `label_col` gives
+        labels (missing: unlabelled), `id_col` names each row.
+
+        The first table sets the project's columns and their types; a column of mixed types is kept as text,
+        infinities are read as missing, an empty column and a text column of all-different values (an identifier)
+        are left out of the model (`ds.use_columns([...])` puts one back), all reported. Exact duplicate rows are
+        reported, not added twice; a later table with other columns is refused, naming the differences. See
+        nbml.kinds.table.
+        """
+        from .kinds import table
+        return table.add_table(self, data, label_col, id_col, progress=progress)
+
+    def columns(self) -> pd.DataFrame:
+        """A table project's columns: name, type, role ('feature', 'identifier', 'empty', 'ignored') and why."""
+        from .kinds import table
+        return pd.DataFrame(table.columns_of(self), columns=["name", "type", "role", "reason"])
+
+    def use_columns(self, include=(), exclude=()) -> pd.DataFrame:
+        """Put columns of a table project into the model (`include`, an identifier-like column say) or leave them
+        out (`exclude`); the next training reads the columns whose role is 'feature'. Returns `ds.columns()`."""
+        from .kinds import table
+        table.use_columns(self, include, exclude)
+        return self.columns()
 
     def load_run(self, run_id: int | None = None):
         """The model a run saved (the latest completed run when no id is given)."""

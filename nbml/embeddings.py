@@ -223,9 +223,10 @@ def resolve_backbone(ds, backbone=None, *, arch: str = "resnet18", size: int | N
     from .model import Model
     if isinstance(backbone, Backbone):
         return backbone
-    if getattr(ds, "kind", None) == "text" and (backbone in (None, "pretrained") and pretrained is not False):
-        from .kinds import text
-        return text.pretrained_backbone(device)
+    if getattr(ds, "kind", None) in ("text", "table") and (backbone in (None, "pretrained") and
+                                                           pretrained is not False):
+        from . import kinds
+        return kinds.get(ds.kind).pretrained_backbone(device)      # WordLlama's; a table's standardised rows
     if isinstance(backbone, Model):
         return _model_backbone(ds, backbone, device)
     if hasattr(backbone, "wait") and hasattr(backbone, "run_id"):       # a TrainingHandle

@@ -53,13 +53,16 @@ def safe_name(name: str) -> str:
 
 def _export_onnx(graph: dict, path: Path, opset: int) -> str:
     """Write the ONNX file with the kind's dynamic axes (batch, and a text's length); returns the exporter used.
-    The kind says which exporter to try first (`graph["exporters"]`); the other is the fallback."""
+    The kind says which exporter to try first (`graph["exporters"]`: names of torch's, or a function of the kind's
+    own, such as onnxmltools for trees); the others are the fallbacks."""
     errors = []
     for exporter in graph["exporters"]:
+        fn = exporter if callable(exporter) else _EXPORTERS[exporter]
+        exporter = fn.__name__ if callable(exporter) else exporter
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                _EXPORTERS[exporter](graph, path, opset)
+                fn(graph, path, opset)
             return exporter
         except Exception as e:   # some timm models do not trace under torch.export; TorchScript is the fallback
             errors.append(f"{exporter}: {e}")

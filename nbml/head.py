@@ -258,10 +258,10 @@ def _fit(ds, emb, frame, handle, valid_pct, seed, pretrained, C, save, device):
         for note in notes:
             warnings.warn(note)
             handle.emit(E.TrainWarning(note))
+        from . import kinds
         handle.emit(E.TrainStarted(run_id, bb.arch, str(run_device), bb.model_id, classes, int(is_train.sum()),
                                    int((~is_train).sum()), 1, bb.size, len(frame),
-                                   unit="px" if bb.kind == "image" else "tokens"))
-        from . import kinds
+                                   unit=kinds.get(bb.kind).UNIT))
         X = emb.features
         t_fit = time.perf_counter()
         net, p_train, p_valid, extra = kinds.get(bb.kind).head_model(ds, bb, X, frame, target, is_train, classes, C)

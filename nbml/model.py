@@ -84,7 +84,8 @@ class Model:
         from . import kinds
         self.net, self.config, self.dataset, self.learner = net, config, dataset, learner
         self.kind = kinds.get(config.get("kind"))
-        self.device = pick_device(device) if device is not None or learner is None else next(net.parameters()).device
+        param = next(net.parameters(), None) if device is None and learner is not None else None
+        self.device = param.device if param is not None else pick_device(device)
         self.net.to(self.device)
         self._mean = torch.tensor(config.get("mean") or [], dtype=torch.float32, device=self.device)
         self._std = torch.tensor(config.get("std") or [], dtype=torch.float32, device=self.device)
@@ -97,7 +98,7 @@ class Model:
     def __repr__(self) -> str:
         mets = self.config.get("metrics") or {}
         acc = f", valid accuracy {mets['accuracy']:.4f}" if "accuracy" in mets else ""
-        unit = "px" if self.kind.NAME == "image" else " tokens"
+        unit = self.kind.UNIT if self.kind.UNIT == "px" else f" {self.kind.UNIT}"
         return f"Model({self.arch}, {len(self.classes)} classes, {self.size}{unit}, run {self.run_id}{acc})"
 
     # -- inference ----------------------------------------------------------------------------------------
@@ -119,13 +120,15 @@ class Model:
         return to_square(img, self.size)
 
     def predict(self, item) -> Prediction:
-        """Label and class probabilities for one image (a path, encoded bytes or a Pillow image) or one text."""
+        """Label and class probabilities for one image (a path, encoded bytes or a Pillow image), one text, or one
+        table row (a dict of column: value)."""
         probs = self.kind.predict_probs(self, [item])[0]
         return Prediction(self.classes[int(probs.argmax())], {c: float(p) for c, p in zip(self.classes, probs)})
 
     def predict_many(self, items: Sequence, bs: int = 64) -> pd.DataFrame:
-        """One row per image or text: `label`, `confidence`, then one probability column per class."""
-        items = list(items)
+        """One row per image, text or table row (a DataFrame gives one per row): `label`, `confidence`, then one
+        probability column per class."""
+        items = items.to_dict("records") if isinstance(items, pd.DataFrame) else list(items)
         out = []
         for i in range(0, len(items), bs):
             out.append(self.kind.predict_probs(self, items[i:i + bs]))

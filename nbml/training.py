@@ -107,6 +107,7 @@ class _Plan:
     save: bool
     params: dict = field(default_factory=dict)
     default_lr: float | None = None   # the kind's learning rate when none is given (else lr_find / SCRATCH_LR)
+    dist: object = None               # this process's rank in a distributed run (nbml.distributed), else None
 
 
 def _default_bs(n_train: int) -> int:
@@ -171,6 +172,12 @@ def _prepare(ds, arch, epochs, size, bs, lr, pretrained, weights, freeze_epochs,
     return plan, notes
 
 
+def _learner_cbs(plan: _Plan, stop_cb) -> list:
+    """The callbacks every Learner of a run starts with: Stop, and in a distributed run the one that wraps the
+    network in DistributedDataParallel and gives each process its shard of every epoch."""
+    return [stop_cb] if plan.dist is None else [stop_cb, plan.dist.callback()]
+
+
 def basic_learner(plan: _Plan, train_dl, valid_dl, net, stop_cb, splitter):
     """The fastai Learner every kind trains with: cross-entropy, accuracy, AdamW, no progress bar, losses kept on
     the device; the kind gives the loaders, the network and how its parameters split into body and head."""
@@ -183,7 +190,7 @@ def basic_learner(plan: _Plan, train_dl, valid_dl, net, stop_cb, splitter):
     from fastai.metrics import accuracy
     learn = Learner(DataLoaders(train_dl, valid_dl), net, loss_func=CrossEntropyLossFlat(), metrics=accuracy,
                     opt_func=_adamw(plan.device.type == "cuda"), splitter=splitter, path=plan.ds.home / "tmp",
-                    model_dir=".", cbs=[stop_cb])
+                    model_dir=".", cbs=_learner_cbs(plan, stop_cb))
     learn.remove_cb(ProgressCallback)
     learn.logger = lambda *a, **k: None
     _keep_losses_on_device(learn)
@@ -277,7 +284,7 @@ def _head_learner(plan: _Plan, learn, stop_cb):
     valid = TensorLoader(xv, yv, plan.bs * 2)
     head_learn = Learner(DataLoaders(train, valid), head, loss_func=CrossEntropyLossFlat(), metrics=accuracy,
                          opt_func=_adamw(plan.device.type == "cuda"), path=plan.ds.home / "tmp", model_dir=".",
-                         cbs=[stop_cb])
+                         cbs=_learner_cbs(plan, stop_cb))
     head_learn.remove_cb(ProgressCallback)
     head_learn.logger = lambda *a, **k: None
     _keep_losses_on_device(head_learn)
@@ -396,7 +403,7 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
         n_train = int((frame["split"] == "train").sum())
         handle.emit(E.TrainStarted(run_id, plan.arch, str(plan.device), plan.weights_source, plan.classes, n_train,
                                    len(frame) - n_train, plan.freeze_epochs + plan.epochs, plan.size, plan.bs,
-                                   unit="px" if kind.NAME == "image" else "tokens"))
+                                   unit=kind.UNIT))
         lr = plan.lr
         if plan.freeze_epochs:
             # While the body is frozen its output does not change: one pass caches it, and the learning-rate
@@ -436,6 +443,10 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
         history = events_cb.history
         final = (history[best_epoch] if best_epoch is not None else history[-1]) if history else {}
         metrics = {k: v for k, v in final.items() if k not in ("epoch", "phase", "elapsed_s")}
+        finish = getattr(kind, "finish", None)
+        if finish is not None:        # a kind that trained two candidates keeps the better (tables: network, trees)
+            metrics = finish(plan, learn, metrics)
+            ds._update_run(run_id, params=plan.params)
         config = new_config(name=run_name(ds, run_id), arch=plan.arch,
                             classes=plan.classes, size=plan.size, mean=list(plan.mean), std=list(plan.std),
                             weights=plan.weights_source, run_id=run_id, snapshot_id=snapshot, metrics=metrics,
@@ -474,7 +485,7 @@ def train(ds, arch: str | None = None, epochs: int | None = None, size: int | No
           lr: float | None = None, pretrained="auto", background: bool | None = None, *, weights=None,
           freeze_epochs: int | None = None, valid_pct: float = 0.2, seed: int | None = None, device=None,
           augment="auto", on_event: Callable | list | None = None, quiet: bool = False, save: bool = True,
-          mode: str = "finetune"):
+          mode: str = "finetune", devices=None):
     """Fine-tune a network on the labelled items of `ds`; returns an `nbml.Model`.
 
     Images: `arch` is a timm name (default resnet18). Texts: WordLlama's pretrained token embedding with a TF-IDF
@@ -495,8 +506,14 @@ def train(ds, arch: str | None = None, epochs: int | None = None, size: int | No
     In a notebook (unless `quiet` or `on_event` is given) a live monitor with a Stop button is shown and
     training runs in the background; the handle returned acts as the model once training ends
     (`handle.evaluate()` waits for it). Elsewhere a line per epoch is printed and the Model is returned.
+
+    `devices=N` (or `"all"` GPUs) trains in N worker processes started by torchrun, with DistributedDataParallel:
+    `bs` is per process, events, Stop and the run record work as in one process (see `nbml.distributed`).
     """
     if mode == "head":
+        if devices not in (None, 1):
+            raise ValueError("mode='head' fits a linear head in one process in about a second; devices= is for "
+                             "mode='finetune'")
         from .head import train_head
         if arch is None and getattr(ds, "kind", None) in (None, "image"):
             arch = "resnet18"
@@ -506,6 +523,12 @@ def train(ds, arch: str | None = None, epochs: int | None = None, size: int | No
     if mode != "finetune":
         raise ValueError(f"mode must be 'finetune' (the default: train the whole network) or 'head' (fit a head on "
                          f"the cached embeddings), not {mode!r}")
+    run = _run
+    if devices not in (None, 1):
+        from .distributed import launcher
+        run, seed = launcher(devices, dict(arch=arch, epochs=epochs, size=size, bs=bs, lr=lr, pretrained=pretrained,
+                                           weights=weights, freeze_epochs=freeze_epochs, valid_pct=valid_pct,
+                                           seed=seed, device=device, augment=augment, save=save))
     from ._thirdparty import import_fastai
     import_fastai()
     if seed is not None:
@@ -530,11 +553,11 @@ def train(ds, arch: str | None = None, epochs: int | None = None, size: int | No
     for fn in subscribers:
         handle.subscribe(fn)
     if not background:
-        return _run(plan, handle, notes)
+        return run(plan, handle, notes)
 
     def target():
         try:
-            _run(plan, handle, notes)
+            run(plan, handle, notes)
         except BaseException:
             pass   # kept on the handle; wait() raises it
 

@@ -16,7 +16,7 @@ import importlib
 
 __all__ = ["KINDS", "get", "of"]
 
-KINDS = ("image", "text")
+KINDS = ("image", "text", "table")
 
 
 def get(name: str | None):

@@ -11,6 +11,7 @@ from ..ingest import Candidate, Progress, display_path, find_candidates, inspect
 from ..store import SPLITS, NewItem
 
 NAME = "image"
+UNIT = "px"          # what a model's `size` counts
 
 
 def _new_item(cand: Candidate, split: str | None = None) -> NewItem:
@@ -36,6 +37,9 @@ def ingest(ds, candidates, splits: dict | None = None, progress=None, origin: st
                 yield _new_item(cand, splits.get(cand.path))
 
     ds.insert_items(NAME, good(), report, origin=origin)
+    if ds.path is None and report.added:   # on a server: the others' grids read thumbnails there, not from this disk
+        from ..thumbs import ThumbCache
+        ThumbCache(ds).fill(report.added)
     pbar.close(report.summary())
     return report
 

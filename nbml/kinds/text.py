@@ -26,6 +26,7 @@ from .text_encoding import (CHAR_BUCKETS, INPUT_NAMES, MAX_TOKENS, WORD_BUCKETS,
                             wordllama_files, wordllama_table)
 
 NAME = "text"
+UNIT = "tokens"
 PREVIEW_CHARS = 300               # characters of a text a grid card shows before "more"
 LONG_CHARS = 20_000               # a text longer than this is still kept whole; the report says the model reads less
 _BINARY_SNIFF = 8192

@@ -1,0 +1,652 @@
+"""Table rows: each item is one row, stored in the project as JSON with its types (numbers, booleans, text, dates as
+ISO text, missing as null); the project keeps its columns and their types. Two models train on the same rows in one
+call, fastai's `TabularModel` (what `tabular_learner` builds: categorical embeddings, batch-normalised numbers,
+layers of 200 and 100) and LightGBM's gradient-boosted trees; each is scored on the validation split and the better
+one is kept (`arch="tabular"` or `arch="lightgbm"` forces one). What rows become as arrays is in `table_encoding`
+(numpy only), which the server shares.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .._report import IngestReport, Progress
+from ..store import NewItem
+from .table_encoding import check_row, encode, features, fit_prep, number_of
+
+NAME = "table"
+UNIT = "columns"
+COLUMNS_KEY = "table_columns"        # meta: the project's columns [{name, type, role, reason}]
+EMBED_KEY = "table_embedding_prep"   # meta: the statistics the standardised rows (the embeddings) are made with
+IMPORTANCE_KEY = "table_importance"  # meta: {column: share} of the latest trees, for the grid's column order
+ARCHS = ("auto", "tabular", "lightgbm")
+ID_MIN_ROWS = 20                     # a text column whose values are all different looks like an identifier past this
+
+
+# -- ingest ---------------------------------------------------------------------------------------------------------
+def _native(value):
+    """A cell as JSON keeps it: Python numbers, bools and strings; None for missing and infinite."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        x = float(value)
+        return x if math.isfinite(x) else None
+    if isinstance(value, (pd.Timestamp, np.datetime64)):
+        return pd.Timestamp(value).isoformat()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def row_sha256(row: dict) -> str:
+    return hashlib.sha256(json.dumps(row, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _infer(name: str, s: pd.Series, n_rows: int) -> tuple[dict, list[str]]:
+    """A column's type and role from its values, and what to tell the user about it."""
+    notes = []
+    seen = s.dropna()
+    if len(seen) == 0:
+        return {"name": name, "type": "number", "role": "empty", "reason": "every value is missing"}, \
+            [f"every value is missing: left out of the model"]
+    if pd.api.types.is_bool_dtype(s):
+        kind = "bool"
+    elif pd.api.types.is_datetime64_any_dtype(s):
+        kind = "date"
+    elif pd.api.types.is_numeric_dtype(s):
+        kind = "number"
+        inf = int(np.isinf(seen.to_numpy(np.float64)).sum())
+        if inf:
+            notes.append(f"{inf} infinite values read as missing")
+    else:
+        types = {type(v) for v in seen}
+        numbers = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in seen)
+        if numbers:
+            kind = "number"
+        elif types <= {bool, np.bool_}:
+            kind = "bool"
+        else:
+            kind = "category"
+            if len(types - {str}) and str in types:
+                mixed = sorted({t.__name__ for t in types})
+                notes.append(f"values of mixed types ({', '.join(mixed)}): kept as text")
+    column = {"name": name, "type": kind, "role": "feature", "reason": None}
+    if kind == "category":
+        n_unique = seen.astype(str).nunique()
+        if len(seen) >= ID_MIN_ROWS and n_unique >= 0.9 * len(seen):
+            column.update(role="identifier", reason=f"{n_unique} different values in {len(seen)} rows: looks like "
+                                                    f"an identifier")
+            notes.append(f"{column['reason']}; left out of the model (ds.use_columns(['{name}']) puts it in)")
+    return column, notes
+
+
+def _read(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            return pd.read_parquet(path)
+        except ImportError:
+            raise ImportError(f"reading {path.name} needs a Parquet engine: pip install pyarrow") from None
+    if suffix in (".csv", ".tsv", ".txt"):
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+    if suffix in (".jsonl", ".ndjson"):
+        return pd.read_json(path, lines=True)
+    raise ValueError(f"{path}: add_table reads .csv, .tsv, .parquet and .jsonl files or a DataFrame, not "
+                     f"{suffix or 'a file without extension'}")
+
+
+def columns_of(ds) -> list[dict]:
+    """The project's columns, as `add_table` recorded them: [{name, type, role, reason}]."""
+    text = ds._meta_value(COLUMNS_KEY)
+    return json.loads(text) if text else []
+
+
+def feature_columns(ds) -> list[dict]:
+    return [c for c in columns_of(ds) if c["role"] == "feature"]
+
+
+def use_columns(ds, include=(), exclude=()) -> pd.DataFrame:
+    """Put columns in the model (an identifier-like column, say) or leave them out; returns the columns table."""
+    cols = columns_of(ds)
+    names = {c["name"] for c in cols}
+    for name in list(include) + list(exclude):
+        if name not in names:
+            raise KeyError(f"no column {name!r} in this project; its columns are {sorted(names)}")
+    for c in cols:
+        if c["name"] in include:
+            if c["role"] == "empty":
+                raise ValueError(f"column {c['name']!r} has no values: there is nothing for a model to read in it")
+            c.update(role="feature", reason="put in by ds.use_columns")
+        elif c["name"] in exclude:
+            c.update(role="ignored", reason="left out by ds.use_columns")
+    ds._set_meta(COLUMNS_KEY, json.dumps(cols))
+    return pd.DataFrame(cols)
+
+
+def add_table(ds, data, label_col: str | None = "label", id_col: str | None = None, *, progress=None
+              ) -> IngestReport:
+    ds.check_kind(NAME)
+    report = IngestReport()
+    pbar = Progress("ingest", enabled=progress)
+    source = None
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is not a file; add_table takes a DataFrame or a .csv/.parquet/.jsonl file")
+        frame, source = _read(path), path.name
+    elif isinstance(data, pd.DataFrame):
+        frame = data
+    else:
+        raise TypeError(f"add_table takes a pandas DataFrame or a path to a CSV or Parquet file, not "
+                        f"{type(data).__name__}")
+    frame = frame.copy()
+    frame.columns = [str(c) for c in frame.columns]
+    for col, what in ((label_col, "label_col"), (id_col, "id_col")):
+        if col is not None and col not in frame.columns:
+            if what == "label_col" and col == "label":
+                label_col = None        # the default: no label column, every row unlabelled
+                continue
+            raise KeyError(f"no column {col!r} in the {'file' if source else 'DataFrame'}; its columns are "
+                           f"{list(frame.columns)}. Name it with {what}=")
+    data_cols = [c for c in frame.columns if c not in (label_col, id_col)]
+    if not data_cols:
+        raise ValueError("the table has no columns besides the label and id columns: nothing to learn from")
+    held = columns_of(ds)
+    if held:
+        _check_same_columns(held, data_cols)
+        columns = held
+    else:
+        columns = []
+        for name in data_cols:
+            column, notes = _infer(name, frame[name], len(frame))
+            columns.append(column)
+            report.warnings += [(f"column {name!r}", n) for n in notes]
+    kinds_of = {c["name"]: c["type"] for c in columns}
+    records = _records(frame, data_cols, kinds_of, report)
+    labels = frame[label_col].tolist() if label_col else [None] * len(frame)
+    ids = frame[id_col].tolist() if id_col else None
+    where = f"{source} row" if source else "row"
+
+    def items():
+        for i, row in enumerate(records):
+            pbar.update(i + 1)
+            shown = f"{id_col}={ids[i]}" if ids is not None else f"{where} {i + (2 if source else 0)}"
+            label = labels[i]
+            label = None if label is None or (isinstance(label, float) and label != label) or label is pd.NA \
+                else (str(int(label)) if isinstance(label, (float, np.floating)) and float(label).is_integer()
+                      else str(label).strip() or None)
+            text = json.dumps(row, ensure_ascii=False)
+            yield NewItem(row_sha256(row), shown, label, None,
+                          dict(content=text, size_bytes=len(text.encode("utf-8")), path=shown))
+    if not held:
+        ds._set_meta(COLUMNS_KEY, json.dumps(columns))
+    ds.insert_items(NAME, items(), report)
+    pbar.close(report.summary())
+    return report
+
+
+def _check_same_columns(held: list[dict], names: list[str]) -> None:
+    known = [c["name"] for c in held]
+    missing, extra = [c for c in known if c not in names], [c for c in names if c not in known]
+    if missing or extra:
+        parts = ([f"missing {missing}"] if missing else []) + ([f"new {extra}"] if extra else [])
+        raise ValueError(f"this table's columns differ from the project's ({'; '.join(parts)}). A project keeps one "
+                         f"set of columns: rename or drop columns to match {known}, or use a new project")
+
+
+def _records(frame: pd.DataFrame, names: list[str], kinds_of: dict, report: IngestReport) -> list[dict]:
+    """Rows as dicts of JSON values in the project's types; values that do not fit a column's type are noted."""
+    out = [dict() for _ in range(len(frame))]
+    for name in names:
+        kind = kinds_of[name]
+        values = frame[name].tolist()
+        bad = 0
+        for row, v in zip(out, values):
+            v = _native(v)
+            if v is None:
+                pass
+            elif kind == "number" and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                x = number_of(v, "number", name, False)
+                bad += math.isnan(x)
+                v = None if math.isnan(x) else x
+            elif kind == "category" and not isinstance(v, str):
+                v = str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+            elif kind == "bool" and not isinstance(v, bool):
+                text = str(v).strip().lower()
+                v = True if text in ("true", "1", "yes") else False if text in ("false", "0", "no") else None
+            row[name] = v
+        if bad:
+            report.warnings.append((f"column {name!r}", f"{bad} values that are not numbers read as missing"))
+    return out
+
+
+def rows_of(frame: pd.DataFrame) -> list[dict]:
+    return [json.loads(c) if isinstance(c, str) else {} for c in frame["content"]]
+
+
+# -- the grid's card and the map's tooltip ---------------------------------------------------------------------------
+def column_order(ds) -> list[str]:
+    """Columns, those that matter most to the latest model first (by the trees' gain), then the rest in order."""
+    names = [c["name"] for c in columns_of(ds)]
+    text = ds._meta_value(IMPORTANCE_KEY)
+    weight = json.loads(text) if text else {}
+    return sorted(names, key=lambda n: (-weight.get(n, 0.0), names.index(n)))
+
+
+def row_text(content: str | None, order: list[str] | None = None) -> str:
+    """A row as the grid shows it: `column: value` lines, in `order`."""
+    row = json.loads(content) if content else {}
+    names = order or list(row)
+    return "\n".join(f"{n}: {'—' if row.get(n) is None else row.get(n)}" for n in names if n in row)
+
+
+# -- the network and the trees ------------------------------------------------------------------------------------
+LAYERS = (200, 100)       # tabular_learner's default
+EPOCHS = 8
+LR = 1e-2
+TREES = dict(objective="multiclass", learning_rate=0.05, num_leaves=15, lambda_l2=1.0, feature_fraction=0.9,
+             verbose=-1, deterministic=True, force_row_wise=True, seed=0)
+ROUNDS = 200
+
+
+def emb_sizes(prep: dict) -> list[tuple[int, int]]:
+    from fastai.tabular.model import emb_sz_rule
+    return [(len(c["levels"]) + 1, emb_sz_rule(len(c["levels"]) + 1)) for c in prep["cats"]]
+
+
+@functools.lru_cache(maxsize=1)
+def _table_net():
+    import torch
+    from torch import nn
+
+    class TableNet(nn.Module):
+        """The model of a table project: fastai's TabularModel (`network`) or LightGBM's trees (`booster`), with the
+        encoding that turns rows into their inputs (`prep`). `use` says which one predicts."""
+
+        def __init__(self, prep: dict, n_classes: int, network: bool = True, layers=LAYERS):
+            super().__init__()
+            self.prep, self.n_classes, self.layers, self.use = prep, n_classes, list(layers), "network"
+            self.booster = None
+            self.network = None
+            if network:
+                from fastai.tabular.model import TabularModel
+                n_cont = len(prep["conts"]) + sum(c["flag"] for c in prep["conts"])
+                self.network = TabularModel(emb_sizes(prep), n_cont, n_classes, list(layers))
+
+        def __getitem__(self, i):
+            if i == 0:                    # no body: the data-centric loop embeds the standardised rows
+                return nn.Identity()
+            raise IndexError(i)
+
+        def forward(self, cats, conts):
+            if self.use == "lightgbm":
+                p = tree_probs(self.booster, features(cats.cpu().numpy(), conts.cpu().numpy()), self.n_classes)
+                return torch.from_numpy(np.log(np.clip(p, 1e-12, 1.0))).to(conts.device)
+            return self.network(cats, conts)
+
+    return TableNet
+
+
+def new_net(prep: dict, n_classes: int, network: bool = True):
+    return _table_net()(prep, n_classes, network)
+
+
+def tree_probs(booster, X: np.ndarray, n_classes: int) -> np.ndarray:
+    p = np.asarray(booster.predict(X), np.float64)
+    if p.ndim == 1:
+        p = np.column_stack([1 - p, p])
+    return p.astype(np.float32)
+
+
+def fit_trees(cats, conts, y: np.ndarray, n_classes: int, seed: int | None = None):
+    """LightGBM on the encoded rows (categories as LightGBM categories), sized for small data as well as large."""
+    import lightgbm as lgb
+    n = len(y)
+    X = features(cats, conts)
+    n_num = conts.shape[1]
+    params = dict(TREES, num_class=n_classes, min_data_in_leaf=int(max(2, min(20, n // 25))),
+                  min_data_per_group=int(max(1, min(100, n // 25))), cat_smooth=10.0,
+                  # one thread below a million cells: OpenMP threads waiting on a busy core cost far more here than
+                  # they save (714 rows, 200 rounds: 0.16 s on one thread, 5.4 s on two under load)
+                  num_threads=1 if n * X.shape[1] < 1_000_000 else 0,
+                  seed=0 if seed is None else int(seed))
+    data = lgb.Dataset(X, y, categorical_feature=list(range(n_num, X.shape[1])) or "auto", free_raw_data=False,
+                       params={"verbose": -1})
+    return snap_thresholds(lgb.train(params, data, num_boost_round=ROUNDS))
+
+
+def snap_thresholds(booster):
+    """The trees with every numeric threshold rounded to float32. ONNX's tree ensembles compare float32 values with
+    float32 thresholds, LightGBM in float64: a row whose value lies within a float32 step of a threshold went one
+    way in LightGBM and the other in ONNX (0.04 of probability on one Titanic row). Rounded, both decide alike for
+    every float32 input, and the trees move by less than one float32 step."""
+    import lightgbm as lgb
+    lines = [line for line in booster.model_to_string().split("\n") if not line.startswith("tree_sizes=")]
+    at = {}                               # the current tree's threshold line
+    for i, line in enumerate(lines):
+        if line.startswith("Tree="):
+            at = {}
+        elif line.startswith(("threshold=", "decision_type=")):
+            at[line.split("=")[0]] = i
+            if len(at) == 2:
+                t, d = at["threshold"], at["decision_type"]
+                decisions = [int(v) for v in lines[d].split("=", 1)[1].split()]
+                values = lines[t].split("=", 1)[1].split()
+                lines[t] = "threshold=" + " ".join(v if k & 1 else repr(float(np.float32(float(v))))
+                                                   for v, k in zip(values, decisions))
+                at = {}
+    return lgb.Booster(model_str="\n".join(lines))
+
+
+def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1)).mean()) if len(y) else math.nan
+
+
+def _importance(booster, prep: dict) -> dict:
+    """Each column's share of the trees' total gain (a number's missing flag counts for its column)."""
+    gain = booster.feature_importance("gain")
+    total = float(gain.sum()) or 1.0
+    owners = ([c["name"] for c in prep["conts"]] + [c["name"] for c in prep["conts"] if c["flag"]]
+              + [c["name"] for c in prep["cats"]])          # the order of table_encoding.features
+    out: dict[str, float] = {}
+    for name, g in zip(owners, gain):
+        out[name] = out.get(name, 0.0) + float(g) / total
+    return out
+
+
+def plan(ds, frame, classes, *, arch, size, bs, pretrained, weights, epochs, freeze_epochs, augment) -> dict:
+    """This kind's part of a training plan: the encoding learnt from the train rows, the two models' settings."""
+    arch = arch or "auto"
+    if arch not in ARCHS:
+        raise ValueError(f"arch for a table is one of {ARCHS} ('auto' trains both and keeps the better), not {arch!r}")
+    if weights is not None or pretrained is True:
+        raise ValueError("table models train from scratch on the project's rows: there are no pretrained weights "
+                         "for them (leave weights= and pretrained= out)")
+    cols = feature_columns(ds)
+    if not cols:
+        raise ValueError("no column to learn from: every column is empty, an identifier or left out; put one in "
+                         "with ds.use_columns([...])")
+    train = frame[frame["split"] == "train"]
+    prep = fit_prep(rows_of(train), cols)
+    n_train = len(train)
+    return dict(arch=arch, net=new_net(prep, len(classes), network=arch != "lightgbm"), size=len(cols),
+                bs=int(bs or max(16, min(256, n_train // 16))),
+                epochs=0 if arch == "lightgbm" else (EPOCHS if epochs is None else int(epochs)), freeze_epochs=0,
+                weights_source="none (trained from scratch on this project)", mean=(), std=(), augment=None,
+                default_lr=LR)
+
+
+def make_learner(plan, frame, stop_cb):
+    """LightGBM on the train rows first (seconds), then the fastai Learner the shared loop trains the network with."""
+    from ..data import ItemBatches
+    from ..training import basic_learner
+    net = plan.net
+    cats, conts = encode(rows_of(frame), net.prep)
+    y = frame["label"].map({c: i for i, c in enumerate(plan.classes)}).to_numpy().astype(np.int64)
+    is_train = (frame["split"] == "train").to_numpy()
+    net.candidates = {}
+    if plan.arch != "tabular":
+        t0 = time.perf_counter()
+        net.booster = fit_trees(cats[is_train], conts[is_train], y[is_train], len(plan.classes), plan.seed)
+        p = tree_probs(net.booster, features(cats[~is_train], conts[~is_train]), len(plan.classes))
+        net.candidates["lightgbm"] = dict(accuracy=float((p.argmax(1) == y[~is_train]).mean()),
+                                          valid_loss=_log_loss(p, y[~is_train]),
+                                          fit_s=round(time.perf_counter() - t0, 3))
+    net._valid = (cats[~is_train], conts[~is_train], y[~is_train])
+
+    def batches(mask, **kw):
+        c, x = cats[mask], conts[mask]
+        return ItemBatches(lambda idx: (c[idx], x[idx]), y[mask], **kw)
+    train_dl = batches(is_train, bs=plan.bs, device=plan.device, shuffle=True, drop_last=is_train.sum() > plan.bs,
+                       seed=plan.seed)
+    valid_dl = batches(~is_train, bs=plan.bs * 2, device=plan.device)
+    if net.network is None:           # arch="lightgbm": the Learner only carries the trees through the loop
+        import torch
+        net.network = torch.nn.Linear(1, 1)
+        net._placeholder = True
+    net = net.to(plan.device)
+    learn = basic_learner(plan, train_dl, valid_dl, net, stop_cb, splitter=lambda m: [list(m.network.parameters())])
+    return learn, frame, []
+
+
+def finish(plan, learn, metrics: dict) -> dict:
+    """After training: score the network on the validation rows, keep the better model, and say why in the run."""
+    import torch
+    net = learn.model
+    cats, conts, y = net._valid
+    cands = dict(net.candidates)
+    if not getattr(net, "_placeholder", False) and plan.epochs and metrics:
+        with torch.inference_mode():
+            net.eval()
+            logits = net.network(torch.from_numpy(cats).to(plan.device), torch.from_numpy(conts).to(plan.device))
+            p = torch.softmax(logits.float(), 1).cpu().numpy()
+        cands["network"] = dict(accuracy=float((p.argmax(1) == y).mean()), valid_loss=_log_loss(p, y))
+    if not cands:
+        raise RuntimeError("training was stopped before either model could be scored; train again")
+    if plan.arch in ("tabular", "lightgbm"):
+        kept = "network" if plan.arch == "tabular" else "lightgbm"
+        why = f"arch={plan.arch!r} was asked for"
+    else:
+        kept = max(cands, key=lambda k: (cands[k]["accuracy"], -cands[k]["valid_loss"]))
+        other = [k for k in cands if k != kept]
+        why = (f"higher validation accuracy ({cands[kept]['accuracy']:.4f} against {cands[other[0]]['accuracy']:.4f})"
+               if other and cands[kept]["accuracy"] != cands[other[0]]["accuracy"] else
+               f"same validation accuracy, lower validation loss" if other else "the only model that finished")
+    if net.booster is not None:       # the trees' gain orders the grid's columns, whichever model is kept
+        plan.ds._set_meta(IMPORTANCE_KEY, json.dumps(_importance(net.booster, net.prep)))
+    net.use = kept
+    if kept == "lightgbm":
+        net.network = None            # nothing of the network is saved with the trees
+    else:
+        net.booster = None
+    plan.params.update(candidates=cands, kept=kept, kept_because=why)
+    out = {"accuracy": cands[kept]["accuracy"], "valid_loss": cands[kept]["valid_loss"]}
+    out.update({f"accuracy_{k}": v["accuracy"] for k, v in cands.items()})
+    return out
+
+
+def config(plan) -> dict:
+    net = plan.net
+    return dict(kind=NAME, prep=net.prep, model=net.use, layers=net.layers, candidates=getattr(net, "candidates", {}),
+                columns=columns_of(plan.ds), **({"trees": "lightgbm.txt"} if net.use == "lightgbm" else {}))
+
+
+# -- the data-centric loop: the standardised rows are the embeddings ------------------------------------------------
+SURFACE_WORDS = "gradient-boosted trees on the columns"
+SURFACE_ONLY = "standardised-row comparison only"
+SURFACE_COLUMN = "row_similarity"
+SURFACE_THRESHOLD = 0.999     # cosine of the standardised rows for near-duplicate rows
+QUERY_WORDS = "or a dict of column values"
+EMBED_LEVELS = 20             # categories one-hot encoded in the embeddings (rarer levels share a zero block)
+
+
+def _embed_prep(ds) -> dict:
+    """The statistics of the standardised rows, learnt from every row once and kept, so stored embeddings stay
+    comparable as rows are added."""
+    text = ds._meta_value(EMBED_KEY)
+    if text:
+        return json.loads(text)
+    frame = pd.DataFrame(ds._item_columns(["content"]))
+    prep = fit_prep(rows_of(frame), feature_columns(ds))
+    for c in prep["cats"]:
+        c["levels"] = c["levels"][:EMBED_LEVELS]
+    ds._set_meta(EMBED_KEY, json.dumps(prep))
+    return prep
+
+
+def standardised(rows: list[dict], prep: dict) -> np.ndarray:
+    """Numbers z-scored (missing at the mean, with a 0/1 flag), categories one-hot: float32 [N, D]."""
+    cats, conts = encode(rows, prep)
+    blocks = [conts]
+    for j, c in enumerate(prep["cats"]):
+        onehot = np.zeros((len(rows), len(c["levels"])), np.float32)
+        hit = cats[:, j] > 0
+        onehot[np.flatnonzero(hit), cats[hit, j] - 1] = 1.0
+        blocks.append(onehot)
+    out = np.hstack(blocks).astype(np.float32) if blocks else np.zeros((len(rows), 0), np.float32)
+    return out
+
+
+def pretrained_backbone(device=None):
+    """No network: the standardised rows are the table's embeddings (always available)."""
+    from ..embeddings import Backbone
+    import torch
+    return Backbone("table:standardised", "the standardised columns (numbers z-scored, categories one-hot)",
+                    "standardised", 0, (), (), "none", loader=lambda: torch.nn.Identity(), device=device,
+                    fresh=True, kind=NAME)
+
+
+def compute(ds, backbone, todo: pd.DataFrame):
+    prep = _embed_prep(ds)
+    rows = rows_of(todo)
+    return todo, lambda start, stop: standardised(rows[start:stop], prep), []
+
+
+def query(ds, emb, value):
+    if not isinstance(value, dict):
+        return None
+    vector = standardised([value], _embed_prep(ds))[0]
+    same = emb.frame.loc[emb.frame["sha256"] == row_sha256({k: _native(v) for k, v in value.items()}), "id"]
+    short = ", ".join(f"{k}={v}" for k, v in list(value.items())[:3])
+    return vector, set(int(i) for i in same), f"the row {{{short}}}"
+
+
+def fit_and_score(ds, emb, fit: np.ndarray, y: np.ndarray, score: np.ndarray, n_classes: int):
+    from ..head import fit_sparse_linear
+    import scipy.sparse as sp
+    W, b = fit_sparse_linear(sp.csr_matrix(emb.features[fit]), y, n_classes, C=1.0)
+    logits = emb.features[score] @ W.T + b
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    return (p / p.sum(1, keepdims=True)).astype(np.float32), "a logistic head fitted on the standardised columns"
+
+
+def _frame(ds, ids) -> pd.DataFrame:
+    cols = ["id", "content", "sha256", "label", "split", "path"]
+    return pd.DataFrame([{c: r.get(c) for c in cols} for r in ds.item_rows(ids) if r.get("content")], columns=cols)
+
+
+def surface(ds, ids):
+    """What `duplicates` compares beside embeddings: unit-length standardised rows, the row hash, the frame."""
+    import scipy.sparse as sp
+    frame = _frame(ds, ids)
+    x = standardised(rows_of(frame), _embed_prep(ds))
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return sp.csr_matrix(x), frame["sha256"].to_numpy(object), frame
+
+
+def surface_probs(ds, ids: list[int], y: np.ndarray, n_classes: int, folds: int, seed: int):
+    """Out-of-sample probabilities of LightGBM cross-validated on the rows (the model family that reads them best)."""
+    from sklearn.model_selection import StratifiedKFold
+    from ..head import fold_count
+    frame = _frame(ds, ids)
+    pos = pd.Index(ids).get_indexer(frame["id"])
+    out = np.full((len(ids), n_classes), np.nan, np.float32)
+    yy = y[pos]
+    try:
+        k = fold_count(yy, folds)
+    except ValueError:
+        return None
+    rows = rows_of(frame)
+    for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(yy)), yy):
+        prep = fit_prep([rows[i] for i in train], feature_columns(ds))
+        cats, conts = encode(rows, prep)
+        booster = fit_trees(cats[train], conts[train], yy[train], n_classes, seed)
+        out[pos[test]] = tree_probs(booster, features(cats[test], conts[test]), n_classes)
+    return out
+
+
+def head_model(ds, backbone, X, frame, target, is_train, classes, C=None):
+    """mode="head" for tables: the trees alone on the rows (a second or less for 10,000 rows)."""
+    rows = rows_of(frame)
+    prep = fit_prep([r for r, k in zip(rows, is_train) if k], feature_columns(ds))
+    cats, conts = encode(rows, prep)
+    net = new_net(prep, len(classes), network=False)
+    net.booster = fit_trees(cats[is_train], conts[is_train], target[is_train], len(classes))
+    net.use = "lightgbm"
+    p = tree_probs(net.booster, features(cats, conts), len(classes))
+    ds._set_meta(IMPORTANCE_KEY, json.dumps(_importance(net.booster, prep)))
+    extra = dict(kind=NAME, prep=prep, model="lightgbm", layers=list(LAYERS), trees="lightgbm.txt",
+                 columns=columns_of(ds), arch="lightgbm", size=len(prep["cats"]) + len(prep["conts"]), mean=[], std=[])
+    return net, p[is_train], p[~is_train], extra
+
+
+# -- a model's inputs -----------------------------------------------------------------------------------------------
+def probs(model, rows: list[dict], strict: bool = False) -> np.ndarray:
+    import torch
+    net = model.net
+    cats, conts = encode(rows, net.prep, strict)
+    if net.use == "lightgbm":
+        return tree_probs(net.booster, features(cats, conts), len(model.classes))
+    with torch.inference_mode():
+        net.eval()
+        logits = net.network(torch.from_numpy(cats).to(model.device), torch.from_numpy(conts).to(model.device))
+        return torch.softmax(logits.float(), 1).cpu().numpy()
+
+
+def predict_probs(model, values) -> np.ndarray:
+    rows = [dict(v) if isinstance(v, pd.Series) else v for v in values]
+    for i, row in enumerate(rows):
+        check_row(row, model.net.prep | {"ignored": _ignored(model)}, i, len(rows))
+    return probs(model, rows, strict=False)
+
+
+def _ignored(model) -> list[str]:
+    return [c["name"] for c in model.config.get("columns", []) if c["role"] != "feature"]
+
+
+def item_probs(model, frame: pd.DataFrame, bs: int = 256):
+    frame = frame[frame["content"].notna()].reset_index(drop=True)
+    return frame, probs(model, rows_of(frame))
+
+
+def model_probs(model, emb) -> np.ndarray:
+    return probs(model, rows_of(emb.frame))
+
+
+def usable(frame: pd.DataFrame):
+    bad = frame["content"].isna()
+    return frame[~bad].reset_index(drop=True), [f"item {i} skipped: no row" for i in frame.loc[bad, "id"]]
+
+
+def load_net(folder: Path, config: dict, state: dict):
+    net = new_net(config["prep"], len(config["classes"]), network=config.get("model") != "lightgbm")
+    if config.get("model") == "lightgbm":
+        import lightgbm as lgb
+        net.booster = lgb.Booster(model_str=(Path(folder) / config.get("trees", "lightgbm.txt")).read_text())
+        net.use = "lightgbm"
+    else:
+        net.load_state_dict(state)
+    return net
+
+
+def save_extra(model, folder: Path) -> None:
+    """The trees as LightGBM's own text format (no pickle)."""
+    if model.net.use == "lightgbm":
+        (Path(folder) / "lightgbm.txt").write_text(model.net.booster.model_to_string())
+
+
+def load_extra(model, folder: Path) -> None:
+    pass
+
+
+def add_logged(ds, logged: dict):
+    """`ds.add_from_log`'s last step: logged rows (JSON) added as unlabelled items."""
+    rows = [json.loads(data.decode("utf-8")) for data in logged.values()]
+    names = [c["name"] for c in columns_of(ds)]
+    return add_table(ds, pd.DataFrame(rows).reindex(columns=names), label_col=None, progress=False)
+
+
+from .table_export import (SERVE_REQUIREMENTS, card, check_feeds, export_config, onnx_graph,  # noqa: E402,F401
+                           triton_entry, QUANTIZE_REFUSED)
