@@ -1,10 +1,12 @@
-"""Tables of an nbml project, in SQLAlchemy Core so the store can move from SQLite to PostgreSQL."""
+"""Tables of an nbml project, in SQLAlchemy Core: the same tables on SQLite and PostgreSQL.
+
+A change to a table raises SCHEMA_VERSION and adds the step that upgrades older projects (nbml/_migrations.py)."""
 from __future__ import annotations
 
 from sqlalchemy import (Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table,
                         Text, UniqueConstraint)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -54,6 +56,7 @@ labels = Table(
     Column("source", String(8), nullable=False),
     Column("time", Float, nullable=False),
     Column("action_id", Integer),
+    Column("author", Text),          # who made the change (NULL before schema 2)
     Index("ix_labels_item", "item_id"),
 )
 
@@ -64,8 +67,38 @@ actions = Table(
     Column("kind", String(16), nullable=False),
     Column("payload", Text, nullable=False),   # JSON
     Column("time", Float, nullable=False),
-    Column("undone", Integer, nullable=False, default=0),
+    Column("undone", Integer, nullable=False, default=0),   # 0 | 1 undone | 2 skipped: another person changed it
+    Column("author", Text),          # whose undo it is (NULL before schema 2: anyone's)
     Index("ix_actions_undone", "undone", "id"),
+    Index("ix_actions_author", "author", "undone", "id"),
+)
+
+# Each person's own label of an item (Argilla's per-user responses): the latest a person gave, and at most one
+# reviewed label (review=1) that settles a disagreement. What `ds.set_overlap(k)` counts and kappa compares.
+annotations = Table(
+    "annotations", metadata,
+    Column("item_id", Integer, ForeignKey("items.id"), primary_key=True),
+    Column("author", Text, primary_key=True),
+    Column("review", Integer, primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("time", Float, nullable=False),
+)
+
+# Who holds an item of the labelling queue, until when (Label Studio's TaskLock): one row per held item.
+leases = Table(
+    "leases", metadata,
+    Column("item_id", Integer, ForeignKey("items.id"), primary_key=True),
+    Column("holder", Text, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_leases_holder", "holder"),
+)
+
+# Thumbnails of a project on a database server: everyone's grid reads them here, as nobody reads another's disk.
+thumbs = Table(
+    "thumbs", metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("size", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
 )
 
 snapshots = Table(
@@ -75,6 +108,7 @@ snapshots = Table(
     Column("n_items", Integer, nullable=False),
     Column("class_counts", Text, nullable=False),   # JSON
     Column("listing", LargeBinary, nullable=False), # zlib JSON [[id, sha256, label, split], ...]
+    Column("label_rules", Text),                    # JSON {reviewed|majority|latest: items} (schema 2)
 )
 
 runs = Table(

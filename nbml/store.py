@@ -1,13 +1,17 @@
 """The project store: items, classes, label history, splits, undo log, data snapshots and training runs.
 
-SQLite in WAL mode is the embedded default; everything is SQLAlchemy Core so a URL can point at PostgreSQL.
-Every public method that changes something has committed it before it returns.
+SQLite in WAL mode is the embedded default; a `postgresql://user@host:port/db` URL puts the project on a
+PostgreSQL server that several people label at once (psycopg 3 through SQLAlchemy Core, the same tables).
+Every public method that changes something has committed it before it returns. Every change records its author
+(`user`); undo reverts the caller's own changes only; the labelling queue hands out items under leases.
 """
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import os
+import re
 import time
 import zlib
 from contextlib import contextmanager
@@ -16,15 +20,20 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import pandas as pd
-from sqlalchemy import Integer, Text, cast, create_engine, func, insert, select, update
+from sqlalchemy import Integer, Text, cast, create_engine, delete, exists, func, insert, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from . import _schema as S
+from . import leases as _leases
+from ._dialect import upsert
+from ._migrations import prepare as _prepare_schema
 from ._sqlite import sqlite_engine as _sqlite_engine
 from ._report import IngestReport
 
-__all__ = ["Store", "NewItem", "KindMismatchError", "LABEL_SOURCES", "SPLITS"]
+__all__ = ["Store", "NewItem", "KindMismatchError", "UndoConflictError", "LABEL_SOURCES", "SPLITS"]
 
-LABEL_SOURCES = ("human", "import", "model")
+LABEL_SOURCES = ("human", "import", "model", "review")   # review: a reviewer settles a disagreement
 SPLITS = ("train", "valid", "test")
 _ITEM_COLUMNS = ("id", "kind", "path", "label", "split", "label_source", "status", "sha256", "width", "height",
                  "added_at", "label_time", "content")
@@ -60,6 +69,35 @@ class KindMismatchError(TypeError):
     """An item of one kind added to a project that holds another (a project holds one kind of item)."""
 
 
+class UndoConflictError(RuntimeError):
+    """`undo` would overwrite a label another person set since: nothing was undone."""
+
+
+def _default_user(user) -> str:
+    user = user if user is not None else (os.environ.get("NBML_USER") or getpass.getuser())
+    if not isinstance(user, str) or not user.strip():
+        raise ValueError(f"user must be a non-empty name, not {user!r} (or set NBML_USER)")
+    return user.strip()
+
+
+def _server_url(text: str):
+    """The SQLAlchemy URL of a database server project: postgresql:// and postgres:// use psycopg 3."""
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise ValueError("this is not a database URL; use postgresql://user:password@host:port/database or a "
+                         "project file name such as 'pets.nbml'") from None
+    if url.drivername in ("postgresql", "postgres", "postgresql+psycopg"):
+        return url.set(drivername="postgresql+psycopg")
+    raise ValueError(f"nbml projects live in a SQLite file or on PostgreSQL; {url.drivername}:// is not supported "
+                     f"(use postgresql://user:password@host:port/database)")
+
+
+def _scrub(message: str, url) -> str:
+    """An error message of the driver without the URL's password, should a driver ever repeat it."""
+    return message.replace(url.password, "***") if url.password else message
+
+
 @dataclass
 class NewItem:
     """One item to insert, as a kind's ingest hands it over: the content hash that finds duplicates, how the
@@ -75,13 +113,19 @@ class Store:
     """The bottom of the house: one project's items, labels, history, splits, runs and logs, in SQLite (a file)
     or at a database URL. It knows nothing of models, analysis or screens: `nbml.Dataset` adds those on top."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, user: str | None = None):
         text = os.fspath(path)
+        self.user = _default_user(user)
         if "://" in text:
             self.path = None
-            self.url = text
-            self._reader = self._writer = create_engine(text)
-            self.home = Path(os.environ.get("NBML_HOME", Path.home() / ".cache" / "nbml")) / "remote"
+            self._url = _server_url(text)
+            self.url = make_url(text).render_as_string(hide_password=True)   # what repr, logs and runs show
+            try:
+                self._reader = self._writer = create_engine(self._url, pool_pre_ping=True)
+            except NoSuchModuleError:
+                raise ValueError("PostgreSQL projects need psycopg 3: pip install 'psycopg[binary]'") from None
+            place = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{self._url.host}_{self._url.port or 5432}_{self._url.database}")
+            self.home = Path(os.environ.get("NBML_HOME", Path.home() / ".cache" / "nbml")) / "remote" / place
         else:
             self.path = Path(text).expanduser().resolve()
             if self.path.is_dir():
@@ -96,13 +140,14 @@ class Store:
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _init_schema(self) -> None:
-        with self._write() as c:
-            S.metadata.create_all(c)
-            version = c.execute(select(S.meta.c.value).where(S.meta.c.key == "schema_version")).scalar()
-            if version is None:
-                c.execute(insert(S.meta).values(key="schema_version", value=str(S.SCHEMA_VERSION)))
-            elif int(version) > S.SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path} was written by a newer nbml (schema {version}); upgrade nbml")
+        try:
+            with self._write() as c:
+                _prepare_schema(c, str(self.path or self.url))
+        except OperationalError as e:
+            if self.path is not None:
+                raise
+            reason = _scrub(str(e.orig).strip().splitlines()[0] if e.orig else "no answer", self._url)
+            raise ConnectionError(f"cannot open the project at {self.url}: {reason}") from None
 
     @contextmanager
     def _write(self):
@@ -132,7 +177,7 @@ class Store:
                              .group_by(S.items.c.label.is_not(None))).all()
         counts = {bool(k): n for k, n in rows}
         return (f"Dataset({self.path or self.url}: {counts.get(True, 0)} labelled, {counts.get(False, 0)} unlabelled, "
-                f"{len(self.classes)} classes)")
+                f"{len(self.classes)} classes" + (f", user {self.user!r})" if self.path is None else ")"))
 
     def __len__(self) -> int:
         with self._read() as c:
@@ -190,13 +235,14 @@ class Store:
         return os.fsdecode(row["path_raw"]) if row.get("path_raw") else row["path"]
 
     def history(self, item_id: int | None = None) -> pd.DataFrame:
-        """Every label change (value, source, time), for one item or for all."""
-        q = select(S.labels.c.item_id, S.labels.c.value, S.labels.c.source, S.labels.c.time, S.labels.c.action_id)
+        """Every label change (value, source, time, author), for one item or for all."""
+        q = select(S.labels.c.item_id, S.labels.c.value, S.labels.c.source, S.labels.c.time, S.labels.c.action_id,
+                   S.labels.c.author)
         if item_id is not None:
             q = q.where(S.labels.c.item_id == int(item_id))
         with self._read() as c:
             rows = c.execute(q.order_by(S.labels.c.id)).all()
-        return _frame(rows, ["item_id", "label", "source", "time", "action_id"])
+        return _frame(rows, ["item_id", "label", "source", "time", "action_id", "author"])
 
     def item_rows(self, ids: Sequence[int]) -> list[dict]:
         """Full rows for these item ids, in the order given (unknown ids are left out)."""
@@ -219,20 +265,30 @@ class Store:
             where.append(S.items.c.split == split)
         return where
 
+    def _where(self, c, labelled, label, split, usable_only, to_label_by) -> list:
+        where = self._item_filter(labelled, label, split, usable_only)
+        if to_label_by is not None:
+            where += _leases.to_label_by(c, to_label_by, self._overlap(c))
+        return where
+
     def query_ids(self, *, labelled: bool | None = None, label: str | None = None, split: str | None = None,
-                  usable_only: bool = False, offset: int = 0, limit: int | None = None) -> list[int]:
-        """Ids of live items, oldest first, filtered by labelled / label / split / usable; `offset`/`limit` page."""
-        q = select(S.items.c.id).where(*self._item_filter(labelled, label, split, usable_only)).order_by(S.items.c.id)
-        if offset or limit is not None:
-            q = q.offset(offset).limit(limit if limit is not None else -1)
+                  usable_only: bool = False, offset: int = 0, limit: int | None = None,
+                  to_label_by: str | None = None) -> list[int]:
+        """Ids of live items, oldest first, filtered by labelled / label / split / usable; `offset`/`limit` page.
+        `to_label_by=user`: that person's labelling queue (see nbml.leases.to_label_by)."""
         with self._read() as c:
+            q = (select(S.items.c.id).where(*self._where(c, labelled, label, split, usable_only, to_label_by))
+                 .order_by(S.items.c.id))
+            if offset or limit is not None:
+                q = q.offset(offset).limit(limit if limit is not None else -1)
             return list(c.execute(q).scalars())
 
     def count_ids(self, *, labelled: bool | None = None, label: str | None = None, split: str | None = None,
-                  usable_only: bool = False) -> int:
+                  usable_only: bool = False, to_label_by: str | None = None) -> int:
         """How many items `query_ids` would return with the same filters."""
-        q = select(func.count()).select_from(S.items).where(*self._item_filter(labelled, label, split, usable_only))
         with self._read() as c:
+            q = select(func.count()).select_from(S.items).where(
+                *self._where(c, labelled, label, split, usable_only, to_label_by))
             return int(c.execute(q).scalar())
 
     def label_counts(self) -> dict:
@@ -315,8 +371,8 @@ class Store:
             self._bump(c, ITEMS_VERSION)
             ids = dict(c.execute(select(S.items.c.sha256, S.items.c.id)
                                  .where(S.items.c.sha256.in_(list(fresh)))).all())
-            history = [dict(item_id=ids[h], value=b.label, source="import", time=now, action_id=None)
-                       for h, b in fresh.items() if b.label]
+            history = [dict(item_id=ids[h], value=b.label, source="import", time=now, action_id=None,
+                            author=self.user) for h, b in fresh.items() if b.label]
             if history:
                 c.execute(insert(S.labels), history)
             report.added += [ids[h] for h in fresh]
@@ -324,12 +380,18 @@ class Store:
 
     # -- changing items (each change is one undoable action) --------------------------------------------------
     def _log_action(self, c, kind: str, payload: dict) -> int:
-        return c.execute(insert(S.actions).values(kind=kind, payload=json.dumps(payload), time=_now(), undone=0)
-                         ).inserted_primary_key[0]
+        return c.execute(insert(S.actions).values(kind=kind, payload=json.dumps(payload), time=_now(), undone=0,
+                                                  author=self.user)).inserted_primary_key[0]
 
     def _meta_value(self, key: str) -> str | None:
         with self._read() as c:
             return c.execute(select(S.meta.c.value).where(S.meta.c.key == key)).scalar()
+
+    def _set_meta(self, key: str, value: str) -> None:
+        """Keep a project-wide setting in `meta` (a kind's own, such as a table's columns)."""
+        with self._write() as c:
+            if not c.execute(update(S.meta).where(S.meta.c.key == key).values(value=value)).rowcount:
+                c.execute(insert(S.meta).values(key=key, value=value))
 
     @staticmethod
     def _bump(c, *keys: str) -> None:
@@ -341,9 +403,10 @@ class Store:
                 c.execute(insert(S.meta).values(key=key, value="1"))
 
     def _live_rows(self, c, ids: list[int], allow_removed: bool = False) -> dict[int, dict]:
+        # FOR UPDATE (PostgreSQL; SQLite's writer holds the whole file): nobody changes them until this commits
         rows = {r["id"]: dict(r) for r in c.execute(
             select(S.items.c.id, S.items.c.label, S.items.c.label_source, S.items.c.status, S.items.c.split)
-            .where(S.items.c.id.in_(ids))).mappings()}
+            .where(S.items.c.id.in_(ids)).order_by(S.items.c.id).with_for_update()).mappings()}
         missing = [i for i in ids if i not in rows]
         if missing:
             raise KeyError(f"no item with id {missing[0]} in this project" +
@@ -358,10 +421,29 @@ class Store:
         c.execute(update(S.items).where(S.items.c.id == item_id).values(
             label=label, label_source=source if label is not None else None, label_time=when))
         c.execute(insert(S.labels).values(item_id=item_id, value=label, source=source or "human", time=when,
-                                          action_id=action_id))
+                                          action_id=action_id, author=self.user))
+
+    def _annotation(self, c, ids: list[int], review: int) -> dict[int, str]:
+        """The caller's own label (or review) of these items: {id: value}."""
+        a = S.annotations.c
+        return dict(c.execute(select(a.item_id, a.value).where(a.item_id.in_(ids), a.author == self.user,
+                                                               a.review == review)).all())
+
+    def _set_annotation(self, c, item_ids: list[int], value, review: int, when) -> None:
+        a = S.annotations
+        if value is None:
+            c.execute(delete(a).where(a.c.item_id.in_(item_ids), a.c.author == self.user, a.c.review == review))
+            return
+        stmt = upsert(c, a).values([dict(item_id=i, author=self.user, review=review, value=value, time=when)
+                                    for i in item_ids])
+        c.execute(stmt.on_conflict_do_update(index_elements=[a.c.item_id, a.c.author, a.c.review],
+                                             set_={"value": stmt.excluded.value, "time": stmt.excluded.time}))
 
     def set_label(self, item_id, label: str | None, source: str = "human") -> None:
-        """Label one item or a list of items (one undo step); `None` clears the label. New labels add a class."""
+        """Label one item or a list of items (one undo step); `None` clears the label. New labels add a class.
+
+        A person's label (`human`) or review (`review`) is also kept as that person's own (see `annotations`), and
+        the caller's leases on the items end."""
         if source not in LABEL_SOURCES:
             raise ValueError(f"source must be one of {LABEL_SOURCES}, not {source!r}")
         if label is not None:
@@ -370,12 +452,18 @@ class Store:
         with self._write() as c:
             rows = self._live_rows(c, ids)
             new_classes = self._ensure_classes(c, [label], record=False) if label is not None else []
+            review = {"human": 0, "review": 1}.get(source)
+            mine = self._annotation(c, ids, review) if review is not None else {}
             payload = {"items": [{"id": i, "before": [rows[i]["label"], rows[i]["label_source"]],
-                                  "after": [label, source]} for i in ids], "new_classes": new_classes}
+                                  "after": [label, source], "own_before": mine.get(i)} for i in ids],
+                       "new_classes": new_classes, "review": review}
             action = self._log_action(c, "label", payload)
             now = _now()
             for i in ids:
                 self._apply_label(c, i, label, source, action, now)
+            if review is not None:
+                self._set_annotation(c, ids, label, review, now)
+            _leases.release(c, self.user, ids)
 
     def _set_status(self, ids, status: str, kind: str) -> None:
         ids = _ids(ids)
@@ -411,22 +499,33 @@ class Store:
             self._bump(c, SPLITS_VERSION)
 
     def undo(self) -> dict | None:
-        """Revert the latest change not yet undone (label, remove, restore, split, new class).
+        """Revert the caller's latest change not yet undone (label, remove, restore, split, new class); never
+        another person's. Changes made before authors were recorded (nbml before schema 2) are anyone's.
 
-        Returns a description of what was undone, or None when there is nothing left to undo.
+        Returns a description of what was undone, or None when there is nothing left to undo. When someone else
+        has labelled one of the items since, nothing changes and UndoConflictError says so (the next undo goes
+        to the caller's change before that one).
         """
+        conflict = None
         with self._write() as c:
-            row = c.execute(select(S.actions).where(S.actions.c.undone == 0).order_by(S.actions.c.id.desc())
-                            .limit(1)).mappings().first()
+            a = S.actions.c
+            row = c.execute(select(S.actions).where(a.undone == 0, (a.author == self.user) | a.author.is_(None))
+                            .order_by(a.id.desc()).limit(1).with_for_update()).mappings().first()
             if row is None:
                 return None
             payload = json.loads(row["payload"])
             kind = row["kind"]
             if kind == "label":
+                conflict = self._changed_since(c, row["id"], [it["id"] for it in payload["items"]])
+            if conflict is not None:
+                c.execute(update(S.actions).where(a.id == row["id"]).values(undone=2))
+            elif kind == "label":
                 now = _now()
                 for it in payload["items"]:
                     label, source = it["before"]
                     self._apply_label(c, it["id"], label, source, row["id"], now)
+                    if payload.get("review") is not None:
+                        self._set_annotation(c, [it["id"]], it.get("own_before"), payload["review"], now)
                 self._drop_unused_classes(c, payload.get("new_classes", []))
             elif kind in ("remove", "restore", "unusable"):
                 for it in payload["items"]:
@@ -438,14 +537,111 @@ class Store:
                 self._bump(c, SPLITS_VERSION)
             elif kind == "add_class":
                 self._drop_unused_classes(c, payload["classes"])
-            c.execute(update(S.actions).where(S.actions.c.id == row["id"]).values(undone=1))
-            return {"kind": kind, "items": [it["id"] for it in payload.get("items", [])]}
+            if conflict is None:
+                c.execute(update(S.actions).where(a.id == row["id"]).values(undone=1))
+                return {"kind": kind, "items": [it["id"] for it in payload.get("items", [])]}
+        item, value, author = conflict
+        raise UndoConflictError(f"item {item} was labelled {value!r} by {author} after your change, so nothing was "
+                                f"undone; label it yourself to change it (the next undo goes to your change before)")
+
+    def _changed_since(self, c, action_id: int, ids: list[int]) -> tuple | None:
+        """(item, label, author) of a label another person gave one of `ids` after action `action_id`, or None."""
+        lab = S.labels.c
+        last = c.execute(select(func.max(lab.id)).where(lab.action_id == action_id)).scalar() or 0
+        return c.execute(select(lab.item_id, lab.value, lab.author).where(
+            lab.item_id.in_(ids), lab.id > last, lab.author != self.user).order_by(lab.id.desc()).limit(1)).first()
 
     def _drop_unused_classes(self, c, names: list[str]) -> None:
         for name in names:
             used = c.execute(select(func.count()).select_from(S.items).where(S.items.c.label == name)).scalar()
             if not used:
                 c.execute(S.classes.delete().where(S.classes.c.name == name))
+
+    # -- several people: leases on the queue, overlap, each person's labels, agreement ---------------------------
+    def lease(self, item_ids, ttl: float = _leases.LEASE_TTL, release=()) -> list[int]:
+        """Hold items of the labelling queue for `ttl` seconds so nobody else is handed them (the caller's own
+        leases are renewed), after releasing `release`; returns the ids obtained, sorted."""
+        ids = [int(i) for i in item_ids]
+        with self._write() as c:
+            _leases.release(c, self.user, release)
+            return _leases.take(c, ids, self.user, float(ttl))
+
+    def release(self, item_ids=None) -> None:
+        """End the caller's leases on these items (skipped, no longer shown), or on every item when None."""
+        with self._write() as c:
+            _leases.release(c, self.user, None if item_ids is None else _ids(item_ids))
+
+    def next_items(self, n: int = 1, ttl: float = _leases.LEASE_TTL) -> list[int]:
+        """Take up to `n` items from the caller's labelling queue (unlabelled, or short of the overlap's labels),
+        oldest first, leased so that nobody else gets them until labelled, released or `ttl` seconds pass."""
+        if n < 1:
+            raise ValueError(f"n must be at least 1, not {n}")
+        with self._write() as c:
+            return _leases.next_free(c, self.user, self._overlap(c), int(n), float(ttl))
+
+    def held_by_others(self) -> set[int]:
+        """Ids someone else holds a lease on now (their grid shows them)."""
+        with self._read() as c:
+            return _leases.held_by_others(c, self.user)
+
+    def _overlap(self, c) -> int:
+        value = c.execute(select(S.meta.c.value).where(S.meta.c.key == "overlap")).scalar()
+        return int(value) if value is not None else 1
+
+    @property
+    def overlap(self) -> int:
+        """How many people's labels each item asks for (1 unless `set_overlap` said more)."""
+        with self._read() as c:
+            return self._overlap(c)
+
+    def set_overlap(self, k: int) -> None:
+        """Ask for `k` independent labels per item: each person's queue holds items with fewer than `k` people's
+        labels that they have not labelled; where labels differ the item goes to review (`disagreements`) and
+        training takes the reviewed label, else the majority, else the latest."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"overlap must be a whole number of labels per item, 1 or more, not {k!r}")
+        with self._write() as c:
+            stmt = upsert(c, S.meta).values(key="overlap", value=str(k))
+            c.execute(stmt.on_conflict_do_update(index_elements=[S.meta.c.key], set_={"value": stmt.excluded.value}))
+
+    def annotations(self, item_id: int | None = None) -> pd.DataFrame:
+        """Each person's own current label of each item: `item_id`, `author`, `label`, `review` (1 for a
+        reviewer's settling label), `time`."""
+        a = S.annotations.c
+        q = select(a.item_id, a.author, a.value, a.review, a.time).order_by(a.item_id, a.time)
+        if item_id is not None:
+            q = q.where(a.item_id == int(item_id))
+        with self._read() as c:
+            rows = c.execute(q.join_from(S.annotations, S.items).where(S.items.c.status != "removed")).all()
+        return _frame(rows, ["item_id", "author", "value", "review", "time"]).rename(columns={"value": "label"})
+
+    def _annotations_raw(self) -> pd.DataFrame:
+        return self.annotations().rename(columns={"label": "value"})
+
+    def disagreements(self) -> pd.DataFrame:
+        """Items whose people gave different labels and that no reviewer has settled: `id`, `labels`
+        ({author: label}), `n`, `majority` (None on a tie). Settle one with ds.set_label(id, label, source='review')
+        or in the grid's review filter."""
+        from .agreement import disagreeing
+        return disagreeing(self._annotations_raw())
+
+    def agreement(self):
+        """How much the people agree on the items two or more labelled: Cohen's kappa for two annotators,
+        Fleiss' for more (an `nbml.agreement.Agreement`, a dict shown as one line)."""
+        from .agreement import agreement
+        return agreement(self._annotations_raw())
+
+    # -- thumbnails of a project on a server (nbml.thumbs) ----------------------------------------------------------
+    def _thumb_rows(self, size: int, shas: list[str]) -> dict[str, bytes]:
+        with self._read() as c:
+            return {h: bytes(d) for h, d in c.execute(select(S.thumbs.c.sha256, S.thumbs.c.data).where(
+                S.thumbs.c.size == size, S.thumbs.c.sha256.in_(shas))).all()}
+
+    def _add_thumbs(self, size: int, made: dict[str, bytes]) -> None:
+        if made:
+            with self._write() as c:
+                stmt = upsert(c, S.thumbs).values([dict(sha256=h, size=size, data=d) for h, d in made.items()])
+                c.execute(stmt.on_conflict_do_nothing())
 
     # -- what training reads and writes ---------------------------------------------------------------------
     def assign_validation_split(self, valid_pct: float = 0.2, seed: int = 42) -> int:
@@ -475,13 +671,20 @@ class Store:
         return len(valid_ids) + len(train_ids)
 
     def training_items(self, splits: Sequence[str] = ("train", "valid")) -> pd.DataFrame:
-        """Usable labelled items in the given splits, with the columns training needs."""
+        """Usable labelled items in the given splits, with the columns training needs. Where people labelled an
+        item, `label` is the reviewed label if there is one, else (with overlap above 1) the majority, else the
+        latest; `label_rule` says which."""
+        from .agreement import resolve
         names = ["id", "path", "path_raw", "content", "sha256", "size_bytes", "mtime", "label", "split"]
         with self._read() as c:
             rows = c.execute(select(*[S.items.c[n] for n in names]).where(
                 S.items.c.status == "ok", S.items.c.label.is_not(None),
                 S.items.c.split.in_(list(splits))).order_by(S.items.c.id)).all()
-        return _frame(rows, names)
+            overlap = self._overlap(c)
+            has_people = c.execute(select(exists().where(S.annotations.c.review >= (0 if overlap > 1 else 1)))
+                                   ).scalar()
+        frame = _frame(rows, names)
+        return resolve(frame, self._annotations_raw() if has_people else pd.DataFrame(), overlap > 1)
 
     def snapshot(self, frame: pd.DataFrame) -> str:
         """Record the labelled data a run saw; returns its id (a hash of ids, contents, labels and splits)."""
@@ -491,10 +694,13 @@ class Store:
         blob = json.dumps(listing, separators=(",", ":")).encode()
         snap_id = hashlib.sha256(blob).hexdigest()[:16]
         counts = frame["label"].value_counts().sort_index().to_dict()
+        rules = (frame["label_rule"].value_counts().sort_index().to_dict() if "label_rule" in frame
+                 else {"latest": len(frame)})
         with self._write() as c:
             if c.execute(select(S.snapshots.c.id).where(S.snapshots.c.id == snap_id)).first() is None:
                 c.execute(insert(S.snapshots).values(id=snap_id, created_at=_now(), n_items=len(frame),
-                                                     class_counts=json.dumps(counts), listing=zlib.compress(blob)))
+                                                     class_counts=json.dumps(counts), listing=zlib.compress(blob),
+                                                     label_rules=json.dumps(rules)))
         return snap_id
 
     def snapshot_items(self, snapshot_id: str) -> pd.DataFrame:
@@ -506,6 +712,9 @@ class Store:
 
     def _start_run(self, arch: str, params: dict, snapshot_id: str, device: str, versions: dict) -> int:
         with self._write() as c:
+            rules = c.execute(select(S.snapshots.c.label_rules).where(S.snapshots.c.id == snapshot_id)).scalar()
+            # which label each item trained on (reviewed / majority / latest), and who started the run
+            params = {**params, "label_rule": json.loads(rules) if rules else None, "user": self.user}
             return c.execute(insert(S.runs).values(
                 started_at=_now(), status="running", arch=arch, params=json.dumps(params, default=str),
                 history="[]", snapshot_id=snapshot_id, device=device, versions=json.dumps(versions))

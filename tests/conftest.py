@@ -82,6 +82,30 @@ def ds(tmp_path, image_folder):
     d.close()
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster for the session (tests/pg.py); skipped only when it cannot be had."""
+    from pg import Cluster, binaries
+    bindir = binaries()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed: apt-get install postgresql (as .ci/run does)")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg 3 is not installed: pip install 'psycopg[binary]' (in the dev extras)")
+    cluster = Cluster(bindir)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request, tmp_path):
+    """Where a test project lives: a SQLite file, or a fresh database of the session's PostgreSQL cluster."""
+    if request.param == "sqlite":
+        return tmp_path / "project.nbml"
+    return request.getfixturevalue("postgres").new_database()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Lets fixtures see whether the test failed (the browser tests screenshot every widget then)."""
