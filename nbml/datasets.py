@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["digits", "sms_spam", "trec6", "cache_dir"]
+__all__ = ["digits", "sms_spam", "trec6", "titanic", "cache_dir"]
 
 _DATA = Path(__file__).with_name("_data")   # files shipped inside nbml, with their source and licence
 
@@ -63,3 +63,14 @@ def trec6(distinct: bool = True):
     if distinct:
         frame = frame.drop_duplicates("text").reset_index(drop=True)
     return frame
+
+
+def titanic():
+    """714 Titanic passengers as human-learn ships them: `survived` ("died" / "survived"), `pclass`, `name`, `sex`,
+    `age`, `fare`, `sibsp` (siblings and spouses aboard), `parch` (parents and children aboard). See
+    nbml/_data/README.md for its source and licence."""
+    import pandas as pd
+    frame = pd.read_csv(_DATA / "titanic.csv")
+    frame["survived"] = frame["survived"].map({0: "died", 1: "survived"})
+    return frame
+

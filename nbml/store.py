@@ -42,6 +42,7 @@ _ITEM_COLUMNS = ("id", "kind", "path", "label", "split", "label_source", "status
 # Label changes need none: each one adds a row to `labels`, whose newest id says the same.
 ITEMS_VERSION = "items_version"     # items added, removed, restored or marked unusable
 SPLITS_VERSION = "splits_version"   # splits set or cleared
+_IN_CHUNK = 30_000     # ids per IN (...) list: SQLite caps bound parameters (32,766 or 250,000), PostgreSQL at 65,535
 
 
 def _now() -> float:
@@ -249,8 +250,11 @@ class Store:
         ids = [int(i) for i in ids]
         if not ids:
             return []
+        rows = {}
         with self._read() as c:
-            rows = {r["id"]: dict(r) for r in c.execute(select(S.items).where(S.items.c.id.in_(ids))).mappings()}
+            for i in range(0, len(ids), _IN_CHUNK):
+                rows.update({r["id"]: dict(r) for r in c.execute(
+                    select(S.items).where(S.items.c.id.in_(ids[i:i + _IN_CHUNK]))).mappings()})
         return [rows[i] for i in ids if i in rows]
 
     def _item_filter(self, labelled, label, split, usable_only) -> list:

@@ -90,6 +90,10 @@ class Service:
         self.pool: ThreadPoolExecutor | None = None
         self._token = settings.token.encode() if settings.token else None
         self.ready = False
+        # The admin route (POST /_nbml/stop) answers only this secret, which the Jupyter server extension reads from
+        # the registration file (nbml.serving.registry); `on_stop` is what stopping means for whoever runs us.
+        self.admin_secret: str | None = None
+        self.on_stop = None
 
     async def startup(self) -> None:
         threads = self.settings.decode_threads or min(8, max(2, 2 * (self.runner_threads or 1)))
@@ -112,6 +116,10 @@ class Service:
     def warm_up(self) -> None:
         """One model call before the first request, so it is not the slow one."""
         self.runner(self.inputs.warm_up_batch())
+
+    def admin(self, request: Request) -> bool:
+        given = request.headers.get("x-nbml-secret", "").encode()
+        return bool(self.admin_secret) and hmac.compare_digest(given, self.admin_secret.encode())
 
     def authorized(self, request: Request) -> bool:
         if self._token is None:
@@ -361,7 +369,9 @@ def build_app(service: Service):
     @endpoint("v2_metadata")
     async def model_metadata(request, t0):
         check_model(request)
-        return JSONResponse(v2.model_metadata(s.name, len(s.classes), f"nbml_{s.runner.kind}", s.inputs.v2.name))
+        meta = v2.model_metadata(s.name, len(s.classes), f"nbml_{s.runner.kind}", s.inputs.v2.name)
+        meta["inputs"] = getattr(s.inputs, "v2_inputs", meta["inputs"])     # a table: one input per column
+        return JSONResponse(meta)
 
     @endpoint("v2_metadata")
     async def model_ready(request, t0):
@@ -378,8 +388,9 @@ def build_app(service: Service):
         check_model(request)
         body = await read_body(request, limit)
         try:
-            parsed = v2.parse_infer_request(body, request.headers.get("inference-header-content-length"),
-                                            s.inputs.v2)
+            parse = getattr(s.inputs, "parse_v2", None)      # a table's rows come as one input per column
+            header = request.headers.get("inference-header-content-length")
+            parsed = parse(body, header) if parse else v2.parse_infer_request(body, header, s.inputs.v2)
         except v2.ProtocolError as e:
             raise HTTPError(400, str(e)) from None
         probs, labels = await s.classify(parsed.images, t0)
@@ -389,6 +400,14 @@ def build_app(service: Service):
     @endpoint("metrics")
     async def metrics(request, t0):
         return PlainTextResponse(s.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @endpoint("admin", auth=False)
+    async def stop(request, t0):
+        if not s.admin(request) or s.on_stop is None:
+            raise HTTPError(403, "stopping this server takes its admin secret (the Jupyter extension has it); "
+                                 "from the notebook call server.stop()")
+        asyncio.get_running_loop().call_soon(s.on_stop)      # after this answer is written
+        return JSONResponse({"stopping": True})
 
     async def not_found(request, exc):
         return error(exc.status_code, f"{request.method} {request.url.path}: "
@@ -406,7 +425,7 @@ def build_app(service: Service):
     versioned = "/v2/models/{name}/versions/{version}"
     routes = [Route("/", index), Route("/predict", predict, methods=["POST"]),
               Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server_metadata),
-              Route("/metrics", metrics)]
+              Route("/metrics", metrics), Route("/_nbml/stop", stop, methods=["POST"])]
     for base in (model, versioned):
         routes += [Route(base, model_metadata), Route(base + "/ready", model_ready),
                    Route(base + "/config", model_config), Route(base + "/infer", infer, methods=["POST"])]

@@ -21,7 +21,8 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["ProtocolError", "InferRequest", "parse_infer_request", "encode_infer_response", "model_metadata",
-           "INPUT", "OUTPUTS", "V2Input", "IMAGE", "TEXT"]
+           "INPUT", "OUTPUTS", "V2Input", "IMAGE", "TEXT", "split_request", "binary_chunk", "wanted_outputs",
+           "split_bytes", "flatten"]
 
 INPUT = "image"
 OUTPUTS = ("probabilities", "label")
@@ -52,7 +53,7 @@ class InferRequest:
         self.id, self.images, self.outputs = id, images, outputs
 
 
-def _split_bytes(buffer: memoryview, count: int, name: str = INPUT) -> list[bytes]:
+def split_bytes(buffer: memoryview, count: int, name: str = INPUT) -> list[bytes]:
     out, offset = [], 0
     while offset < len(buffer):
         if offset + 4 > len(buffer):
@@ -68,10 +69,10 @@ def _split_bytes(buffer: memoryview, count: int, name: str = INPUT) -> list[byte
     return out
 
 
-def _flatten(data):
+def flatten(data):
     if isinstance(data, list):
         for x in data:
-            yield from _flatten(x)
+            yield from flatten(x)
     else:
         yield data
 
@@ -87,9 +88,8 @@ def _b64(value, i: int, INPUT: str = INPUT) -> bytes:
                             f"JSON, or as binary data)") from None
 
 
-def parse_infer_request(body: bytes, header_length: str | None, spec: V2Input | None = None) -> InferRequest:
-    spec = spec or IMAGE
-    INPUT = spec.name
+def split_request(body: bytes, header_length: str | None) -> tuple[dict, memoryview]:
+    """(the request's JSON, the binary data after it)."""
     if header_length is not None:
         try:
             n = int(header_length)
@@ -106,21 +106,32 @@ def parse_infer_request(body: bytes, header_length: str | None, spec: V2Input | 
         raise ProtocolError(f"the request is not valid JSON: {e}") from None
     if not isinstance(request, dict):
         raise ProtocolError("the request must be a JSON object with an 'inputs' list")
+    return request, binary
+
+
+def binary_chunk(tensor, binary: memoryview, offset: int) -> tuple[memoryview | None, int]:
+    """(this input's binary data or None, the offset after it)."""
+    if not isinstance(tensor, dict):
+        raise ProtocolError("each input must be a JSON object with name, shape, datatype and data")
+    params = tensor.get("parameters") or {}
+    size = params.get("binary_data_size") if isinstance(params, dict) else None
+    if size is not None and (not isinstance(size, int) or size < 0 or offset + size > len(binary)):
+        raise ProtocolError(f"input {tensor.get('name')!r}: binary_data_size {size!r} does not fit the "
+                            f"{len(binary) - offset} bytes of binary data left")
+    return (binary[offset:offset + size] if size is not None else None), offset + (size or 0)
+
+
+def parse_infer_request(body: bytes, header_length: str | None, spec: V2Input | None = None) -> InferRequest:
+    spec = spec or IMAGE
+    INPUT = spec.name
+    request, binary = split_request(body, header_length)
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise ProtocolError(f"the request needs 'inputs': a list with one input named '{INPUT}'")
 
     images, offset = None, 0
     for tensor in inputs:
-        if not isinstance(tensor, dict):
-            raise ProtocolError("each input must be a JSON object with name, shape, datatype and data")
-        params = tensor.get("parameters") or {}
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
-        if size is not None and (not isinstance(size, int) or size < 0 or offset + size > len(binary)):
-            raise ProtocolError(f"input {tensor.get('name')!r}: binary_data_size {size!r} does not fit the "
-                                f"{len(binary) - offset} bytes of binary data left")
-        chunk = binary[offset:offset + size] if size is not None else None
-        offset += size or 0
+        chunk, offset = binary_chunk(tensor, binary, offset)
         if tensor.get("name") != INPUT:
             raise ProtocolError(f"unknown input {tensor.get('name')!r}: this model takes one input '{INPUT}' "
                                 f"(BYTES, shape [-1], {spec.elements})")
@@ -136,9 +147,9 @@ def parse_infer_request(body: bytes, header_length: str | None, spec: V2Input | 
                                 f"not {shape!r}")
         count = shape[0]
         if chunk is not None:
-            images = _split_bytes(chunk, count, INPUT)
+            images = split_bytes(chunk, count, INPUT)
         elif "data" in tensor:
-            values = list(_flatten(tensor["data"]))
+            values = list(flatten(tensor["data"]))
             if len(values) != count:
                 raise ProtocolError(f"input '{INPUT}' has shape [{count}] but {len(values)} data elements")
             images = [spec.from_json(v, i, INPUT) for i, v in enumerate(values)]
@@ -147,6 +158,11 @@ def parse_infer_request(body: bytes, header_length: str | None, spec: V2Input | 
     if offset != len(binary):
         raise ProtocolError(f"{len(binary) - offset} bytes of binary data belong to no input")
 
+    return InferRequest(request.get("id"), images, wanted_outputs(request))
+
+
+def wanted_outputs(request: dict) -> list[tuple[str, bool]]:
+    """The outputs a request asks for, and whether each comes as binary data."""
     request_params = request.get("parameters")
     request_params = request_params if isinstance(request_params, dict) else {}
     default_binary = bool(request_params.get("binary_data_output", False))
@@ -167,7 +183,7 @@ def parse_infer_request(body: bytes, header_length: str | None, spec: V2Input | 
                 raise ProtocolError("the classification extension is not supported: ask for 'label' and "
                                     "'probabilities'")
             outputs.append((name, bool(params.get("binary_data", default_binary))))
-    return InferRequest(request.get("id"), images, outputs)
+    return outputs
 
 
 def _bytes_tensor(values: list[str]) -> bytes:

@@ -73,6 +73,9 @@ class GridWidget(Widget):
             raise ValueError(f"page_size must be at least 1, not {page_size}")
         self.ds = ds
         kind = ds.kind or "image"
+        # a table row is shown as a text card of `column: value` lines, the columns the model uses most first
+        self._row_text = _text.table_rows(ds) if kind == "table" else None
+        kind = "text" if kind == "table" else kind
         self._thumb_size = thumb_size
         self._thumbs_cache = None
         self._listed: dict[str, dict] = {}    # sha256 -> item row, for every page this widget has listed
@@ -122,7 +125,7 @@ class GridWidget(Widget):
             self._remember(rows)
         items = []
         for row, extra in zip(rows, self._extra(rows)):
-            shown = {"text": _text.card(row.get("content"), self.search)} if self._texts else {"thumb": row["sha256"]}
+            shown = {"text": _text.card(self._content(row), self.search)} if self._texts else {"thumb": row["sha256"]}
             items.append({"id": row["id"], "label": row["label"], "status": row["status"], "split": row["split"],
                           **shown, **extra})
         counts = {k: v for k, v in self.ds.label_counts().items() if k is not None}   # every class, in order
@@ -136,8 +139,12 @@ class GridWidget(Widget):
     def _searched_page_ids(self, offset: int, limit: int) -> tuple[list[int], int]:
         if not (self._texts and self.search):
             return self._page_ids(offset, limit)
-        ids = _text.matching(self.ds, self._ids(), self.search)
+        ids = _text.matching(self.ds, self._ids(), self.search, self._row_text)
         return ids[offset:offset + limit], len(ids)
+
+    def _content(self, row: dict) -> str | None:
+        """What a text card shows of an item: its text, or a table row's `column: value` lines."""
+        return self._row_text(row.get("content")) if self._row_text else row.get("content")
 
     def _remember(self, rows: list[dict]) -> None:
         for row in rows:
@@ -154,7 +161,7 @@ class GridWidget(Widget):
         rows = self.ds.item_rows([item_id])
         if not rows:
             raise LookupError(f"no item with id {item_id}: it was removed from the project")
-        self.send(_text.full(item_id, rows[0].get("content")))
+        self.send(_text.full(item_id, self._content(rows[0])))
 
     def _on_search(self, content):
         """Show only the texts containing `query` (any case), from the first page."""

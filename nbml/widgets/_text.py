@@ -58,12 +58,21 @@ def _find(text: str, query: str):
     return re.search(re.escape(query), text, re.IGNORECASE) if query else None
 
 
-def matching(ds, ids: list[int], query: str, chunk: int = 2000) -> list[int]:
-    """The ids (in order) whose text contains `query`, ignoring case."""
+def matching(ds, ids: list[int], query: str, shown=None, chunk: int = 2000) -> list[int]:
+    """The ids (in order) whose text (or, for table rows, `shown(content)`) contains `query`, ignoring case."""
     if not query:
         return list(ids)
     pattern = re.compile(re.escape(query), re.IGNORECASE)
+    shown = shown or (lambda content: content)
     out = []
     for i in range(0, len(ids), chunk):
-        out += [r["id"] for r in ds.item_rows(ids[i:i + chunk]) if pattern.search(r.get("content") or "")]
+        out += [r["id"] for r in ds.item_rows(ids[i:i + chunk]) if pattern.search(shown(r.get("content")) or "")]
     return out
+
+
+def table_rows(ds):
+    """content -> a table row's card text, the columns that matter most to the latest model first (read once, when
+    the widget opens)."""
+    from ..kinds import table
+    order = table.column_order(ds)
+    return lambda content: table.row_text(content, order)

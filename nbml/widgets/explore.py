@@ -36,11 +36,13 @@ HOVER_CHARS = 200   # characters of a text shown when the pointer rests on its p
 def hover_texts(ds, ids) -> dict[int, str]:
     """id -> the start of each item's text, control characters escaped, for the map's tooltip."""
     from ..kinds.text import shown_text
+    from ._text import table_rows
     out = {}
     ids = [int(i) for i in ids]
+    shown = table_rows(ds) if ds.kind == "table" else (lambda content: content)
     for start in range(0, len(ids), 2000):
         for row in ds.item_rows(ids[start:start + 2000]):
-            text = row.get("content") or ""
+            text = shown(row.get("content")) or ""
             out[row["id"]] = shown_text(text[:HOVER_CHARS]) + ("…" if len(text) > HOVER_CHARS else "")
     return out
 
