@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 # public name -> (module that defines it, attribute; None for the module itself)
 _EXPORTS = {
     "Dataset": ("nbml.dataset", "Dataset"),
+    "UndoConflictError": ("nbml.store", "UndoConflictError"),
+    "Agreement": ("nbml.agreement", "Agreement"),
     "IngestReport": ("nbml._report", "IngestReport"),
     "ImageError": ("nbml._imaging", "ImageError"),
     "train": ("nbml.training", "train"),
@@ -25,6 +27,7 @@ _EXPORTS = {
     "events": ("nbml.events", None),
     "datasets": ("nbml.datasets", None),
     "serve": ("nbml.serving", "serve"),
+    "predict_files": ("nbml.batch_predict", "predict_files"),
     "monitor": ("nbml.monitoring", "monitor"),
 }
 

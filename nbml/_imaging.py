@@ -136,7 +136,7 @@ def read_file(path: str | Path) -> bytes:
         with open(path, "rb", buffering=0) as f:   # one read of the whole file: no buffer layer needed
             return f.read()
     except IsADirectoryError:
-        raise ImageError("is a folder, not an image file") from None
+        raise ImageError("is a folder, not a file") from None
     except PermissionError:
         raise ImageError("unreadable: permission denied") from None
     except FileNotFoundError:

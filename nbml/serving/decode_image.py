@@ -7,7 +7,7 @@ import hashlib
 
 import numpy as np
 
-from .._imaging import ImageError, decode, to_square
+from .._imaging import IMAGE_EXTENSIONS, ImageError, decode, read_file, to_square
 from . import v2
 from .app import HTTPError, parse_json_images, parse_multipart
 
@@ -21,6 +21,7 @@ class Inputs:
     kind = noun = "image"
     v2 = v2.IMAGE
     try_it = "-F file=@photo.jpg"
+    file_extensions = IMAGE_EXTENSIONS     # what nbml.predict_files takes from a folder
 
     def __init__(self, folder, config: dict, settings):
         self.size, self.settings = int(config["size"]), settings
@@ -51,6 +52,10 @@ class Inputs:
         """(pixels, the bytes' sha256 for the log, or None when `digest` is False: `digest()` takes it later)."""
         img = decode(data, self.settings.max_pixels, draft=(self.size, self.size))   # as the training cache does
         return to_square(img, self.size), hashlib.sha256(data).hexdigest() if digest else None
+
+    def read_file(self, path) -> np.ndarray:
+        """One image file to the runner's uint8 [size, size, 3] (nbml.predict_files); ImageError says why not."""
+        return self._prepare(read_file(path), digest=False)[0]
 
     async def prepare(self, service, images: list[bytes]) -> tuple[np.ndarray, list[str | None]]:
         """(uint8 batch, sha256 per image or None); an image that cannot be decoded is a 400 that names it."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._imaging import read_file
 from ..kinds.text_encoding import INPUT_NAMES, MAX_TOKENS, encode, tokenizer
 from . import v2
 from .app import HTTPError
@@ -95,6 +96,7 @@ class Inputs:
     kind = noun = "text"
     v2 = v2.TEXT
     try_it = "-H 'Content-Type: application/json' -d '{\"text\": \"hello\"}'"
+    file_extensions = frozenset({".txt"})   # what nbml.predict_files takes from a folder
 
     def __init__(self, folder, config: dict, settings):
         self.settings = settings
@@ -124,6 +126,13 @@ class Inputs:
             return [body], True
         raise HTTPError(400, 'send JSON {"text": "..."} or {"texts": ["...", ...]} with Content-Type '
                              "application/json, or the text itself with Content-Type text/plain (UTF-8)")
+
+    def read_file(self, path) -> str:
+        """One UTF-8 text file to the runner's str (nbml.predict_files); ValueError says why not."""
+        try:
+            return _text_of(read_file(path), 0, 1, self.settings.max_text_chars)
+        except HTTPError as e:
+            raise ValueError(e.message) from None
 
     async def prepare(self, service, values: list) -> tuple[np.ndarray, list[str]]:
         """(texts as an object array, sha256 of each text's UTF-8); a bad text is a 400 that names it."""

@@ -1,0 +1,177 @@
+"""`nbml.predict_files`: the same predictions from the local pool, from Ray Data and from `model.predict_many`;
+unreadable files as rows with a reason; a run killed with SIGKILL and started again."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+from conftest import COLOURS, trained_and_exported
+from PIL import Image
+
+import nbml
+from nbml.batch_predict import DONE, MANIFEST
+
+N_IMAGES = 2_000
+BAD = {"not-an-image.png": b"<html><body>a web page</body></html>", "empty.jpg": b""}
+
+
+def generated_images(folder, n, seed=1):
+    """n small noisy images of the three colours, PNG and JPEG, over a few subfolders."""
+    rng = np.random.default_rng(seed)
+    colours = list(COLOURS.values())
+    for i in range(n):
+        sub = folder / f"part{i % 5}"
+        sub.mkdir(parents=True, exist_ok=True)
+        arr = np.clip(np.array(colours[i % 3]) + rng.integers(-90, 90, (32, 32, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(sub / (f"{i:05d}.png" if i % 2 else f"{i:05d}.jpg"), quality=90)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict_files")
+    _, ds, model, artifact = trained_and_exported(root, "colour-model")
+    folder = generated_images(root / "to-score", N_IMAGES)
+    for name, data in BAD.items():
+        (folder / name).write_bytes(data)
+    truncated = (folder / "part1" / "00001.png").read_bytes()
+    (folder / "part1" / "truncated.png").write_bytes(truncated[:len(truncated) // 2])
+    (folder / "notes.csv").write_text("not listed: not an image extension")
+    yield SimpleNamespace(root=root, model=model, artifact=artifact, folder=folder, cache={})
+    ds.close()
+
+
+def local_run(env):
+    """engine="local" on the folder, once per module: (output folder, table)."""
+    if "local" not in env.cache:
+        out = env.root / "local.parquet"
+        nbml.predict_files(env.artifact, env.folder, out, engine="local", workers=2, shard_size=300, quiet=True)
+        env.cache["local"] = out, pd.read_parquet(out)
+    return env.cache["local"]
+
+
+def test_local_equals_predict_many_and_reports_bad_files(env):
+    out, table = local_run(env)
+    files = sorted(str(p) for p in env.folder.rglob("*") if p.suffix in (".png", ".jpg"))
+    assert table["path"].tolist() == files                          # every file once, in the listed order
+    assert json.loads((out / DONE).read_text())["unreadable"] == 3
+    assert len(list(out.glob("part-*.parquet"))) == json.loads((out / MANIFEST).read_text())["shards"] == 7
+
+    failed = table[table["error"].notna()].set_index("path")["error"]
+    assert failed[str(env.folder / "not-an-image.png")].startswith("not an image")
+    assert failed[str(env.folder / "empty.jpg")] == "empty file (0 bytes)"
+    assert "truncated" in failed[str(env.folder / "part1" / "truncated.png")]
+    assert table.loc[table["error"].notna(), ["label", "confidence", *COLOURS]].isna().all().all()
+
+    good = table[table["error"].isna()].reset_index(drop=True)
+    assert len(good) == N_IMAGES
+    want = env.model.predict_many(good["path"].tolist())
+    classes = env.model.classes
+    np.testing.assert_allclose(good[classes].to_numpy(), want[classes].to_numpy(), atol=1e-4)   # ONNX vs torch
+    top2 = np.sort(want[classes].to_numpy(), 1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 1e-3                    # a near tie may flip between ONNX and torch
+    assert clear.mean() > 0.95
+    assert (good["label"][clear] == want["label"][clear]).all()
+    np.testing.assert_allclose(good["confidence"], good[classes].max(axis=1))
+
+
+def test_ray_equals_local(env):
+    ray = pytest.importorskip("ray")
+    _, local = local_run(env)
+    out = env.root / "ray.parquet"
+    nbml.predict_files(env.artifact, env.folder, out, engine="ray", shard_size=300, quiet=True)
+    assert not ray.is_initialized()                 # the local Ray started for the call was shut down
+    table = pd.read_parquet(out)
+    pd.testing.assert_frame_equal(table.drop(columns=[*COLOURS, "confidence"]),
+                                  local.drop(columns=[*COLOURS, "confidence"]))
+    np.testing.assert_allclose(table[[*COLOURS, "confidence"]].to_numpy(),
+                               local[[*COLOURS, "confidence"]].to_numpy(), atol=1e-6)
+
+
+KILLED_RUN = """
+import json, sys, nbml
+nbml.predict_files(sys.argv[1], json.loads(open(sys.argv[2]).read()), sys.argv[3], engine="local", workers=2,
+                   batch_size=16, shard_size=100, quiet=True)
+"""
+
+
+def test_killed_run_resumes_with_only_the_missing_shards(env, tmp_path):
+    """The last file is a named pipe: the run blocks on it with every earlier shard written, and is killed there."""
+    _, local = local_run(env)
+    files = local["path"].tolist()[:950]
+    fifo = tmp_path / "zz-pipe.png"
+    os.mkfifo(fifo)
+    files.append(str(fifo))
+    out = tmp_path / "resumed.parquet"
+    (tmp_path / "files.json").write_text(json.dumps(files))
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(env.artifact), str(tmp_path / "files.json"),
+                             str(out)])
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("part-*.parquet"))) < 9 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it reached the pipe"
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert workers
+        written = {p.name: p.stat() for p in out.glob("part-*.parquet")}
+        assert len(written) == 9                         # shards 0-8; shard 9 waits on the pipe
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, "worker processes outlived the killed run"
+    assert not (out / DONE).exists()
+
+    fifo.unlink()
+    fifo.write_bytes(b"")                           # the same list of files; the last one now readable (and empty)
+    nbml.predict_files(env.artifact, files, out, engine="local", workers=2, shard_size=100, quiet=True)
+    for name, before in written.items():            # shards written before the kill were not scored again
+        after = (out / name).stat()
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    table = pd.read_parquet(out)
+    assert table["path"].tolist() == files
+    assert table["error"].iloc[-1] == "empty file (0 bytes)"
+    pd.testing.assert_frame_equal(table.iloc[:950], local.iloc[:950])
+
+    # Started again once finished: nothing to do; another list of files or shard size into the same folder: refused.
+    assert nbml.predict_files(env.artifact, files, out, quiet=True) == out
+    with pytest.raises(ValueError, match="another list of files"):
+        nbml.predict_files(env.artifact, files[:-1], out, quiet=True)
+    with pytest.raises(ValueError, match="shard_size=100"):
+        nbml.predict_files(env.artifact, files, out, shard_size=50, quiet=True)
+
+
+def test_a_list_with_a_folder_and_a_missing_file(env, tmp_path):
+    """A list is taken as given (repeats once); one process scores in this one (workers=1)."""
+    (tmp_path / "a-folder.png").mkdir()
+    image = env.folder / "part0" / "00000.jpg"
+    paths = [image, tmp_path / "a-folder.png", tmp_path / "gone.png", image]
+    out = nbml.predict_files(env.artifact, paths, tmp_path / "list.parquet", workers=1, quiet=True)
+    table = pd.read_parquet(out)
+    assert table["path"].tolist() == [str(p) for p in paths[:3]]
+    assert pd.isna(table["error"].iloc[0])
+    assert table["error"].tolist()[1:] == ["is a folder, not a file", "file not found (deleted, or a broken link)"]
+    assert table["label"].iloc[0] == env.model.predict(image).label
+
+
+def test_bad_arguments_are_refused_clearly(env, tmp_path):
+    with pytest.raises(ValueError, match="engine must be one of"):
+        nbml.predict_files(env.artifact, env.folder, tmp_path / "o", engine="dask")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no image files"):
+        nbml.predict_files(env.artifact, tmp_path / "empty", tmp_path / "o")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        nbml.predict_files(env.artifact, tmp_path / "nowhere", tmp_path / "o")
+    with pytest.raises(FileNotFoundError, match="not an exported nbml model"):
+        nbml.predict_files(tmp_path / "empty", env.folder, tmp_path / "o")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "something.txt").write_text("not ours")
+    with pytest.raises(FileExistsError, match="not a predict_files output"):
+        nbml.predict_files(env.artifact, [env.folder / "part0" / "00000.jpg"], tmp_path / "taken")
