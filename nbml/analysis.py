@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from . import kinds
+from . import kinds, vector_index
 from .embeddings import Embeddings, embed, resolve_backbone, tag
 
 __all__ = ["STRATEGIES", "suggest", "similar", "duplicates", "outliers", "label_issues", "stats", "DataStats",
@@ -170,8 +170,10 @@ def suggest(ds, model=None, n: int = 20, strategy: str = "margin", *, backbone=N
     if strategy == "random":
         order = rng.permutation(len(unl))[:n]
     elif strategy == "diverse":
-        order, distance = _diverse(emb.vectors[unl], emb.vectors[labelled_mask], unc, n,
-                                   pool if probs is not None else None)
+        labelled_pos = np.flatnonzero(labelled_mask)
+        order, distance = _diverse(emb.vectors[unl], emb.vectors[labelled_pos], unc, n,
+                                   pool if probs is not None else None,
+                                   lambda q: vector_index.nearest_distance(ds, emb, q, labelled_pos))
     else:
         order = np.argsort(-unc, kind="stable")[:n]
     out = pd.DataFrame({"id": emb.ids[unl][order], "score": unc[order] if probs is not None else distance,
@@ -184,16 +186,20 @@ def suggest(ds, model=None, n: int = 20, strategy: str = "margin", *, backbone=N
     return tag(out, emb)
 
 
-def _diverse(cand: np.ndarray, labelled: np.ndarray, unc: np.ndarray, n: int, pool: int | None):
+def _diverse(cand: np.ndarray, labelled: np.ndarray, unc: np.ndarray, n: int, pool: int | None,
+             nearest_labelled=None):
     """Greedy k-center among the `pool * n` most uncertain candidates (all when `pool` is None): each pick is the
-    one farthest (cosine distance) from the labelled items and from the picks so far.
+    one farthest (cosine distance) from the labelled items and from the picks so far. `nearest_labelled(vectors)`
+    may give each candidate's distance to the nearest labelled item (a large project's vector index), or None.
     Returns (positions in cand, distance of each at its pick)."""
     size = len(cand) if pool is None else min(len(cand), max(n, pool * n))
     pool_idx = np.argsort(-unc, kind="stable")[:size]
     vecs = cand[pool_idx]
-    dmin = np.full(size, np.inf)
-    for i in range(0, len(labelled), 4096):
-        dmin = np.minimum(dmin, (1 - vecs @ labelled[i:i + 4096].T).min(1))
+    dmin = nearest_labelled(vecs) if nearest_labelled is not None and pool is not None and len(labelled) else None
+    if dmin is None:
+        dmin = np.full(size, np.inf)
+        for i in range(0, len(labelled), 4096):
+            dmin = np.minimum(dmin, (1 - vecs @ labelled[i:i + 4096].T).min(1))
     picks, dists = [], []
     for _ in range(min(n, size)):
         j = int(np.argmax(dmin)) if np.isfinite(dmin).any() else 0   # nothing labelled yet: most uncertain first
@@ -237,13 +243,34 @@ def similar(ds, item_or_image, k: int = 20, *, labelled: bool | None = None, lab
         query = emb.vectors[pos].mean(0)
         exclude = set(ids)
         what = f"item {ids[0]}" if len(ids) == 1 else f"the mean of {len(ids)} items"
-    query = query / max(float(np.linalg.norm(query)), 1e-12)
-    sims = emb.vectors @ query
-    keep = ~np.isin(emb.ids, list(exclude)) if exclude else np.ones(len(emb.ids), bool)
+    query = (query / max(float(np.linalg.norm(query)), 1e-12)).astype(np.float32)
+    keep = None
     if labelled is not None:
-        keep &= emb.frame["label"].notna().to_numpy() == bool(labelled)
+        keep = emb.frame["label"].notna().to_numpy() == bool(labelled)
     if label is not None:
-        keep &= (emb.frame["label"] == label).to_numpy()
+        keep = (emb.frame["label"] == label).to_numpy() & (True if keep is None else keep)
+    hit = vector_index.search(ds, emb, query, k + len(exclude), keep)    # a large project: its vector index
+    if hit is not None:
+        idx, sims = hit
+        if exclude:
+            sel = ~np.isin(emb.ids[idx], list(exclude))
+            idx, sims = idx[sel], sims[sel]
+        idx, sims = idx[:k], sims[:k]
+    else:
+        idx, sims = _exact_nearest(emb, query, k, keep, exclude)
+    out = pd.DataFrame({"id": emb.ids[idx], "similarity": sims})
+    for col in ("label", "split", "path"):
+        out[col] = emb.frame[col].iloc[idx].to_numpy()
+    out.attrs["query"] = what
+    return tag(out, emb)
+
+
+def _exact_nearest(emb: Embeddings, query: np.ndarray, k: int, keep: np.ndarray | None, exclude: set):
+    """(positions, similarities) of the `k` vectors most like `query` among those kept, compared with every one."""
+    sims = emb.vectors @ query
+    keep = np.ones(len(emb.ids), bool) if keep is None else keep.copy()
+    if exclude:
+        keep &= ~np.isin(emb.ids, list(exclude))
     idx = np.flatnonzero(keep)
     scores = sims[idx]
     if len(idx) > k:     # the k best without sorting everything; ties keep the store's order, as a stable sort would
@@ -251,11 +278,7 @@ def similar(ds, item_or_image, k: int = 20, *, labelled: bool | None = None, lab
         sel = np.flatnonzero(scores >= cut)
         idx, scores = idx[sel], scores[sel]
     idx = idx[np.argsort(-scores, kind="stable")[:k]]
-    out = pd.DataFrame({"id": emb.ids[idx], "similarity": sims[idx]})
-    for col in ("label", "split", "path"):
-        out[col] = emb.frame[col].iloc[idx].to_numpy()
-    out.attrs["query"] = what
-    return tag(out, emb)
+    return idx, sims[idx]
 
 
 def _row_dots(v, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
@@ -329,7 +352,9 @@ def duplicates(ds, threshold: float | None = None, *, pixel_threshold: float | N
     for i, j in zip(a.tolist(), b.tolist()):
         found.setdefault((i, j), "near")
     if threshold is not None and emb is not None:
-        a, b, _ = _pairs_above(vec, threshold, max_pairs)
+        rows = np.flatnonzero(have)         # a large project: each item's nearest from its vector index
+        near = vector_index.pairs_above(ds, emb, emb.positions(frame["id"].to_numpy()[rows]), threshold, max_pairs)
+        a, b, _ = _pairs_above(vec, threshold, max_pairs) if near is None else (rows[near[0]], rows[near[1]], None)
         for i, j in zip(a.tolist(), b.tolist()):
             found.setdefault((i, j), "near")
     if len(found) > max_pairs:
@@ -539,6 +564,8 @@ class DataStats:
     unusable: int
     warnings: list = field(default_factory=list)
     lengths: pd.DataFrame | None = None    # texts: one row per usable item (id, label, characters, words)
+    agreement: dict | None = None          # several people: nbml.agreement.Agreement (Cohen's / Fleiss' kappa)
+    columns: pd.DataFrame | None = None    # tables: each column's type, role, missing fraction and range
 
     def __repr__(self) -> str:
         head = (f"{self.labelled} labelled, {self.unlabelled} unlabelled" +
@@ -547,6 +574,10 @@ class DataStats:
         if self.lengths is not None and len(self.lengths):
             q = self.lengths["characters"].quantile([0.5, 0.9, 1.0]).astype(int).tolist()
             lines.append(f"text length in characters: median {q[0]}, 90th percentile {q[1]}, longest {q[2]}")
+        if self.agreement is not None and self.agreement["annotators"] > 1:
+            lines.append(repr(self.agreement))
+        if self.columns is not None:
+            lines.append(self.columns.to_string())
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -629,8 +660,12 @@ def stats(ds) -> DataStats:
         lengths = pd.DataFrame({"id": usable["id"].to_numpy(), "label": usable["label"].to_numpy(),
                                 "characters": text.str.len().to_numpy(),
                                 "words": text.str.split().str.len().to_numpy()})
+    columns = None
+    if ds.kind == "table":
+        from .kinds import table as table_kind
+        columns = table_kind.column_stats(ds, usable)
     return DataStats(table, int(len(lab)), int(usable["label"].isna().sum()), int((df["status"] == "unusable").sum()),
-                     notes, lengths)
+                     notes, lengths, ds.agreement(), columns)
 
 
 def embedding_map(ds, backbone=None, *, embeddings: Embeddings | None = None) -> pd.DataFrame:

@@ -232,6 +232,25 @@ def _records(frame: pd.DataFrame, names: list[str], kinds_of: dict, report: Inge
     return out
 
 
+def column_stats(ds, frame: pd.DataFrame) -> pd.DataFrame:
+    """`ds.stats().columns`: per column its type, role, missing fraction, and range (numbers, dates) or number of
+    values and the most frequent (categories, booleans)."""
+    rows = pd.DataFrame(rows_of(frame))
+    out = []
+    for c in columns_of(ds):
+        values = rows[c["name"]] if c["name"] in rows else pd.Series([], dtype=object)
+        seen = values.dropna()
+        entry = {"column": c["name"], "type": c["type"], "role": c["role"],
+                 "missing": float(1 - len(seen) / max(len(values), 1)), "min": None, "max": None,
+                 "values": int(seen.astype(str).nunique()), "most_frequent": None}
+        if c["type"] in ("number", "date") and len(seen):
+            entry.update(min=seen.min(), max=seen.max())
+        elif len(seen):
+            entry["most_frequent"] = str(seen.astype(str).value_counts().index[0])
+        out.append(entry)
+    return pd.DataFrame(out).set_index("column") if out else pd.DataFrame()
+
+
 def rows_of(frame: pd.DataFrame) -> list[dict]:
     return [json.loads(c) if isinstance(c, str) else {} for c in frame["content"]]
 
