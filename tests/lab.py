@@ -31,15 +31,16 @@ def free_port() -> int:
 class Lab:
     """`with Lab(folder) as lab:` starts JupyterLab serving `folder`; `lab.open(page, name)` opens a notebook."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, xsrf: bool = False):
         self.folder, self.port, self.token = Path(folder), free_port(), secrets.token_hex(16)
-        self.proc = None
+        self.xsrf, self.proc = xsrf, None     # xsrf=True: Jupyter's XSRF checks on, as for a user
 
     def __enter__(self):
         cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
                f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.folder}",
-               "--LabApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=True", "--allow-root",
-               "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+               "--LabApp.expose_app_in_browser=True", f"--ServerApp.disable_check_xsrf={not self.xsrf}",
+               "--allow-root", "--LabApp.news_url=None",
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
         self.log = open(self.folder / "jupyterlab.log", "w")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.folder)
         deadline = time.time() + 90
