@@ -205,21 +205,28 @@ class _ShardWriter:
     def __init__(self, out: Path, files: list[str], shard_size: int, classes: list[str], pending: list[int]):
         self.out, self.files, self.shard_size, self.classes = out, files, shard_size, classes
         self.missing = {s: _shard_len(s, shard_size, len(files)) for s in pending}
+        self.seen = {s: np.zeros(n, bool) for s, n in self.missing.items()}
         self.parts: dict[int, list] = {s: [] for s in pending}
 
     def add(self, indices: np.ndarray, probs: np.ndarray, errors: list) -> None:
         indices = np.asarray(indices, np.int64)
         shards = indices // self.shard_size
-        for shard in np.unique(shards):
+        for shard in map(int, np.unique(shards)):
+            if shard not in self.parts:        # written already: a retried task's repeat
+                continue
             rows = np.flatnonzero(shards == shard)
-            self.parts[int(shard)].append((indices[rows], probs[rows], [errors[i] for i in rows]))
-            self.missing[int(shard)] -= len(rows)
-            if self.missing[int(shard)] == 0:
-                self._write(int(shard))
+            offsets = indices[rows] - shard * self.shard_size
+            rows = rows[~self.seen[shard][offsets]]      # a file comes back twice only when a task was retried
+            self.seen[shard][indices[rows] - shard * self.shard_size] = True
+            self.parts[shard].append((indices[rows], probs[rows], [errors[i] for i in rows]))
+            self.missing[shard] -= len(rows)
+            if self.missing[shard] == 0:
+                self._write(shard)
 
     def _write(self, shard: int) -> None:
         import pyarrow.parquet as pq
         parts = self.parts.pop(shard)
+        del self.seen[shard]
         indices = np.concatenate([p[0] for p in parts])
         order = np.argsort(indices, kind="stable")
         probs = np.concatenate([p[1] for p in parts])[order]
@@ -404,7 +411,12 @@ def _ray_batches(folder, files, pending, shard_size, batch_size, workers, ray_ad
     if not ray.is_initialized():
         kwargs = {"address": ray_address} if ray_address else {"num_cpus": int(workers or _cores()),
                                                                "include_dashboard": False}
-        ray.init(**kwargs, log_to_driver=False, logging_level="WARNING", configure_logging=False)
+        try:
+            ray.init(**kwargs, log_to_driver=False, logging_level="WARNING", configure_logging=False)
+        except Exception as e:    # Ray's own start-up errors (a node that timed out, an address not reached)
+            where = f"the Ray cluster at {ray_address}" if ray_address else "a local Ray"
+            raise RuntimeError(f"{where} could not be started or reached ({e}); try again, or score with "
+                               f"engine='local'") from None
         started = True
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False    # predict_files shows its own

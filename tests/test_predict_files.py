@@ -86,7 +86,12 @@ def test_ray_equals_local(env):
     ray = pytest.importorskip("ray")
     _, local = local_run(env)
     out = env.root / "ray.parquet"
-    nbml.predict_files(env.artifact, env.folder, out, engine="ray", shard_size=300, quiet=True)
+    try:
+        nbml.predict_files(env.artifact, env.folder, out, engine="ray", shard_size=300, quiet=True)
+    except RuntimeError as e:
+        if "local Ray could not be started" not in str(e):
+            raise
+        pytest.skip(f"Ray did not start on this machine within its own 30 s limit (a busy machine): {e}")
     assert not ray.is_initialized()                 # the local Ray started for the call was shut down
     table = pd.read_parquet(out)
     pd.testing.assert_frame_equal(table.drop(columns=[*COLOURS, "confidence"]),
@@ -175,3 +180,47 @@ def test_bad_arguments_are_refused_clearly(env, tmp_path):
     (tmp_path / "taken" / "something.txt").write_text("not ours")
     with pytest.raises(FileExistsError, match="not a predict_files output"):
         nbml.predict_files(env.artifact, [env.folder / "part0" / "00000.jpg"], tmp_path / "taken")
+
+
+def test_text_model_scores_txt_files(tmp_path):
+    from nbml.datasets import sms_spam
+    frame = sms_spam()
+    labelled = frame.groupby("label").head(40)
+    ds = nbml.Dataset(tmp_path / "sms.nbml")
+    ds.add_texts(labelled, progress=False)
+    model = nbml.train(ds, quiet=True, epochs=1, seed=0)
+    artifact = model.export(tmp_path / "sms-model", quiet=True)
+    ds.close()
+    texts = frame.drop(labelled.index).head(30)["text"].tolist()
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for i, text in enumerate(texts):
+        (folder / f"{i:02d}.txt").write_text(text, encoding="utf-8")
+    (folder / "latin-1.txt").write_bytes("café".encode("latin-1"))
+    (folder / "blank.txt").write_text("  \n")
+    (folder / "photo.png").write_bytes(b"not listed: a text model takes .txt files")
+    table = pd.read_parquet(nbml.predict_files(artifact, folder, tmp_path / "p.parquet", workers=1, quiet=True))
+    failed = table[table["error"].notna()].set_index("path")["error"]
+    assert failed.to_dict() == {str(folder / "blank.txt"): "the text is empty: send some text to classify",
+                                str(folder / "latin-1.txt"): "the text is not valid UTF-8 (byte 3): send UTF-8 text"}
+    good = table[table["error"].isna()].reset_index(drop=True)
+    assert good["path"].tolist() == [str(folder / f"{i:02d}.txt") for i in range(30)]
+    want = model.predict_many(texts)
+    np.testing.assert_allclose(good[model.classes].to_numpy(), want[model.classes].to_numpy(), atol=1e-4)
+
+
+def test_a_retried_batch_is_written_once(tmp_path):
+    """Ray may run a failed task again: rows that come back twice land in their shard once."""
+    from nbml.batch_predict import _ShardWriter
+    files = [f"/data/{i}.png" for i in range(5)]
+    writer = _ShardWriter(tmp_path, files, 3, ["a", "b"], [0, 1])
+    probs = np.tile(np.float32([[0.25, 0.75]]), (5, 1))
+    writer.add(np.array([0, 1]), probs[:2], [None, None])
+    writer.add(np.array([1, 3]), probs[:2], [None, None])
+    writer.add(np.array([2, 4, 3]), probs[:3], [None, "empty file (0 bytes)", None])
+    writer.add(np.array([0]), probs[:1], [None])
+    writer.check_finished()
+    table = pd.read_parquet(tmp_path)
+    assert table["path"].tolist() == files
+    assert table["label"].tolist()[:4] == ["b"] * 4 and pd.isna(table["label"].iloc[4])
+    assert table["error"].iloc[4] == "empty file (0 bytes)"

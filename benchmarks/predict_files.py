@@ -1,0 +1,102 @@
+"""Images per second scoring the same generated files three ways: a plain loop over `model.predict_many` (torch,
+one process), `nbml.predict_files(engine="local")` (the exported ONNX graph in a process pool) and
+`nbml.predict_files(engine="ray")` (Ray Data on a local Ray). Each engine writes its own Parquet folder; the
+predictions are checked to agree with the loop's.
+
+    .venv/bin/python benchmarks/predict_files.py            # 10,000 files, resnet18 at 64 px, untrained
+    .venv/bin/python benchmarks/predict_files.py --n 2000 --engines local
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import print_machine, print_table, write_noise_images  # noqa: E402
+
+
+def loop_over_predict_many(artifact: str, files: list[str], bs: int):
+    import pandas as pd
+
+    import nbml
+    model = nbml.load(artifact, device="cpu")
+    started = time.perf_counter()
+    frames = [model.predict_many(files[i:i + bs], bs=bs) for i in range(0, len(files), bs)]
+    return time.perf_counter() - started, pd.concat(frames, ignore_index=True)
+
+
+def engine_run(artifact: str, files: list[str], out: str, engine: str, bs: int, shard_size: int):
+    import pandas as pd
+
+    import nbml
+    started = time.perf_counter()
+    nbml.predict_files(artifact, files, out, engine=engine, batch_size=bs, shard_size=shard_size, quiet=True)
+    return time.perf_counter() - started, pd.read_parquet(out)
+
+
+def agreement(table, reference, classes) -> str:
+    import numpy as np
+    diff = float(np.abs(table[classes].to_numpy() - reference[classes].to_numpy()).max())
+    same = float((table["label"].to_numpy() == reference["label"].to_numpy()).mean())
+    return f"labels {same:.2%} equal, max |p diff| {diff:.1e}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=10_000, help="files to score")
+    parser.add_argument("--image-size", type=int, default=96, help="side of the generated images (px)")
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--size", type=int, default=64, help="the model's input size")
+    parser.add_argument("--bs", type=int, default=64)
+    parser.add_argument("--shard-size", type=int, default=2_000)
+    parser.add_argument("--engines", default="loop,local,ray")
+    args = parser.parse_args()
+    engines = args.engines.split(",")
+
+    from serve import make_model
+    print_machine("nbml.predict_files: images per second")
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    with tempfile.TemporaryDirectory(prefix="nbml-predict-files-") as tmp:
+        artifact = make_model(tmp, args.arch, args.size)
+        files = sorted(write_noise_images(os.path.join(tmp, "images"), args.n, size=args.image_size))
+        print(f"{args.n:,} files ({args.image_size} px noise, PNG and JPEG), {args.arch} at {args.size} px "
+              f"(untrained, 10 classes), batch size {args.bs}, shard size {args.shard_size}\n")
+        times, tables = {}, {}
+        if "loop" in engines:
+            times["loop"], tables["loop"] = loop_over_predict_many(artifact, files, args.bs)
+        ray_start = None
+        for engine in ("local", "ray"):
+            if engine not in engines:
+                continue
+            if engine == "ray":
+                import ray
+                started = time.perf_counter()
+                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                         logging_level="WARNING")
+                ray_start = time.perf_counter() - started
+            times[engine], tables[engine] = engine_run(artifact, files, os.path.join(tmp, f"{engine}.parquet"),
+                                                       engine, args.bs, args.shard_size)
+            if engine == "ray":
+                ray.shutdown()
+        base = times.get("loop")
+        names = {"loop": "loop over model.predict_many (torch)", "local": 'predict_files(engine="local")',
+                 "ray": 'predict_files(engine="ray"), Ray already started'}
+        classes = [c for c in tables[next(iter(tables))].columns if c.startswith("class_")]
+        rows = []
+        for name, seconds in times.items():
+            rows.append([names[name], f"{seconds:.2f} s", f"{args.n / seconds:,.0f}",
+                         f"{base / seconds:.2f}x" if base else "-",
+                         agreement(tables[name], tables["loop"], classes) if "loop" in tables and name != "loop"
+                         else ""])
+        print_table(["", "time", "images/s", "vs loop", "predictions vs loop"], rows)
+        if ray_start is not None:
+            print(f"\nray.init (local, {os.cpu_count()} CPUs) took {ray_start:.2f} s before that; with it, "
+                  f"engine=\"ray\" ran at {args.n / (times['ray'] + ray_start):,.0f} images/s")
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
