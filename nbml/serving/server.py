@@ -8,6 +8,7 @@ import errno
 import html
 import json
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -15,6 +16,8 @@ import time
 import warnings
 from pathlib import Path
 
+from . import registry
+from .address import Address, colab_iframe, locate
 from .app import Service, Settings, build_app, inputs_for
 
 __all__ = ["serve", "ServerHandle", "open_service", "run_foreground"]
@@ -99,15 +102,36 @@ def _url(host: str, port: int) -> str:
     return f"http://[{shown}]:{port}" if ":" in shown and not shown.startswith("[") else f"http://{shown}:{port}"
 
 
+def _register(service: Service, host: str, port: int) -> registry.Registration | None:
+    """Announce the server to Jupyter (nbml.serving.registry); serving goes on without it if that fails."""
+    try:
+        return registry.register(service.folder, port, kind=service.kind, secret=service.admin_secret, host=host,
+                                 token=service.settings.token)
+    except (OSError, ImportError, RuntimeError) as e:
+        warnings.warn(f"the server runs but Jupyter cannot proxy it: its registration could not be written ({e})",
+                      stacklevel=3)
+        return None
+
+
 class ServerHandle:
-    """A server running in a background thread: `.url`, `.stop()`, `.requests`; shows itself in a notebook."""
+    """A server running in a background thread: `.url`, `.stop()`, `.requests`; shows itself in a notebook.
+
+    `.url` is the address the user can open (through Jupyter's proxy on JupyterHub, Binder or a Jupyter server, or
+    Colab's port proxy; see nbml.serving.address); `.direct_url` is http://127.0.0.1:<port>, for code running in
+    the kernel itself."""
 
     def __init__(self, service: Service, host: str, sock: socket.socket):
         self.service, self.host = service, host
         self.port = sock.getsockname()[1]
-        self.url = _url(host, self.port)
-        self.name = service.name
+        self.direct_url = _url(host, self.port)
+        self._address: Address | None = None
+        self.name = service.name         # the model's name (/v2/models/<name>)
+        # the name in Jupyter's proxy, <base_url>nbml/models/<proxy_name>/: the folder's, unique among live servers
+        self.proxy_name = registry.safe_name(service.folder.name)
+        self.registration: registry.Registration | None = None
         self._sock = sock
+        service.admin_secret = secrets.token_urlsafe(32)
+        service.on_stop = lambda: threading.Thread(target=self.stop, name="nbml-serve-stop", daemon=True).start()
         self._server = _uvicorn_server(service)
         self._error: BaseException | None = None
         self._views: list = []
@@ -120,6 +144,9 @@ class ServerHandle:
         if not self._server.started:
             self.stop()
             raise RuntimeError(f"the nbml server did not start: {self._error or 'timed out after 60 s'}")
+        self.registration = _register(service, host, self.port)
+        if self.registration is not None:
+            self.proxy_name = self.registration.name
         atexit.register(self.stop)
 
     def _run(self) -> None:
@@ -127,6 +154,24 @@ class ServerHandle:
             self._server.run(sockets=[self._sock])
         except BaseException as e:   # SystemExit from a failed startup included: report it, do not kill the kernel
             self._error = e
+
+    @property
+    def address(self) -> Address:
+        """Where the user reaches this server (worked out once: in Colab it asks the front end)."""
+        if self._address is None:
+            self._address = locate(self.proxy_name, self.direct_url, self.port)
+        return self._address
+
+    @property
+    def url(self) -> str:
+        return self.address.url
+
+    def iframe(self, path: str = "/", height: int = 300):
+        """The server's page in the output: Colab's port proxy in Colab, else an IFrame of `.url`."""
+        if colab_iframe(self.port, path, height):
+            return None
+        from IPython.display import IFrame
+        return IFrame(self.url + path, width="100%", height=height)
 
     @property
     def log(self):
@@ -154,6 +199,7 @@ class ServerHandle:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        registry.unregister(self.registration)
         self._server.should_exit = True
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -174,23 +220,37 @@ class ServerHandle:
     def __exit__(self, *exc):
         self.stop()
 
-    def curl(self) -> str:
-        auth = ' -H "Authorization: Bearer $NBML_TOKEN"' if self.service.settings.token else ""
-        return f"curl{auth} {self.service.inputs.try_it} {self.url}/predict"
+    def curl(self, direct: bool = False) -> str:
+        """A curl line for `.url` (Jupyter's token for a proxied address: the proxy adds the server's own token),
+        or for `.direct_url`."""
+        a = self.address
+        if direct or not a.proxied:
+            auth = ' -H "Authorization: Bearer $NBML_TOKEN"' if self.service.settings.token else ""
+            return f"curl{auth} {self.service.inputs.try_it} {self.direct_url}/predict"
+        auth = f' -H "{a.auth}"' if a.auth else ""
+        return f"curl{auth} {self.service.inputs.try_it} {a.url}/predict"
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return (f"ServerHandle({self.name} at {self.url}, {state}, {self.requests} requests)\n"
+        also = f" (direct: {self.direct_url})" if self.address.proxied else ""
+        return (f"ServerHandle({self.name} at {self.url}{also}, {state}, {self.requests} requests)\n"
                 f"  try: {self.curl()}")
 
     # -- notebook display: the URL, a curl line to copy, and a request count that updates itself -------------------
     def _html(self) -> str:
         state = "running" if self.running else "stopped"
         colour = "#1a7f37" if self.running else "#888"
-        url = html.escape(self.url)
+        a = self.address
+        url = html.escape(a.url)
+        also = ""
+        if a.proxied:
+            also = f' (in the kernel: <code>{html.escape(self.direct_url)}</code>)'
+            if a.redirect_url:
+                also += f' &middot; <a href="{html.escape(a.redirect_url)}" target="_blank">link to share</a>'
         return (f'<div style="font-family:var(--jp-ui-font-family,sans-serif);line-height:1.6">'
                 f'<b>nbml server</b> <span style="color:{colour}">&#9679; {state}</span> &middot; model '
-                f'<code>{html.escape(self.name)}</code> &middot; <a href="{url}/" target="_blank">{url}</a> &middot; '
+                f'<code>{html.escape(self.name)}</code> &middot; <a href="{url}/" target="_blank">{url}</a>{also} '
+                f'&middot; '
                 f'<b>{self.requests}</b> requests, {self.predictions} predictions &middot; '
                 f'{html.escape(self.service.metrics.runner)}<br>'
                 f'<pre style="user-select:all;margin:4px 0;padding:4px 8px;background:rgba(128,128,128,.12)">'
@@ -223,6 +283,8 @@ class ServerHandle:
                 self._refresh_views()
 
     def _refresh_views(self) -> None:
+        if not self._views:
+            return
         text = self._html()
         for view in self._views:
             try:
@@ -290,9 +352,15 @@ def run_foreground(folder, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
               f"  try: curl{auth} {service.inputs.try_it} {url}/predict\n  Ctrl-C to stop", flush=True)
     server = _uvicorn_server(service)
     server.capture_signals = lambda: _stop_on_signals(server)
+    service.admin_secret = secrets.token_urlsafe(32)
+    service.on_stop = lambda: setattr(server, "should_exit", True)
+    registration = _register(service, host, sock.getsockname()[1])
+    atexit.register(registry.unregister, registration)
     try:
         server.run(sockets=[sock])
     finally:
+        registry.unregister(registration)
+        atexit.unregister(registry.unregister)
         if service.log is not None:
             service.log.close()
     if not quiet:
