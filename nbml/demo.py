@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> float:
     step("8. export, serve on 127.0.0.1, one HTTP request")
     with model.serve(os.path.join(work, "digits-export"), port=0) as server:
         print(f"exported to {server.folder}; serving at {server.url}")
-        answer = post_image(f"{server.url}/predict", sample)
+        answer = post_image(f"{server.direct_url}/predict", sample)
         print(f"POST {server.url}/predict with {sample.name} answered: {json.dumps(answer)}")
 
     print(f"\naccuracy {ev.accuracy:.4f} on {ev.n} validation digits; demo took {time.perf_counter() - t0:.0f}s")
@@ -121,7 +121,7 @@ def text_demo(args) -> float:
     step("7. export, serve on 127.0.0.1, one HTTP request")
     import urllib.request
     with model.serve(os.path.join(work, "sms-export"), port=0) as server:
-        request = urllib.request.Request(f"{server.url}/predict", data=json.dumps({"text": text}).encode(),
+        request = urllib.request.Request(f"{server.direct_url}/predict", data=json.dumps({"text": text}).encode(),
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as response:
             answer = json.loads(response.read())
