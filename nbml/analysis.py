@@ -339,7 +339,7 @@ def duplicates(ds, threshold: float | None = None, *, pixel_threshold: float | N
         vec = np.zeros((len(frame), emb.dim), np.float32)
         vec[have] = emb.vectors[emb.positions(frame.loc[have, "id"])]
     if threshold is None and emb is not None and emb.backbone.pretrained:
-        threshold = _NEAR_PRETRAINED
+        threshold = getattr(kind, "NEAR_EMBEDDING", _NEAR_PRETRAINED)   # tables: their embeddings are the rows
     found: dict[tuple[int, int], str] = {}
     for key in (frame["sha256"].to_numpy(object), pixel_hash):      # exact: same bytes, or same pixels
         groups = pd.Series(np.arange(len(frame))).groupby(key).agg(list)

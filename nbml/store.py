@@ -198,9 +198,11 @@ class Store:
 
     def _ensure_classes(self, c, names: Iterable[str], record: bool = True) -> list[str]:
         existing = set(c.execute(select(S.classes.c.name)).scalars())
-        new = [n for n in dict.fromkeys(names) if n not in existing]
-        for n in new:
-            c.execute(insert(S.classes).values(name=n, added_at=_now()))
+        new = []
+        for n in dict.fromkeys(names):
+            if n not in existing:   # two people adding one class at once: the second insert adds nothing
+                stmt = upsert(c, S.classes).values(name=n, added_at=_now()).on_conflict_do_nothing()
+                new += list(c.execute(stmt.returning(S.classes.c.name)).scalars())
         if new and record:
             self._log_action(c, "add_class", {"classes": new})
         return new
@@ -325,7 +327,8 @@ class Store:
         held = c.execute(select(S.meta.c.value).where(S.meta.c.key == "kind")).scalar()
         if held is None:
             held = c.execute(select(S.items.c.kind).limit(1)).scalar()
-            c.execute(insert(S.meta).values(key="kind", value=held or kind))
+            c.execute(upsert(c, S.meta).values(key="kind", value=held or kind).on_conflict_do_nothing())
+            held = c.execute(select(S.meta.c.value).where(S.meta.c.key == "kind")).scalar()
         if held not in (None, kind):
             raise KindMismatchError(f"this project holds {held} items and a project holds one kind of item; "
                                     f"put the {kind} items in a project of their own (nbml.Dataset('other.nbml'))")

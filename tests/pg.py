@@ -30,7 +30,10 @@ def _free_port() -> int:
 
 
 class Cluster:
-    def __init__(self, bindir: str):
+    """`durable=False` (the tests) turns fsync off: a killed client loses nothing either way, as the server
+    acknowledges a commit only once it holds it; a benchmark asks for `durable=True`, the server's default."""
+
+    def __init__(self, bindir: str, durable: bool = False):
         self.bindir = bindir
         self.root = tempfile.mkdtemp(prefix="nbml-pg-")
         self.data = os.path.join(self.root, "data")
@@ -47,7 +50,7 @@ class Cluster:
                   "-E", "UTF8", "--no-sync")
         os.remove(pwfile)
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} "
-                   f"-c fsync=off -c full_page_writes=off -c max_connections=60 -c shared_buffers=32MB")
+                   f"-c max_connections=60 -c shared_buffers=32MB" + ("" if durable else " -c fsync=off -c full_page_writes=off"))
         self._run("pg_ctl", "-D", self.data, "-o", options, "-l", os.path.join(self.root, "log"), "-w", "start")
 
     def _run(self, tool: str, *args: str) -> None:

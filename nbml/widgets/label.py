@@ -1,13 +1,18 @@
-"""`ds.label()`: label items by keyboard in a paged thumbnail grid, with model suggestions when given a model."""
+"""`ds.label()`: label items by keyboard in a paged thumbnail grid, with model suggestions when given a model.
+
+The unlabelled and suggestion queues are shared by everyone on the project: the items on screen are leased to this
+person (nbml.leases), so nobody else is shown them until they are labelled, paged past, or the grid closes."""
 from __future__ import annotations
 
 import traitlets as t
 
+from ..leases import LEASE_TTL, LeaseHolder
 from ._base import GridWidget, bundle
 
 import threading
 
-FILTERS_HELP = "'unlabelled', 'all', 'label:NAME', 'predicted:NAME', 'low_confidence' or 'queue'"
+FILTERS_HELP = "'unlabelled', 'all', 'label:NAME', 'predicted:NAME', 'low_confidence', 'queue' or 'review'"
+LEASED = ("unlabelled", "queue")   # filters whose items are leased while shown
 
 
 class LabelWidget(GridWidget):
@@ -19,7 +24,7 @@ class LabelWidget(GridWidget):
 
     def __init__(self, ds, model=None, *, filter: str = "unlabelled", page_size: int = 48,
                  low_confidence: float = 0.6, thumb_size: int = 128, strategy: str = "margin",
-                 rerank_every: int = 10):
+                 rerank_every: int = 10, lease_ttl: float = LEASE_TTL):
         self.model = model
         self.low_confidence = float(low_confidence)
         self.strategy, self.rerank_every = strategy, int(rerank_every)
@@ -29,13 +34,20 @@ class LabelWidget(GridWidget):
         self._ranking = threading.Lock()
         self._predictions = None       # id -> (label, confidence), for the filters that need every item
         self._page_predictions = {}
+        self._leases = LeaseHolder(ds, lease_ttl)
         self._check_filter(filter)
         super().__init__(ds, page_size=page_size, thumb_size=thumb_size, filter=filter)
         self.observe(self._filter_set, "filter")
+        if self.comm is not None:   # the front end went away (cell cleared, notebook closed): free the items
+            self.comm.on_close(lambda _msg: self._leases.close())
+
+    def close(self) -> None:
+        self._leases.close()
+        super().close()
 
     def _check_filter(self, value: str) -> None:
         kind = value.split(":", 1)[0]
-        if kind not in ("unlabelled", "all", "label", "predicted", "low_confidence", "queue"):
+        if kind not in ("unlabelled", "all", "label", "predicted", "low_confidence", "queue", "review"):
             raise ValueError(f"unknown filter {value!r}: use {FILTERS_HELP}")
         if kind in ("predicted", "low_confidence") and self.model is None:
             raise ValueError(f"the filter {value!r} needs a model: ds.label(model=m)")
@@ -53,14 +65,20 @@ class LabelWidget(GridWidget):
 
     def _store_filter(self) -> dict | None:
         kind, _, value = self.filter.partition(":")
-        return {"unlabelled": dict(labelled=False, usable_only=True), "all": {},
+        return {"unlabelled": dict(to_label_by=self.ds.user), "all": {},
                 "label": dict(label=value)}.get(kind)
 
     def _page_ids(self, offset, limit):
         where = self._store_filter()
         if where is None:
-            return super()._page_ids(offset, limit)
-        return self.ds.query_ids(**where, offset=offset, limit=limit), self.ds.count_ids(**where)
+            ids, total = super()._page_ids(offset, limit)
+        else:
+            ids, total = self.ds.query_ids(**where, offset=offset, limit=limit), self.ds.count_ids(**where)
+        if self.filter in LEASED:
+            ids = self._leases.hold(ids)   # an item someone else took meanwhile is left out
+        elif self._leases.held:
+            self._leases.hold([])
+        return ids, total
 
     # -- the 'queue' filter: what ds.suggest ranks first, re-ranked as labels come in ----------------------------
     def rank(self) -> None:
@@ -92,6 +110,10 @@ class LabelWidget(GridWidget):
                 self._rank_in_background()
 
     def _on_label(self, content):
+        if self.filter == "review":   # a reviewer's label settles the disagreement (training takes it)
+            self.ds.set_label(self._targets(content), content["label"], source="review")
+            self._refresh_pending = True
+            return
         super()._on_label(content)
         self._after_decision(len(content.get("ids") or []))
 
@@ -104,10 +126,12 @@ class LabelWidget(GridWidget):
         if kind == "queue":
             if self._queue is None:
                 self.rank()
-            unlabelled = set(self.ds.query_ids(labelled=False, usable_only=True))
-            return [i for i in self._queue if i in unlabelled]
+            mine = set(self.ds.query_ids(to_label_by=self.ds.user))   # unlabelled, not held by anyone else
+            return [i for i in self._queue if i in mine]
         if kind == "unlabelled":
-            return self.ds.query_ids(labelled=False, usable_only=True)
+            return self.ds.query_ids(to_label_by=self.ds.user)
+        if kind == "review":
+            return self.ds.disagreements()["id"].tolist()
         if kind == "label":
             return self.ds.query_ids(label=value)
         if kind == "all":
@@ -120,6 +144,16 @@ class LabelWidget(GridWidget):
         return [i for _, i in ranked]
 
     def _extra(self, rows):
+        extra = self._suggestions(rows)
+        if self.filter in LEASED and self._overlap > 1:   # independent labels: nobody sees the others' first
+            extra = [{**e, "label": None} for e in extra]
+        if self.filter == "review":
+            labels = self.ds.disagreements().set_index("id")["labels"].to_dict()
+            extra = [{**e, "note": ", ".join(f"{a}: {v}" for a, v in labels.get(r["id"], {}).items())}
+                     for e, r in zip(extra, rows)]
+        return extra
+
+    def _suggestions(self, rows):
         if self.filter == "queue":
             self._page_predictions = {r["id"]: self._queue_info.get(r["id"]) for r in rows}
             return [{"suggestion": p[0], "confidence": float(p[1])} if p and p[0] is not None else {}
@@ -140,14 +174,18 @@ class LabelWidget(GridWidget):
         return pred[0] if pred else None
 
     def refresh(self) -> None:
+        self._overlap = self.ds.overlap
         self.filter_options = self._filter_options()
-        self.drops_decided = self.filter.split(":", 1)[0] in ("unlabelled", "predicted", "low_confidence", "queue")
+        self.drops_decided = self.filter.split(":", 1)[0] in ("unlabelled", "predicted", "low_confidence", "queue",
+                                                              "review")
         super().refresh()
 
     def _filter_options(self) -> list:
         options = [["unlabelled", "unlabelled"], ["queue", f"what to label next ({self.strategy})"],
                    ["all", "all items"]]
         options += [[f"label:{c}", f"label: {c}"] for c in self.ds.classes]
+        if self._overlap > 1 or self.filter == "review":
+            options.append(["review", "review: labels that disagree"])
         if self.model is not None:
             options += [[f"predicted:{c}", f"predicted: {c}"] for c in self.model.classes]
             options.append(["low_confidence", f"model confidence < {self.low_confidence:.0%}"])

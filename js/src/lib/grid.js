@@ -45,11 +45,15 @@ function pct(p) {
   return p === null || p === undefined ? "" : `${Math.round(p * 100)}%`;
 }
 
-/** Default caption: label, then the model's suggestion and its confidence when there is one. */
+/** Default caption: label, then the model's suggestion and its confidence when there is one, then a note (the
+ * review filter's "alice: cat, bob: dog"). */
 export function defaultCaption(item) {
   const lines = [`<span class="nbml-label">${escapeHtml(item.label ?? "unlabelled")}</span>`];
   if (item.suggestion) {
     lines.push(`<span class="nbml-muted">model: ${escapeHtml(item.suggestion)} ${pct(item.confidence)}</span>`);
+  }
+  if (item.note) {
+    lines.push(`<span class="nbml-muted">${escapeHtml(item.note)}</span>`);
   }
   return lines;
 }
