@@ -60,7 +60,7 @@ class Backbone:
 
     @property
     def pretrained(self) -> bool:
-        return self.model_id.startswith(("timm:", "file:", "wordllama:"))
+        return self.model_id.startswith(("timm:", "file:", "wordllama:", "table:"))   # label-free features
 
     def body(self):
         """The body module, loaded on first use, in eval mode on its device."""
@@ -409,8 +409,15 @@ class Embeddings:
 
     def take(self, ids) -> "Embeddings":
         """The embeddings of these ids only (in that order)."""
-        pos = self.positions(ids)
-        return Embeddings(self.frame.iloc[pos], self.raw[pos], self.backbone, 0, [], self.warnings)
+        return _subset(self, self.positions(ids))
+
+    def rows(self, ds) -> np.ndarray:
+        """Each item's row in its backbone's float16 file (items of the same content share one), as `embed`
+        read them; looked up in `ds` for embeddings made otherwise."""
+        if "rows" not in self._lazy:
+            index = _Store(ds, self.model_id).index()
+            self._lazy["rows"] = self.frame["sha256"].map(index).to_numpy(np.int64)
+        return self._lazy["rows"]
 
     def pca(self, n_components: int = 2) -> pd.DataFrame:
         """A PCA map of the unit vectors: id, x, y (, z...), label, split, path; `attrs` say which backbone."""
@@ -470,6 +477,7 @@ class EmbeddingCache:
         self.ds, self.keep = ds, int(keep)
         self._entries: OrderedDict[str, tuple[tuple, Embeddings]] = OrderedDict()
         self._bodies: OrderedDict[tuple, object] = OrderedDict()     # saved runs' bodies, see `body`
+        self.indexes: dict = {}     # model id -> nbml.vector_index.VectorIndex, for large projects
         self._lock = threading.RLock()
         self.loads = self.updates = self.hits = 0
 
@@ -477,6 +485,7 @@ class EmbeddingCache:
         with self._lock:
             self._entries.clear()
             self._bodies.clear()
+            self.indexes.clear()
 
     def holds(self, model_id: str) -> bool:
         """Whether embeddings for this backbone are loaded (possibly stale: `get` brings them up to date)."""
@@ -572,7 +581,7 @@ class EmbeddingCache:
 def _subset(emb: Embeddings, pos: np.ndarray) -> Embeddings:
     """Rows `pos` of `emb`, carrying the unit vectors and features already computed."""
     out = Embeddings(emb.frame.iloc[pos], emb.raw[pos], emb.backbone, 0, [], emb.warnings)
-    for key in ("vectors", "features"):
+    for key in ("vectors", "features", "rows"):
         if key in emb._lazy:
             out._lazy[key] = emb._lazy[key][pos]
     return out
@@ -583,14 +592,18 @@ def _concat(a: Embeddings, b: Embeddings) -> Embeddings:
     frame = pd.concat([a.frame, b.frame], ignore_index=True)
     raw = np.concatenate([a.raw, b.raw])
     vectors = np.concatenate([a._lazy["vectors"], b.vectors]) if "vectors" in a._lazy else None
+    rows = np.concatenate([a._lazy["rows"], b._lazy["rows"]]) if "rows" in a._lazy and "rows" in b._lazy else None
     ids = frame["id"].to_numpy(np.int64)
     if len(ids) > 1 and not (np.diff(ids) > 0).all():      # restored items come back in their place
         order = np.argsort(ids, kind="stable")
         frame, raw = frame.iloc[order], raw[order]
         vectors = None if vectors is None else vectors[order]
+        rows = None if rows is None else rows[order]
     out = Embeddings(frame, raw, a.backbone, b.computed, b.missing, b.warnings)
     if vectors is not None:
         out._lazy["vectors"] = vectors
+    if rows is not None:
+        out._lazy["rows"] = rows
     return out
 
 
@@ -628,11 +641,13 @@ def embed(ds, backbone=None, *, ids=None, bs: int | None = None, progress: bool 
     missing = frame.loc[~have, "id"].astype(int).tolist()
     frame = frame[have].reset_index(drop=True)
     arr = store.array()
-    raw = np.asarray(arr[frame["sha256"].map(index).to_numpy(np.int64)]) if len(frame) else \
-        np.zeros((0, max(store.dim or 0, 0)), np.float16)
+    rows = frame["sha256"].map(index).to_numpy(np.int64)
+    raw = np.asarray(arr[rows]) if len(frame) else np.zeros((0, max(store.dim or 0, 0)), np.float16)
     del arr
-    return Embeddings(frame[["id", "label", "split", "path", "sha256", "content"]], raw, bb, computed, missing,
-                      warnings)
+    out = Embeddings(frame[["id", "label", "split", "path", "sha256", "content"]], raw, bb, computed, missing,
+                     warnings)
+    out._lazy["rows"] = rows      # where each is in the file: the vector index (nbml.vector_index) is by row
+    return out
 
 
 def _compute(ds, bb: Backbone, store: _Store, todo: pd.DataFrame, index: dict, warnings: list, bs, progress) -> int:

@@ -199,3 +199,17 @@ def test_label_issues_find_flipped_rows(tmp_path):
     hits = len(found & set(ids[flip].tolist()))
     assert hits >= len(flip) // 3, hits          # far more than the 36 * 36 / 714 ≈ 2 chance would find
     ds.close()
+
+
+def test_near_duplicate_rows_are_the_same_but_for_pennies(tmp_path):
+    ds = nbml.Dataset(tmp_path / "dups.nbml")
+    frame = titanic().drop(columns=["name"])
+    ds.add_table(frame.head(300), label_col="survived", progress=False)
+    pairs = ds.duplicates()
+    assert len(pairs) and set(pairs["kind"]) == {"near"}
+    for a, b in zip(pairs["id_a"].head(20), pairs["id_b"].head(20)):
+        ra, rb = (json.loads(ds.item_rows([i])[0]["content"]) for i in (a, b))
+        assert {k: v for k, v in ra.items() if k not in ("fare", "age")} == \
+            {k: v for k, v in rb.items() if k not in ("fare", "age")}
+        assert abs(ra["fare"] - rb["fare"]) < 1 and abs((ra["age"] or 0) - (rb["age"] or 0)) <= 1
+    ds.close()

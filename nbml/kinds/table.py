@@ -486,7 +486,9 @@ def config(plan) -> dict:
 SURFACE_WORDS = "gradient-boosted trees on the columns"
 SURFACE_ONLY = "standardised-row comparison only"
 SURFACE_COLUMN = "row_similarity"
-SURFACE_THRESHOLD = 0.999     # cosine of the standardised rows for near-duplicate rows
+SURFACE_THRESHOLD = 0.9999    # cosine of the standardised rows for near duplicates (Titanic: same class, sex, age,
+                              # family, fare within pennies; 0.999 also paired passengers 3 years apart)
+NEAR_EMBEDDING = SURFACE_THRESHOLD   # the embeddings are the same standardised rows: the same bar
 QUERY_WORDS = "or a dict of column values"
 EMBED_LEVELS = 20             # categories one-hot encoded in the embeddings (rarer levels share a zero block)
 
