@@ -217,3 +217,24 @@ def test_password_is_never_shown(postgres, tmp_path, caplog):
     assert any("alice" in s for s in seen) and any("cannot open the project" in s for s in seen)
     assert not [s for s in seen if PASSWORD in s]
     ds.close()
+
+
+def test_thumbnails_of_a_server_project_live_in_its_database(postgres, tmp_path):
+    from conftest import make_images, widget_reply
+    from nbml.thumbs import PLACEHOLDER
+    images = make_images(tmp_path / "images", per_class=2)
+    url = postgres.new_database()
+    alice = nbml.Dataset(url, user="alice")
+    alice.add_images(images)
+    shutil.rmtree(images)                                          # bob's machine cannot read alice's disk
+    bob = nbml.Dataset(url, user="bob")
+    grid = LabelWidget(bob, filter="all")
+    keys = [i["thumb"] for i in grid.items]
+    sent, _ = widget_reply(grid, type="thumbs", keys=keys)
+    assert len(keys) == 6 and sent[-1]["keys"] == keys
+    thumbs = bob._thumb_rows(128, keys)
+    assert len(thumbs) == 6 and all(t[:2] == b"\xff\xd8" and t != PLACEHOLDER for t in thumbs.values())
+    assert not (bob.home / "thumbs.sqlite").exists()
+    grid.close()
+    alice.close()
+    bob.close()
