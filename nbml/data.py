@@ -200,7 +200,23 @@ def to_device_images(array: np.ndarray, rows: np.ndarray, device: torch.device, 
 
 class DeviceScalars:
     """For the fastai Learner: metrics and losses of a batch stay on the device (`Learner.to_detach` asks the
-    loader), so validation does not wait for the GPU after every batch. Anything but a scalar goes to the CPU."""
+    loader), so validation does not wait for the GPU after every batch. Anything but a scalar goes to the CPU.
+
+    `shard = (rank, world size)` makes a loader yield only this process's part of each epoch (a distributed run,
+    see nbml.distributed): every world-th position of the epoch's order from its rank, the order wrapped round so
+    that every process gets as many items. The ranks' orders agree when their loaders were given the same seed."""
+    shard: tuple[int, int] | None = None
+
+    def _count(self, n: int) -> int:
+        """How many of an epoch's `n` items this process takes."""
+        return n if self.shard is None else -(-n // self.shard[1])
+
+    def _sharded(self, order):
+        if self.shard is None:
+            return order
+        rank, world = self.shard
+        take = np.arange(rank, self._count(len(order)) * world, world) % max(len(order), 1)
+        return order[torch.from_numpy(take) if isinstance(order, torch.Tensor) else take]
 
     def to_detach(self, b, cpu: bool = True, gather: bool = True):
         from fastai.torch_core import to_detach
@@ -235,7 +251,8 @@ class BatchLoader(DeviceScalars):
         self.n = len(self.rows)
 
     def __len__(self) -> int:
-        return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
+        n = self._count(self.n)
+        return n // self.bs if self.drop_last else math.ceil(n / self.bs)
 
     def _order(self) -> np.ndarray:
         if self.shuffle:
@@ -275,7 +292,7 @@ class BatchLoader(DeviceScalars):
                 yield x.to(self.device, non_blocking=True), torch.from_numpy(idx).to(self.device, non_blocking=True)
 
     def __iter__(self):
-        order = self._order()
+        order = self._sharded(self._order())
         rand = None
         if self.augment is not None:       # one epoch of random numbers, one copy to the device
             rand = self.augment.draw(len(self) * self.bs, self.generator).to(self.device)
@@ -302,11 +319,12 @@ class ItemBatches(DeviceScalars):
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
-        n = len(self.targets)
+        n = self._count(len(self.targets))
         return n // self.bs if self.drop_last else -(-n // self.bs)
 
     def __iter__(self):
-        order = self.rng.permutation(len(self.targets)) if self.shuffle else np.arange(len(self.targets))
+        n = len(self.targets)
+        order = self._sharded(self.rng.permutation(n) if self.shuffle else np.arange(n))
         for b in range(len(self)):
             idx = order[b * self.bs:(b + 1) * self.bs]
             xs = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in self.make(idx)]
@@ -323,12 +341,12 @@ class TensorLoader(DeviceScalars):
         self.generator = torch.Generator().manual_seed(seed if seed is not None else _fresh_seed())
 
     def __len__(self) -> int:
-        n = len(self.y)
+        n = self._count(len(self.y))
         return n // self.bs if self.drop_last else math.ceil(n / self.bs)
 
     def __iter__(self):
         n = len(self.y)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = self._sharded(torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n))
         order = order.to(self.device)
         for b in range(len(self)):
             idx = order[b * self.bs:(b + 1) * self.bs]
