@@ -625,6 +625,12 @@ class DataStats:
         bundle["text/plain"] = repr(self)
         return bundle
 
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+        display(self._repr_mimebundle_(), raw=True)
+        if self.columns is not None:          # a table: each column's type, role, missing fraction and range
+            display(self.columns)
+
 
 def stats(ds) -> DataStats:
     """Counts per class and split, labelled against unlabelled, with a warning for classes too small to learn."""
