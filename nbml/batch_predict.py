@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -388,10 +390,14 @@ def _local_batches(folder, files, pending, shard_size, batch_size, workers, ray_
 
 
 class RayScorer:
-    """Ray Data's stateful `map_batches` class: one Scorer (one ONNX Runtime session) per actor."""
+    """Ray Data's stateful `map_batches` class: one Scorer (one ONNX Runtime session) per actor. `_ray_batches`
+    subclasses it with the artifact's folder and the session's threads as class attributes (no constructor
+    arguments, which Ray would keep in its object store)."""
+    folder: str = ""
+    threads: int = 1
 
-    def __init__(self, folder: str, threads: int):
-        self.scorer = Scorer(folder, threads)
+    def __init__(self):
+        self.scorer = Scorer(self.folder, self.threads)
 
     def __call__(self, batch: dict) -> dict:
         probs, errors = self.scorer.score([str(p) for p in batch["path"]])
@@ -408,18 +414,22 @@ def _ray_batches(folder, files, pending, shard_size, batch_size, workers, ray_ad
     except ImportError:
         raise ImportError('engine="ray" needs Ray Data: pip install "nbml[ray]" (or "ray[data]")') from None
     started = False
+    ray_data_log = logging.getLogger("ray.data")
+    level = ray_data_log.level
     if not ray.is_initialized():
         kwargs = {"address": ray_address} if ray_address else {"num_cpus": int(workers or _cores()),
                                                                "include_dashboard": False}
         try:
-            ray.init(**kwargs, log_to_driver=False, logging_level="WARNING", configure_logging=False)
+            ray.init(**kwargs, log_to_driver=False, logging_level="ERROR", configure_logging=False)
         except Exception as e:    # Ray's own start-up errors (a node that timed out, an address not reached)
             where = f"the Ray cluster at {ray_address}" if ray_address else "a local Ray"
             raise RuntimeError(f"{where} could not be started or reached ({e}); try again, or score with "
                                f"engine='local'") from None
         started = True
     try:
-        ray.data.DataContext.get_current().enable_progress_bars = False    # predict_files shows its own
+        with warnings.catch_warnings():    # Ray Data's context warns about its own deprecated fields when made
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ray.data.DataContext.get_current().enable_progress_bars = False    # predict_files shows its own
         cpus = int(ray.cluster_resources().get("CPU", 1))
         workers = int(workers or cpus)
         threads = max(1, cpus // workers) if not ray_address else 1
@@ -431,12 +441,15 @@ def _ray_batches(folder, files, pending, shard_size, batch_size, workers, ray_ad
                 end = min(start + rows, stop)
                 blocks.append(pa.table({"index": pa.array(np.arange(start, end)),
                                         "path": pa.array([_printable(p) for p in files[start:end]], pa.string())}))
+        scorer = type("RayScorer", (RayScorer,), {"folder": str(folder), "threads": threads})
         data = ray.data.from_arrow(blocks).map_batches(
-            RayScorer, fn_constructor_kwargs={"folder": str(folder), "threads": threads}, batch_size=batch_size,
-            batch_format="numpy", concurrency=workers, num_cpus=threads)
+            scorer, batch_size=batch_size, batch_format="numpy", num_cpus=threads,
+            compute=ray.data.ActorPoolStrategy(size=workers))
+        ray_data_log.setLevel(logging.ERROR)    # its INFO lines on each run, and a note that its bars are off
         for batch in data.iter_batches(batch_size=None, batch_format="numpy"):
             yield batch["index"], batch["probs"], [e or None for e in batch["error"]]
     finally:
+        ray_data_log.setLevel(level)
         if started:
             ray.shutdown()
 
@@ -451,6 +464,7 @@ class _Progress:
         self.total, self.done, self.quiet = total, done, quiet
         self.scored_now = self.failed_now = 0
         self.started = self.last = time.perf_counter()
+        self.first: tuple[float, int] | None = None
         self.bar = None
         if not quiet and done < total and in_notebook():
             from fastprogress.fastprogress import progress_bar
@@ -460,9 +474,14 @@ class _Progress:
             print(f"predict_files: resuming, {done:,} of {total:,} files already scored", flush=True)
 
     def _rate(self) -> float:
-        return self.scored_now / max(time.perf_counter() - self.started, 1e-9)
+        """Files per second since the first results came back (engines take a while to start)."""
+        if self.first is None:
+            return 0.0
+        return (self.scored_now - self.first[1]) / max(time.perf_counter() - self.first[0], 1e-9)
 
     def update(self, n: int, failed: int) -> None:
+        if self.first is None:
+            self.first = (time.perf_counter(), n)
         self.done += n
         self.scored_now += n
         self.failed_now += failed
@@ -473,16 +492,17 @@ class _Progress:
             self.bar.update(self.scored_now)
         elif time.perf_counter() - self.last >= PROGRESS_EVERY_S:
             self.last = time.perf_counter()
-            left = (self.total - self.done) / max(self._rate(), 1e-9)
+            rate = self._rate()
+            speed = (f"{rate:,.0f} files/s, about {(self.total - self.done) / rate:,.0f} s left" if rate
+                     else "starting")
             print(f"predict_files: {self.done:,}/{self.total:,} files ({self.done / self.total:.0%}), "
-                  f"{self._rate():,.0f} files/s, {self.failed_now:,} unreadable, about {left:,.0f} s left",
-                  flush=True)
+                  f"{self.failed_now:,} unreadable, {speed}", flush=True)
 
     def close(self, summary: dict, out: Path) -> None:
         if self.quiet:
             return
         seconds = time.perf_counter() - self.started
-        now = (f"{self.scored_now:,} scored now in {seconds:.1f} s ({self._rate():,.0f} files/s); "
+        now = (f"{self.scored_now:,} scored now in {seconds:.1f} s ({self.scored_now / seconds:,.0f} files/s); "
                if self.scored_now else "nothing left to score; ")
         print(f"predict_files: {summary['files']:,} files, {summary['unreadable']:,} unreadable; {now}"
               f"pd.read_parquet({str(out)!r})", file=sys.stdout, flush=True)
