@@ -36,7 +36,8 @@ function runRow(run: Project['runs'][number]): HTMLTableRowElement {
   const tr = el('tr', `nbml-run nbml-status-${run.status.replace(/[^a-z0-9_-]/gi, '')}`);
   tr.dataset.run = String(run.id);
   tr.append(el('td', '', `#${run.id}`), el('td', 'nbml-arch', run.arch ?? '–'), el('td', 'nbml-acc', accuracy(run.accuracy)),
-            el('td', 'nbml-status', run.status), el('td', 'nbml-when', when(run.started)));
+            el('td', 'nbml-status', run.status));
+  if (run.started) tr.title = `run ${run.id}, started ${when(run.started)}`;   // the sidebar is too narrow for it
   return tr;
 }
 

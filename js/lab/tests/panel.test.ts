@@ -82,6 +82,7 @@ describe('render', () => {
     const run = card.querySelector('.nbml-run[data-run="1"]')!;
     expect(run.querySelector('.nbml-acc')!.textContent).toBe('91.7%');
     expect(run.querySelector('.nbml-status')!.textContent).toBe('done');
+    expect((run as HTMLElement).title).toMatch(/^run 1, started 2026-11-30 \d\d:04$/);
     card.querySelector<HTMLButtonElement>('.nbml-open')!.click();
     expect(a.openProject).toHaveBeenCalledWith(project);
   });
