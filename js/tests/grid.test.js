@@ -391,6 +391,12 @@ describe("escapeHtml and defaultCaption", () => {
     ]);
     expect(defaultCaption({ label: "cat", suggestion: "dog", confidence: null })[1]).toBe('<span class="nbml-muted">model: dog </span>');
   });
+
+  it("defaultCaption adds the review filter's note (who said what), escaped", () => {
+    expect(defaultCaption({ label: "cat", note: "alice: cat, bob: <dog>" })).toEqual([
+      '<span class="nbml-label">cat</span>', '<span class="nbml-muted">alice: cat, bob: &lt;dog&gt;</span>',
+    ]);
+  });
 });
 
 // Regressions: bugs these tests found in mountGrid, fixed since.
