@@ -42,6 +42,7 @@ _ITEM_COLUMNS = ("id", "kind", "path", "label", "split", "label_source", "status
 # Label changes need none: each one adds a row to `labels`, whose newest id says the same.
 ITEMS_VERSION = "items_version"     # items added, removed, restored or marked unusable
 SPLITS_VERSION = "splits_version"   # splits set or cleared
+_COUNTS_DELTA_MAX = 2000    # label changes since the counts were taken that are applied to them; more: count again
 _IN_CHUNK = 30_000     # ids per IN (...) list: SQLite caps bound parameters (32,766 or 250,000), PostgreSQL at 65,535
 
 
@@ -85,9 +86,9 @@ def _server_url(text: str):
     """The SQLAlchemy URL of a database server project: postgresql:// and postgres:// use psycopg 3."""
     try:
         url = make_url(text)
-    except ArgumentError:
-        raise ValueError("this is not a database URL; use postgresql://user:password@host:port/database or a "
-                         "project file name such as 'pets.nbml'") from None
+    except (ArgumentError, ValueError):   # the message is not repeated: it may quote the password
+        raise ValueError("this database URL cannot be read; use postgresql://user:password@host:port/database (the "
+                         "port a number) or a project file name such as 'pets.nbml'") from None
     if url.drivername in ("postgresql", "postgres", "postgresql+psycopg"):
         return url.set(drivername="postgresql+psycopg")
     raise ValueError(f"nbml projects live in a SQLite file or on PostgreSQL; {url.drivername}:// is not supported "
@@ -138,6 +139,7 @@ class Store:
             self.home = self.path.with_name(self.path.name + ".d")
         self._init_schema()
         self._on_close: list = []    # callables run by close() (caches layered on top of the store)
+        self._counts = None          # (items version, newest label row, {(status, label): n}): see _item_counts
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _init_schema(self) -> None:
@@ -292,6 +294,10 @@ class Store:
     def count_ids(self, *, labelled: bool | None = None, label: str | None = None, split: str | None = None,
                   usable_only: bool = False, to_label_by: str | None = None) -> int:
         """How many items `query_ids` would return with the same filters."""
+        if split is None and to_label_by is None:
+            return sum(n for (status, value), n in self._item_counts().items()
+                       if status != "removed" and (status == "ok" or not usable_only)
+                       and (labelled is None or (value is not None) == labelled) and (label is None or value == label))
         with self._read() as c:
             q = select(func.count()).select_from(S.items).where(
                 *self._where(c, labelled, label, split, usable_only, to_label_by))
@@ -299,12 +305,45 @@ class Store:
 
     def label_counts(self) -> dict:
         """{class: number of live usable items with that label}, every class listed, plus None for unlabelled."""
-        with self._read() as c:
-            rows = c.execute(select(S.items.c.label, func.count()).where(S.items.c.status == "ok")
-                             .group_by(S.items.c.label)).all()
         counts = {name: 0 for name in self.classes}
-        counts.update({k: n for k, n in rows})
+        counts.update({value: n for (status, value), n in self._item_counts().items() if status == "ok"})
         return counts
+
+    def _item_counts(self) -> dict[tuple[str, str | None], int]:
+        """{(status, label): items}, counted in one scan of the (status, label) index and kept: while no item is
+        added or changes status, the labels changed since (read from the label history) bring it up to date, so
+        a page turn or a key press on a large project does not count a million rows again."""
+        with self._read() as c:
+            version = c.execute(select(S.meta.c.value).where(S.meta.c.key == ITEMS_VERSION)).scalar()
+            newest = c.execute(select(func.max(S.labels.c.id))).scalar() or 0
+            known = self._counts
+            if known is not None and known[:2] == (version, newest):
+                return known[2]
+            counts = None
+            if known is not None and known[0] == version and newest - known[1] <= _COUNTS_DELTA_MAX:
+                counts = self._counts_moved(c, known[2], known[1])
+            if counts is None:
+                counts = {(status, value): n for status, value, n in c.execute(
+                    select(S.items.c.status, S.items.c.label, func.count())
+                    .group_by(S.items.c.status, S.items.c.label)).all()}
+        self._counts = (version, newest, counts)
+        return counts
+
+    @staticmethod
+    def _counts_moved(c, counts: dict, since: int) -> dict:
+        """`counts` as of label row `since`, moved to now: each item relabelled since leaves the label its last
+        earlier history row gave it (none: unlabelled) for the label it has now."""
+        L = S.labels.c
+        ids = list(c.execute(select(L.item_id).where(L.id > since).distinct()).scalars())
+        before = dict(c.execute(select(L.item_id, L.value).where(L.id.in_(
+            select(func.max(L.id)).where(L.item_id.in_(ids), L.id <= since).group_by(L.item_id)))).all())
+        out = dict(counts)
+        for item_id, status, value in c.execute(select(S.items.c.id, S.items.c.status, S.items.c.label)
+                                                .where(S.items.c.id.in_(ids))).all():
+            old = (status, before.get(item_id))
+            out[old] = out.get(old, 0) - 1
+            out[(status, value)] = out.get((status, value), 0) + 1
+        return {k: n for k, n in out.items() if n}
 
     # -- adding items (a kind's ingest produces NewItems; see nbml.kinds) ----------------------------------------
     @property

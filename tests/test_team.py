@@ -213,6 +213,11 @@ def test_password_is_never_shown(postgres, tmp_path, caplog):
         with pytest.raises(ConnectionError) as err:
             nbml.Dataset(bad)
         seen += [str(err.value), repr(err.value), "".join(__import__("traceback").format_exception(err.value))]
+    for bad, message in ((url.replace(f":{postgres.port}/", ":port/"), "cannot be read"),
+                         (url.replace("postgresql://", "mysql://"), "not supported")):
+        with pytest.raises(ValueError, match=message) as err:
+            nbml.Dataset(bad)
+        seen += [str(err.value), "".join(__import__("traceback").format_exception(err.value))]
     seen.append(caplog.text)
     assert any("alice" in s for s in seen) and any("cannot open the project" in s for s in seen)
     assert not [s for s in seen if PASSWORD in s]
