@@ -62,6 +62,9 @@ def predict_files(artifact, paths_or_folder, out="predictions.parquet", *, engin
         raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, not {engine!r}")
     if int(batch_size) < 1 or (shard_size is not None and int(shard_size) < 1):
         raise ValueError("batch_size and shard_size must be at least 1")
+    if not isinstance(artifact, (str, os.PathLike)):
+        raise TypeError(f"artifact is the folder an exported model is in, not a {type(artifact).__name__}: "
+                        f"write one with model.export('my-model') and pass 'my-model'")
     folder, config = _read_artifact(artifact)
     inputs = inputs_for(folder, config, Settings())
     if not hasattr(inputs, "read_file"):

@@ -174,6 +174,8 @@ def test_bad_arguments_are_refused_clearly(env, tmp_path):
         nbml.predict_files(env.artifact, tmp_path / "empty", tmp_path / "o")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         nbml.predict_files(env.artifact, tmp_path / "nowhere", tmp_path / "o")
+    with pytest.raises(TypeError, match=r"model.export\('my-model'\)"):
+        nbml.predict_files(env.model, env.folder, tmp_path / "o")
     with pytest.raises(FileNotFoundError, match="not an exported nbml model"):
         nbml.predict_files(tmp_path / "empty", env.folder, tmp_path / "o")
     (tmp_path / "taken").mkdir()
