@@ -15,6 +15,11 @@ __all__ = ["NbmlHandler", "find_server", "live_servers"]
 class NbmlHandler(APIHandler):
     """Errors are `{"error": ..., "message": ...}` (the model server's key and Jupyter's), with their status."""
 
+    def check_xsrf_cookie(self) -> None:
+        if getattr(self, "_jupyter_current_user", "unset") is None:     # not logged in: say that, not "no _xsrf"
+            raise web.HTTPError(403)
+        return super().check_xsrf_cookie()
+
     def write_json_error(self, status: int, message: str) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")

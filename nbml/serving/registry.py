@@ -11,7 +11,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["Registration", "register", "unregister", "registered_servers", "runtime_dir", "pid_alive"]
+__all__ = ["Registration", "register", "unregister", "registered_servers", "runtime_dir", "pid_alive",
+           "http_url"]
 
 PREFIX = "nbml-server-"
 
@@ -36,10 +37,13 @@ class Registration:
 
     @property
     def direct_url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "localhost") else self.host
-        if host == "::":
-            host = "::1"
-        return f"http://[{host}]:{self.port}/" if ":" in host else f"http://{host}:{self.port}/"
+        return http_url(self.host, self.port) + "/"
+
+
+def http_url(host: str, port: int) -> str:
+    """http://host:port for a listening address (any-address hosts become loopback; IPv6 in brackets)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", None) else ("[::1]" if host == "::" else host)
+    return f"http://[{shown}]:{port}" if ":" in shown and not shown.startswith("[") else f"http://{shown}:{port}"
 
 
 def runtime_dir() -> Path:

@@ -97,9 +97,7 @@ def _uvicorn_server(service: Service, timeout_graceful_shutdown: float = 5.0):
     return uvicorn.Server(config)
 
 
-def _url(host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
-    return f"http://[{shown}]:{port}" if ":" in shown and not shown.startswith("[") else f"http://{shown}:{port}"
+_url = registry.http_url
 
 
 def _register(service: Service, host: str, port: int) -> registry.Registration | None:
