@@ -480,10 +480,10 @@ class Store:
         if value is None:
             c.execute(delete(a).where(a.c.item_id.in_(item_ids), a.c.author == self.user, a.c.review == review))
             return
-        stmt = upsert(c, a).values([dict(item_id=i, author=self.user, review=review, value=value, time=when)
-                                    for i in item_ids])
+        stmt = upsert(c, a)   # rows as executemany parameters: compiled once, not once per call
         c.execute(stmt.on_conflict_do_update(index_elements=[a.c.item_id, a.c.author, a.c.review],
-                                             set_={"value": stmt.excluded.value, "time": stmt.excluded.time}))
+                                             set_={"value": stmt.excluded.value, "time": stmt.excluded.time}),
+                  [dict(item_id=i, author=self.user, review=review, value=value, time=when) for i in item_ids])
 
     def set_label(self, item_id, label: str | None, source: str = "human") -> None:
         """Label one item or a list of items (one undo step); `None` clears the label. New labels add a class.
