@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sqlite3
 import sys
@@ -156,7 +157,15 @@ def rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def measure_widget(ds) -> dict:
+class Figures(dict):
+    """Figures, each printed as it is measured (a long run that is stopped still leaves those it reached)."""
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        print(f"  {key}: {value:.1f}" if isinstance(value, float) else f"  {key}: {value}", flush=True)
+
+
+def measure_widget(ds, out: dict) -> dict:
     """The label widget's paging and labelling paths, driven as its front end drives them."""
     from nbml.widgets.label import LabelWidget
     sent = []
@@ -166,7 +175,6 @@ def measure_widget(ds) -> dict:
         w._dispatch(w, {"seq": 1, **content}, [])
         assert sent[-1]["type"] == "done" and "error" not in sent[-1], sent[-1]
 
-    out = {}
     out["first_page_ms"], w = timed(LabelWidget, ds, filter="all", page_size=48)
     keys = [it["thumb"] for it in w.items]
     out["thumbs_first_ms"], _ = timed(message, w, type="thumbs", keys=keys)
@@ -185,18 +193,18 @@ def measure_widget(ds) -> dict:
         w.refresh()
         presses.append((t1 - t) * 1000)
         refreshed.append((time.perf_counter() - t) * 1000)
-    out["key_ms"], out["key_refresh_ms"] = percentile(presses, 50), percentile(refreshed, 50)
+    out["key_ms"] = percentile(presses, 50)
+    out["key_refresh_ms"] = percentile(refreshed, 50)
     w.close()
     out["unlabelled_page_ms"], w = timed(LabelWidget, ds, filter="unlabelled", page_size=48)
     w.close()
     return out
 
 
-def measure_similar(ds, n_items: int) -> dict:
+def measure_similar(ds, out: dict) -> dict:
     from nbml import vector_index
     from nbml.analysis import _exact_nearest
     bb = backbone()
-    out = {}
     r0 = rss_mib()
     ids = np.asarray(ds.query_ids(usable_only=True))
     queries = np.random.default_rng(2).choice(ids, QUERIES, replace=False)
@@ -214,13 +222,16 @@ def measure_similar(ds, n_items: int) -> dict:
         ms, res = timed(ds.similar, int(q), k=K, backbone=bb)
         times.append(ms)
         found.append(res["id"].to_numpy())
-    out["similar_p50_ms"], out["similar_p99_ms"] = percentile(times, 50), percentile(times, 99)
+    out["similar_p50_ms"] = percentile(times, 50)
+    out["similar_p99_ms"] = percentile(times, 99)
     pos = emb.positions(queries)
-    exact_times, recall = [], []
-    for q, p, got in zip(queries, pos, found):
-        ms, (idx, _) = timed(_exact_nearest, emb, emb.vectors[p], K, None, {int(q)})
-        exact_times.append(ms)
-        recall.append(len(set(emb.ids[idx].tolist()) & set(got.tolist())) / K)
+    exact_times = [timed(_exact_nearest, emb, emb.vectors[p], K, None, {int(q)})[0] for q, p in
+                   zip(queries[:10], pos[:10])]
+    sims = np.concatenate([emb.vectors[i:i + 65_536] @ emb.vectors[pos].T for i in range(0, len(emb), 65_536)])
+    sims[pos, np.arange(len(pos))] = -np.inf           # the query item itself is left out, as ds.similar does
+    best = np.argpartition(-sims, K, axis=0)[:K].T     # the exact K best of each query, all at once
+    recall = [len(set(emb.ids[b].tolist()) & set(got.tolist())) / K for b, got in zip(best, found)]
+    del sims
     out["exact_p50_ms"] = percentile(exact_times, 50)
     out["recall"] = float(np.mean(recall))
     out["index_used"] = index is not None and len(index) > 0
@@ -232,15 +243,15 @@ def measure_similar(ds, n_items: int) -> dict:
 
 def measure(project: str, n: int) -> dict:
     import nbml
-    out = {}
+    out = Figures()
     out["open_ms"], ds = timed(nbml.Dataset, project)
     out["items"] = len(ds)
-    out.update(measure_widget(ds))
+    measure_widget(ds, out)
     out["df_ms"], _ = timed(lambda: ds.df)
     out["stats_ms"], _ = timed(ds.stats)
-    out.update(measure_similar(ds, n))
+    measure_similar(ds, out)
     ds.close()
-    return out
+    return dict(out)
 
 
 # -- the libraries, outside nbml ----------------------------------------------------------------------------------
@@ -282,32 +293,32 @@ def compare_libraries(n: int) -> list[list[str]]:
     def ivf_search(ix, q, w):
         ix.nprobe = w
         return ix.search(q[None], K)[1][0]
-    run(f"faiss {faiss.__version__} IVF{cells},SQfp16 (nprobe)", ivf, ivf_search, [8, 16, 24, 32],
+    run(f"faiss {faiss.__version__} IVF{cells},SQfp16 (nprobe)", ivf, ivf_search, [8, 16, 24, 32, 64],
         lambda ix: ix.ntotal * (2 * DIM + 8) + cells * DIM * 4)
 
     def hnsw():
-        ix = faiss.IndexHNSWFlat(DIM, 16, faiss.METRIC_INNER_PRODUCT)
-        ix.hnsw.efConstruction = 100
+        ix = faiss.IndexHNSWFlat(DIM, 32, faiss.METRIC_INNER_PRODUCT)
+        ix.hnsw.efConstruction = 80
         ix.add(v)
         return ix
 
     def hnsw_search(ix, q, w):
         ix.hnsw.efSearch = w
         return ix.search(q[None], K)[1][0]
-    run(f"faiss {faiss.__version__} HNSW16,Flat (efSearch)", hnsw, hnsw_search, [32, 64],
+    run(f"faiss {faiss.__version__} HNSW32,Flat efConstruction 80 (efSearch)", hnsw, hnsw_search, [32, 64],
         lambda ix: faiss.serialize_index(ix).nbytes)
     from usearch.index import Index
     import usearch
 
     def us():
-        ix = Index(ndim=DIM, metric="cos", dtype="f16", connectivity=16, expansion_add=100)
+        ix = Index(ndim=DIM, metric="cos", dtype="f16", connectivity=16, expansion_add=128)
         ix.add(np.arange(n), raw)
         return ix
 
     def us_search(ix, q, w):
         ix.expansion_search = w
         return ix.search(q, K).keys
-    run(f"usearch {usearch.__version__} HNSW16 f16 (expansion)", us, us_search, [32, 64], lambda ix: ix.memory_usage)
+    run(f"usearch {usearch.__version__} connectivity 16, expansion_add 128, f16 (expansion_search)", us, us_search, [32, 64], lambda ix: ix.memory_usage)
     try:
         import hnswlib
     except ImportError:
@@ -323,7 +334,7 @@ def compare_libraries(n: int) -> list[list[str]]:
     def hl_search(ix, q, w):
         ix.set_ef(w)
         return ix.knn_query(q[None], K)[0][0]
-    run("hnswlib 0.8.0 HNSW16 f32 (ef)", hl, hl_search, [32, 64], lambda ix: ix.index_file_size())
+    run("hnswlib 0.8.0 M 16, ef_construction 100, f32 (ef)", hl, hl_search, [32, 64], lambda ix: ix.index_file_size())
     return rows
 
 
@@ -333,6 +344,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="100,100000,1000000", help="project sizes (default 100,100000,1000000)")
     ap.add_argument("--keep", default=None, help="build the projects in this folder and keep them for the next run")
     ap.add_argument("--libraries", type=int, default=0, help="also compare the index libraries on this many vectors")
+    ap.add_argument("--reuse", action="store_true", help="with --keep: reuse the figures saved by an earlier run")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     print_machine("a million items: paging, labelling, ds.df, ds.stats, ds.similar and its vector index")
@@ -347,12 +359,24 @@ def main() -> None:
     os.makedirs(folder, exist_ok=True)
     built, results = {}, {}
     for n in sizes:
+        saved = os.path.join(folder, f"p{n}.results.json")
+        if args.reuse and os.path.exists(saved):
+            with open(saved) as f:
+                results[n] = json.load(f)
+            print(f"\nproject of {n:,} items: figures of an earlier run reused ({saved}, load "
+                  f"{results[n]['load_before']:.2f} before, {results[n]['load_after']:.2f} after)", flush=True)
+            continue
         built[n] = build_project(folder, n)
         print(f"\nproject of {n:,} items: " + ("reused" if built[n]["reused"] else
               f"files {built[n]['files_s']:.0f} s, rows {built[n]['rows_s']:.0f} s, "
               f"embeddings {built[n]['embeddings_s']:.0f} s"), flush=True)
+        load_before = os.getloadavg()[0]
         results[n] = measure(built[n]["project"], n)
-        print(f"measured ({os.getloadavg()[0]:.2f} load): {results[n]}", flush=True)
+        results[n].update(load_before=load_before, load_after=os.getloadavg()[0])
+        with open(saved, "w") as f:
+            json.dump(results[n], f, default=float)
+        print(f"measured (load {load_before:.2f} before, {results[n]['load_after']:.2f} after): {results[n]}",
+              flush=True)
     base = results[sizes[0]]
 
     def row(name, key, fmt="{:.1f}", ratio=True):
@@ -381,6 +405,8 @@ def main() -> None:
         row("exact search p50 ms", "exact_p50_ms"),
         row(f"recall@{K} vs exact", "recall", "{:.3f}", False),
         row("index used", "index_used", "{}", False),
+        row("load average before / after", "load_before", "{:.1f}", False),
+        row("", "load_after", "{:.1f}", False),
         row("index build s", "index_build_s", "{:.1f}", False),
         row("index memory MiB", "index_mib", "{:.0f}", False),
         row("index file MiB", "index_file_mib", "{:.0f}", False),

@@ -145,3 +145,43 @@ def test_near_duplicates_and_diverse_through_the_index(big):
     assert np.mean(np.isclose(got, want, atol=1e-5)) >= 0.95 and (got >= want - 1e-5).all()
     picks = ds.suggest(n=10, strategy="diverse", backbone=bb)
     assert len(picks) == 10 and picks["distance"].notna().all()
+
+
+def test_kept_counts_follow_every_change_from_any_process(tmp_path):
+    """The grid's counts (label_counts, count_ids), kept between changes and moved by the label history, equal a
+    fresh count after labels, undos, removals and restores made here and through another Store on the file."""
+    import random
+    import sqlite3
+    ds = nbml.Dataset(tmp_path / "c.nbml")
+    other = nbml.Dataset(ds.path)
+    try:
+        ds.add_texts([f"t {i}" for i in range(120)], labels=[None if i % 3 else "a" for i in range(120)],
+                     progress=False)
+        ids = ds.query_ids()
+        rng = random.Random(0)
+        for step in range(80):
+            pick, op = rng.sample(ids, rng.randint(1, 4)), rng.random()
+            try:
+                if op < 0.5:
+                    ds.set_label(pick, rng.choice(["a", "b", None]))
+                elif op < 0.6:
+                    other.set_label(pick, "c")
+            except KeyError:          # a removed item: labelling it is refused
+                pass
+            if 0.6 <= op < 0.75:
+                ds.undo()
+            elif 0.75 <= op < 0.85:
+                ds.remove(pick)
+            elif op >= 0.85:
+                ds.restore(pick)
+            with sqlite3.connect(ds.path) as c:
+                ok = dict(c.execute("SELECT label, count(*) FROM items WHERE status = 'ok' GROUP BY label"))
+                live = c.execute("SELECT count(*) FROM items WHERE status != 'removed'").fetchone()[0]
+                b = c.execute("SELECT count(*) FROM items WHERE status != 'removed' AND label = 'b'").fetchone()[0]
+            for s in (ds, other):
+                assert {k: v for k, v in s.label_counts().items() if v} == ok, step
+                assert s.count_ids() == live and s.count_ids(label="b") == b
+                assert s.count_ids(labelled=False, usable_only=True) == ok.get(None, 0)
+    finally:
+        other.close()
+        ds.close()
