@@ -95,7 +95,7 @@ def env(tmp_path_factory):
 def test_both_models_are_trained_scored_and_the_better_kept(env):
     run = env.ds.runs().iloc[-1]
     params = run["params"]
-    assert set(params["candidates"]) == {"network", "lightgbm"}
+    assert set(params["candidates"]) == {"network", "lightgbm", "linear"}
     kept = params["kept"]
     scores = {k: v["accuracy"] for k, v in params["candidates"].items()}
     assert scores[kept] == max(scores.values()) and "validation" in params["kept_because"]
@@ -116,10 +116,10 @@ def test_both_models_are_trained_scored_and_the_better_kept(env):
                        atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["lightgbm", "tabular"])
+@pytest.mark.parametrize("arch", ["lightgbm", "tabular", "linear"])
 def test_each_model_exports_checked_onnx_and_serves(env, arch, tmp_path):
     model = nbml.train(env.ds, arch=arch, quiet=True, epochs=2, seed=0)
-    assert model.config["model"] == ("lightgbm" if arch == "lightgbm" else "network")
+    assert model.config["model"] == {"tabular": "network"}.get(arch, arch)
     folder = model.export(tmp_path / f"titanic-{arch}", quiet=True)
     config = json.loads((folder / "config.json").read_text())
     assert config["onnx"]["check"]["max_abs_diff"] <= 1e-4 and "validation rows" in config["onnx"]["check"]["described"]

@@ -27,7 +27,8 @@ UNIT = "columns"
 COLUMNS_KEY = "table_columns"        # meta: the project's columns [{name, type, role, reason}]
 EMBED_KEY = "table_embedding_prep"   # meta: the statistics the standardised rows (the embeddings) are made with
 IMPORTANCE_KEY = "table_importance"  # meta: {column: share} of the latest trees, for the grid's column order
-ARCHS = ("auto", "tabular", "lightgbm")
+ARCHS = ("auto", "tabular", "lightgbm", "linear")
+MODEL_OF_ARCH = {"tabular": "network", "lightgbm": "lightgbm", "linear": "linear"}
 ID_MIN_ROWS = 20                     # a text column whose values are all different looks like an identifier past this
 
 
@@ -291,18 +292,22 @@ def _table_net():
     from torch import nn
 
     class TableNet(nn.Module):
-        """The model of a table project: fastai's TabularModel (`network`) or LightGBM's trees (`booster`), with the
-        encoding that turns rows into their inputs (`prep`). `use` says which one predicts."""
+        """The model of a table project: fastai's TabularModel (`network`), LightGBM's trees (`booster`) or a
+        logistic regression (`linear`), with the encoding that turns rows into their inputs (`prep`). `use` says
+        which one predicts."""
 
         def __init__(self, prep: dict, n_classes: int, network: bool = True, layers=LAYERS):
             super().__init__()
             self.prep, self.n_classes, self.layers, self.use = prep, n_classes, list(layers), "network"
             self.booster = None
             self.network = None
+            self.linear = None
             if network:
                 from fastai.tabular.model import TabularModel
-                n_cont = len(prep["conts"]) + sum(c["flag"] for c in prep["conts"])
-                self.network = TabularModel(emb_sizes(prep), n_cont, n_classes, list(layers))
+                self.network = TabularModel(emb_sizes(prep), n_conts(prep), n_classes, list(layers))
+
+        def torch_model(self):
+            return self.linear if self.use == "linear" else self.network
 
         def __getitem__(self, i):
             if i == 0:                    # no body: the data-centric loop embeds the standardised rows
@@ -313,13 +318,64 @@ def _table_net():
             if self.use == "lightgbm":
                 p = tree_probs(self.booster, features(cats.cpu().numpy(), conts.cpu().numpy()), self.n_classes)
                 return torch.from_numpy(np.log(np.clip(p, 1e-12, 1.0))).to(conts.device)
-            return self.network(cats, conts)
+            return self.torch_model()(cats, conts)
 
-    return TableNet
+    class LinearRows(nn.Module):
+        """A multinomial logistic regression on the numbers and the one-hot categories: logits = bias + numbers ·
+        W + one weight row per category level (an embedding of n_classes per column)."""
+
+        def __init__(self, cardinalities: list[int], n_cont: int, n_classes: int):
+            super().__init__()
+            self.levels = nn.ModuleList([nn.Embedding(k, n_classes) for k in cardinalities])
+            self.numbers = nn.Linear(max(n_cont, 1), n_classes, bias=False)
+            self.bias = nn.Parameter(torch.zeros(n_classes))
+            self.n_cont = n_cont
+
+        def forward(self, cats, conts):
+            out = self.bias + (self.numbers(conts) if self.n_cont else 0.0)
+            for j, table in enumerate(self.levels):
+                out = out + table(cats[:, j])
+            return out
+
+    return TableNet, LinearRows
+
+
+def n_conts(prep: dict) -> int:
+    return len(prep["conts"]) + sum(c["flag"] for c in prep["conts"])
 
 
 def new_net(prep: dict, n_classes: int, network: bool = True):
-    return _table_net()(prep, n_classes, network)
+    return _table_net()[0](prep, n_classes, network)
+
+
+def new_linear(prep: dict, n_classes: int):
+    return _table_net()[1]([len(c["levels"]) + 1 for c in prep["cats"]], n_conts(prep), n_classes)
+
+
+LINEAR_C = 1.0      # scikit-learn's default strength for the logistic regression
+
+
+def fit_linear(cats, conts, y: np.ndarray, prep: dict, n_classes: int):
+    """The logistic regression, fitted in closed form (nbml.head.fit_sparse_linear) and written into a LinearRows."""
+    import scipy.sparse as sp
+    import torch
+    from ..head import fit_sparse_linear
+    cards = [len(c["levels"]) + 1 for c in prep["cats"]]
+    offsets = np.concatenate([[0], np.cumsum(cards)]).astype(np.int64)
+    onehot = sp.csr_matrix((np.ones(cats.size, np.float32), (np.repeat(np.arange(len(cats)), len(cards)),
+                                                              (cats + offsets[:-1]).ravel())),
+                           shape=(len(cats), int(offsets[-1])))
+    X = sp.hstack([sp.csr_matrix(conts), onehot], format="csr")
+    W, b = fit_sparse_linear(X, y, n_classes, C=LINEAR_C)
+    model = new_linear(prep, n_classes)
+    with torch.no_grad():
+        if conts.shape[1]:
+            model.numbers.weight.copy_(torch.from_numpy(np.ascontiguousarray(W[:, :conts.shape[1]])))
+        for j, table in enumerate(model.levels):
+            lo = conts.shape[1] + offsets[j]
+            table.weight.copy_(torch.from_numpy(np.ascontiguousarray(W[:, lo:lo + cards[j]].T)))
+        model.bias.copy_(torch.from_numpy(np.asarray(b, np.float32)))
+    return model
 
 
 def tree_probs(booster, X: np.ndarray, n_classes: int) -> np.ndarray:
@@ -400,9 +456,10 @@ def plan(ds, frame, classes, *, arch, size, bs, pretrained, weights, epochs, fre
     train = frame[frame["split"] == "train"]
     prep = fit_prep(rows_of(train), cols)
     n_train = len(train)
-    return dict(arch=arch, net=new_net(prep, len(classes), network=arch != "lightgbm"), size=len(cols),
+    return dict(arch=arch, net=new_net(prep, len(classes), network=arch in ("auto", "tabular")), size=len(cols),
                 bs=int(bs or max(16, min(256, n_train // 16))),
-                epochs=0 if arch == "lightgbm" else (EPOCHS if epochs is None else int(epochs)), freeze_epochs=0,
+                epochs=0 if arch in ("lightgbm", "linear") else (EPOCHS if epochs is None else int(epochs)),
+                freeze_epochs=0,
                 weights_source="none (trained from scratch on this project)", mean=(), std=(), augment=None,
                 default_lr=LR)
 
@@ -423,6 +480,12 @@ def make_learner(plan, frame, stop_cb):
         net.candidates["lightgbm"] = dict(accuracy=float((p.argmax(1) == y[~is_train]).mean()),
                                           valid_loss=_log_loss(p, y[~is_train]),
                                           fit_s=round(time.perf_counter() - t0, 3))
+    if plan.arch in ("auto", "linear"):
+        t0 = time.perf_counter()
+        net.linear = fit_linear(cats[is_train], conts[is_train], y[is_train], net.prep, len(plan.classes))
+        p = _torch_probs(net.linear, cats[~is_train], conts[~is_train])
+        net.candidates["linear"] = dict(accuracy=float((p.argmax(1) == y[~is_train]).mean()),
+                                        valid_loss=_log_loss(p, y[~is_train]), fit_s=round(time.perf_counter() - t0, 3))
     net._valid = (cats[~is_train], conts[~is_train], y[~is_train])
 
     def batches(mask, **kw):
@@ -431,7 +494,7 @@ def make_learner(plan, frame, stop_cb):
     train_dl = batches(is_train, bs=plan.bs, device=plan.device, shuffle=True, drop_last=is_train.sum() > plan.bs,
                        seed=plan.seed)
     valid_dl = batches(~is_train, bs=plan.bs * 2, device=plan.device)
-    if net.network is None:           # arch="lightgbm": the Learner only carries the trees through the loop
+    if net.network is None:           # arch="lightgbm" or "linear": the Learner only carries it through the loop
         import torch
         net.network = torch.nn.Linear(1, 1)
         net._placeholder = True
@@ -447,33 +510,43 @@ def finish(plan, learn, metrics: dict) -> dict:
     cats, conts, y = net._valid
     cands = dict(net.candidates)
     if not getattr(net, "_placeholder", False) and plan.epochs and metrics:
-        with torch.inference_mode():
-            net.eval()
-            logits = net.network(torch.from_numpy(cats).to(plan.device), torch.from_numpy(conts).to(plan.device))
-            p = torch.softmax(logits.float(), 1).cpu().numpy()
+        net.eval()
+        p = _torch_probs(net.network, cats, conts)
         cands["network"] = dict(accuracy=float((p.argmax(1) == y).mean()), valid_loss=_log_loss(p, y))
     if not cands:
-        raise RuntimeError("training was stopped before either model could be scored; train again")
-    if plan.arch in ("tabular", "lightgbm"):
-        kept = "network" if plan.arch == "tabular" else "lightgbm"
+        raise RuntimeError("training was stopped before any model could be scored; train again")
+    if plan.arch != "auto":
+        kept = MODEL_OF_ARCH[plan.arch]
         why = f"arch={plan.arch!r} was asked for"
     else:
         kept = max(cands, key=lambda k: (cands[k]["accuracy"], -cands[k]["valid_loss"]))
-        other = [k for k in cands if k != kept]
-        why = (f"higher validation accuracy ({cands[kept]['accuracy']:.4f} against {cands[other[0]]['accuracy']:.4f})"
-               if other and cands[kept]["accuracy"] != cands[other[0]]["accuracy"] else
-               f"same validation accuracy, lower validation loss" if other else "the only model that finished")
+        others = ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in cands.items() if k != kept)
+        ties = [k for k in cands if k != kept and cands[k]["accuracy"] == cands[kept]["accuracy"]]
+        why = (f"highest validation accuracy, {cands[kept]['accuracy']:.4f} (others: {others})" if not ties else
+               f"validation accuracy {cands[kept]['accuracy']:.4f} shared with {', '.join(ties)}, lower validation "
+               f"loss" if others else "the only model that finished")
     if net.booster is not None:       # the trees' gain orders the grid's columns, whichever model is kept
         plan.ds._set_meta(IMPORTANCE_KEY, json.dumps(_importance(net.booster, net.prep)))
     net.use = kept
-    if kept == "lightgbm":
-        net.network = None            # nothing of the network is saved with the trees
-    else:
+    if kept != "network":
+        net.network = None            # only the kept model is saved
+    if kept != "lightgbm":
         net.booster = None
+    if kept != "linear":
+        net.linear = None
     plan.params.update(candidates=cands, kept=kept, kept_because=why)
     out = {"accuracy": cands[kept]["accuracy"], "valid_loss": cands[kept]["valid_loss"]}
     out.update({f"accuracy_{k}": v["accuracy"] for k, v in cands.items()})
     return out
+
+
+def _torch_probs(module, cats, conts) -> np.ndarray:
+    import torch
+    with torch.inference_mode():
+        module.eval()
+        device = next(module.parameters()).device
+        logits = module(torch.from_numpy(cats).to(device), torch.from_numpy(conts).to(device))
+        return torch.softmax(logits.float(), 1).cpu().numpy()
 
 
 def config(plan) -> dict:
@@ -605,15 +678,11 @@ def head_model(ds, backbone, X, frame, target, is_train, classes, C=None):
 
 # -- a model's inputs -----------------------------------------------------------------------------------------------
 def probs(model, rows: list[dict], strict: bool = False) -> np.ndarray:
-    import torch
     net = model.net
     cats, conts = encode(rows, net.prep, strict)
     if net.use == "lightgbm":
         return tree_probs(net.booster, features(cats, conts), len(model.classes))
-    with torch.inference_mode():
-        net.eval()
-        logits = net.network(torch.from_numpy(cats).to(model.device), torch.from_numpy(conts).to(model.device))
-        return torch.softmax(logits.float(), 1).cpu().numpy()
+    return _torch_probs(net.torch_model(), cats, conts)
 
 
 def predict_probs(model, values) -> np.ndarray:
@@ -642,8 +711,12 @@ def usable(frame: pd.DataFrame):
 
 
 def load_net(folder: Path, config: dict, state: dict):
-    net = new_net(config["prep"], len(config["classes"]), network=config.get("model") != "lightgbm")
-    if config.get("model") == "lightgbm":
+    net = new_net(config["prep"], len(config["classes"]), network=config.get("model", "network") == "network")
+    if config.get("model") == "linear":
+        net.linear = new_linear(config["prep"], len(config["classes"]))
+        net.use = "linear"
+        net.load_state_dict(state)
+    elif config.get("model") == "lightgbm":
         import lightgbm as lgb
         net.booster = lgb.Booster(model_str=(Path(folder) / config.get("trees", "lightgbm.txt")).read_text())
         net.use = "lightgbm"

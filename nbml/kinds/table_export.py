@@ -55,7 +55,7 @@ def onnx_graph(model, net) -> dict:
         return dict(wrapper=TreeProbabilities().eval(), sample=(sample,), inputs=inputs, output=ONNX_OUTPUT,
                     dynamic={"features": {0: "batch"}}, exporters=(_export_trees,), booster=net.booster,
                     width=int(sample.shape[1]))
-    network = net.network
+    network = net.torch_model()
 
     class Probabilities(torch.nn.Module):
         def __init__(self):
@@ -160,11 +160,13 @@ def card(config: dict) -> dict:
     cands = config.get("candidates") or {}
     scores = "; ".join(f"{k} {v['accuracy']:.4f}" for k, v in cands.items())
     example = ", ".join(f'"{c}": null' for c in cols[:3])
+    what = {"lightgbm": "LightGBM gradient-boosted trees",
+            "linear": "a logistic regression (numbers and one-hot categories)"}.get(
+        config.get("model"), f"a fastai TabularModel (embeddings, layers {config.get('layers')})")
+    tried = f" (validation accuracy of each model trained: {scores}; the best was kept)" if scores else ""
     return dict(
-        summary=f"A table classifier made with nbml {config['exported_with']}: "
-                f"{'LightGBM gradient-boosted trees' if trees else 'a fastai TabularModel (embeddings, layers ' + str(config.get('layers')) + ')'}"
-                f" on {len(cols)} columns, {n} classes" + (f" (validation accuracy of each model trained: {scores}; "
-                                                          f"the better was kept)" if scores else "") + ".",
+        summary=f"A table classifier made with nbml {config['exported_with']}: {what} on {len(cols)} columns, "
+                f"{n} classes{tried}.",
         input=[f"- {k}: {v}" for k, v in config["preprocessing"].items()] +
               [f"- columns: " + ", ".join(f"`{c['name']}` ({c['type']})" for c in prep["conts"] + prep["cats"])],
         onnx_file=f"- `model.onnx` (float32): inputs {', '.join(f'`{k}`' for k in config['onnx']['inputs'])}, output "
