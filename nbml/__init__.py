@@ -17,6 +17,7 @@ _EXPORTS = {
     "ImageError": ("nbml._imaging", "ImageError"),
     "train": ("nbml.training", "train"),
     "TrainingHandle": ("nbml.training", "TrainingHandle"),
+    "DistributedTrainingError": ("nbml.distributed", "DistributedTrainingError"),
     "Model": ("nbml.model", "Model"),
     "Evaluation": ("nbml.model", "Evaluation"),
     "Prediction": ("nbml.model", "Prediction"),

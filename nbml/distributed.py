@@ -102,7 +102,8 @@ def _launch(n: int, kind: str, settings: dict, plan, handle, notes):
         _check_shards(plan, n)
         snapshot = ds.snapshot(plan.frame)
         params = dict(plan.params, world_size=n, launcher="torchrun")
-        run_id = ds._start_run(plan.arch, params, snapshot, f"{kind} x{n}", _versions())
+        device = f"{kind} x{n}"
+        run_id = ds._start_run(plan.arch, params, snapshot, device, _versions())
     except BaseException as e:
         handle.status, handle.error = "failed", e
         handle._done.set()
@@ -117,7 +118,7 @@ def _launch(n: int, kind: str, settings: dict, plan, handle, notes):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "args.json").write_text(json.dumps(args))
         proc = _start(n, folder)
-        model = _follow(proc, n, folder, ds, handle)
+        model = _follow(proc, n, folder, ds, handle, device)
         # the run is recorded and its model loaded: the workers' exit (seconds) is awaited in the background
         threading.Thread(target=_end, args=(proc, folder, 60.0), name="nbml-end-workers", daemon=True).start()
         return model
@@ -143,7 +144,7 @@ def _start(n: int, folder: Path) -> subprocess.Popen:
     return proc
 
 
-def _follow(proc: subprocess.Popen, n: int, folder: Path, ds, handle):
+def _follow(proc: subprocess.Popen, n: int, folder: Path, ds, handle, device: str):
     """Tail rank 0's events; the Model once rank 0 says where it saved it, or an error if torchrun ends first."""
     from .model import load
     events, stop = folder / "events.jsonl", folder / "stop"
@@ -166,6 +167,8 @@ def _follow(proc: subprocess.Popen, n: int, folder: Path, ds, handle):
                 elif what == "train_ended":
                     ended = message               # told once the model is loaded, or replaced by the failure
                 else:
+                    if what == "train_started":
+                        message["device"] = device       # "cpu x2", not rank 0's own device
                     event = _EVENTS[what](**message)
                     if isinstance(event, E.TrainWarning):
                         warnings.warn(event.message)
@@ -369,7 +372,16 @@ class _EventFile:
         self.file.flush()
 
 
-_ON_KERNEL_GONE: list = []     # what rank 0 does before it ends for want of a kernel: record the run as failed
+_ON_KERNEL_GONE: list = []     # what a worker does before it ends for want of a kernel: record the run as failed
+
+
+def _record_kernel_gone(ds, run_id: int) -> None:
+    """Mark the run failed, unless it already ended (every rank tries: the first to see the kernel gone may be the
+    only one left, torchrun ends the others)."""
+    runs = ds.runs()
+    if not runs.empty and (runs.loc[runs["id"] == run_id, "status"] == "running").any():
+        ds._update_run(run_id, status="failed", finished_at=time.time(),
+                       error="the kernel that started this distributed run ended during it, so its workers ended too")
 
 
 def _watch_kernel(kernel_pid: int) -> None:
@@ -440,6 +452,7 @@ def _train_rank(args: dict, rank: int, world: int, device, folder: Path) -> None
     torch.manual_seed(seed)
     kwargs = {} if args.get("max_pixels") is None else {"max_pixels": int(args["max_pixels"])}
     ds = Dataset(args["project"], **kwargs)
+    _ON_KERNEL_GONE.append(partial(_record_kernel_gone, ds, int(args["run_id"])))
     try:
         main = rank == 0
         plan, notes = _prepare(ds, settings["arch"], settings["epochs"], settings["size"], settings["bs"],
@@ -449,10 +462,6 @@ def _train_rank(args: dict, rank: int, world: int, device, folder: Path) -> None
         events = _EventFile(folder / "events.jsonl") if main else None
         if main:
             handle.subscribe(events)
-            run_id = int(args["run_id"])
-            _ON_KERNEL_GONE.append(lambda: ds._update_run(
-                run_id, status="failed", finished_at=time.time(),
-                error="the kernel that started this distributed run ended during it, so its workers ended too"))
         plan.ds = _RankStore(ds, int(args["run_id"]), args["snapshot"], main)
         plan.dist = _Rank(rank, world, device, folder / "stop", handle)
         want_saved = plan.save

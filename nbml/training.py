@@ -173,9 +173,12 @@ def _prepare(ds, arch, epochs, size, bs, lr, pretrained, weights, freeze_epochs,
 
 
 def _learner_cbs(plan: _Plan, stop_cb) -> list:
-    """The callbacks every Learner of a run starts with: Stop, and in a distributed run the one that wraps the
-    network in DistributedDataParallel and gives each process its shard of every epoch."""
-    return [stop_cb] if plan.dist is None else [stop_cb, plan.dist.callback()]
+    """The callbacks every Learner of a run starts with: its own Stop (a fastai callback reads `self.training` from
+    the Learner it was last added to, so one instance shared by the head's Learner and the whole network's never
+    stopped the unfrozen phase), and in a distributed run the one that wraps the network in DistributedDataParallel
+    and gives each process its shard of every epoch."""
+    stop = type(stop_cb)()
+    return [stop] if plan.dist is None else [stop, plan.dist.callback()]
 
 
 def basic_learner(plan: _Plan, train_dl, valid_dl, net, stop_cb, splitter):
