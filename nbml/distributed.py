@@ -280,28 +280,21 @@ def _end_all() -> None:
 
 
 # -- a worker's side --------------------------------------------------------------------------------------------
-class _RankStore:
-    """The project as one rank sees it: the run the kernel started (no new one), written by rank 0 alone."""
+def _as_rank(ds, run_id: int, snapshot: str, main: bool) -> None:
+    """Make this worker's project the one a rank sees: the run the kernel started (no new one), written by rank 0
+    alone, and the data the kernel saw. Instance attributes over three Store methods, in this process only, so the
+    project stays a Dataset for everything else the loop asks of it."""
+    update, take = ds._update_run, ds.snapshot
 
-    def __init__(self, ds, run_id: int, snapshot: str, main: bool):
-        self._ds, self._run_id, self._snapshot, self._main = ds, run_id, snapshot, main
-
-    def __getattr__(self, name):
-        return getattr(self._ds, name)
-
-    def snapshot(self, frame) -> str:
-        snap = self._ds.snapshot(frame)
-        if snap != self._snapshot:
+    def checked_snapshot(frame) -> str:
+        if take(frame) != snapshot:
             raise RuntimeError("the project's labels or splits changed between starting the run and its workers "
                                "reading them; start the run again")
-        return snap
+        return snapshot
 
-    def _start_run(self, *args, **kwargs) -> int:
-        return self._run_id
-
-    def _update_run(self, run_id: int, **values) -> None:
-        if self._main:
-            self._ds._update_run(run_id, **values)
+    ds.snapshot = checked_snapshot
+    ds._start_run = lambda *args, **kwargs: run_id
+    ds._update_run = update if main else (lambda *args, **kwargs: None)
 
 
 class _Rank:
@@ -375,13 +368,13 @@ class _EventFile:
 _ON_KERNEL_GONE: list = []     # what a worker does before it ends for want of a kernel: record the run as failed
 
 
-def _record_kernel_gone(ds, run_id: int) -> None:
+def _record_kernel_gone(runs, update_run, run_id: int) -> None:
     """Mark the run failed, unless it already ended (every rank tries: the first to see the kernel gone may be the
     only one left, torchrun ends the others)."""
-    runs = ds.runs()
-    if not runs.empty and (runs.loc[runs["id"] == run_id, "status"] == "running").any():
-        ds._update_run(run_id, status="failed", finished_at=time.time(),
-                       error="the kernel that started this distributed run ended during it, so its workers ended too")
+    frame = runs()
+    if not frame.empty and (frame.loc[frame["id"] == run_id, "status"] == "running").any():
+        update_run(run_id, status="failed", finished_at=time.time(),
+                   error="the kernel that started this distributed run ended during it, so its workers ended too")
 
 
 def _watch_kernel(kernel_pid: int) -> None:
@@ -452,7 +445,7 @@ def _train_rank(args: dict, rank: int, world: int, device, folder: Path) -> None
     torch.manual_seed(seed)
     kwargs = {} if args.get("max_pixels") is None else {"max_pixels": int(args["max_pixels"])}
     ds = Dataset(args["project"], **kwargs)
-    _ON_KERNEL_GONE.append(partial(_record_kernel_gone, ds, int(args["run_id"])))
+    _ON_KERNEL_GONE.append(partial(_record_kernel_gone, ds.runs, ds._update_run, int(args["run_id"])))
     try:
         main = rank == 0
         plan, notes = _prepare(ds, settings["arch"], settings["epochs"], settings["size"], settings["bs"],
@@ -462,7 +455,7 @@ def _train_rank(args: dict, rank: int, world: int, device, folder: Path) -> None
         events = _EventFile(folder / "events.jsonl") if main else None
         if main:
             handle.subscribe(events)
-        plan.ds = _RankStore(ds, int(args["run_id"]), args["snapshot"], main)
+        _as_rank(ds, int(args["run_id"]), args["snapshot"], main)
         plan.dist = _Rank(rank, world, device, folder / "stop", handle)
         want_saved = plan.save
         plan.save = want_saved and main
