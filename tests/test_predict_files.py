@@ -72,6 +72,7 @@ def test_local_equals_predict_many_and_reports_bad_files(env):
 
     good = table[table["error"].isna()].reset_index(drop=True)
     assert len(good) == N_IMAGES
+    good = good.iloc[::4].reset_index(drop=True)    # torch on a quarter of them (500), for the test's time
     want = env.model.predict_many(good["path"].tolist())
     classes = env.model.classes
     np.testing.assert_allclose(good[classes].to_numpy(), want[classes].to_numpy(), atol=1e-4)   # ONNX vs torch
