@@ -113,3 +113,20 @@ def write_noise_images(root: str, n: int, n_classes: int = 10, size: int = 32, s
             f.write(buf.getvalue())
         paths.append(path)
     return paths
+
+
+def cycling_call(fn, batches: list):
+    """A callable that times `fn(batch)` on the next of `batches` in turn (each called once first, to warm up):
+    the bare model call the serving benchmarks compare a server's latency with."""
+    import time
+    for b in batches:
+        fn(b)
+    state = {"i": 0}
+
+    def call() -> float:
+        b = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        t = time.perf_counter()
+        fn(b)
+        return time.perf_counter() - t
+    return call

@@ -31,7 +31,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import print_machine  # noqa: E402
+from _common import cycling_call, print_machine  # noqa: E402
 from serve import WITH_HTTP_CLIENT, measure, print_results, print_targets  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -88,18 +88,7 @@ def bare_text_call(texts: list[str]):
 
     def make(folder: str):
         runner, _ = runner_of(folder)
-        batches = [np.array([t], dtype=object) for t in texts]
-        for b in batches:
-            runner(b)
-        state = {"i": 0}
-
-        def call() -> float:
-            b = batches[state["i"] % len(batches)]
-            state["i"] += 1
-            t = time.perf_counter()
-            runner(b)
-            return time.perf_counter() - t
-        return call
+        return cycling_call(runner, [np.array([t], dtype=object) for t in texts])
     return make
 
 

@@ -22,7 +22,7 @@ import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import print_machine, print_table  # noqa: E402
+from _common import cycling_call, print_machine, print_table  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -205,19 +205,11 @@ def serving(frame, home: str, n_requests: int) -> None:
     def bare(folder: str):
         from nbml.serving.decode_table import TableOnnxRunner
         config = json.load(open(os.path.join(folder, "config.json")))
-        runner = TableOnnxRunner(folder, config, None)
-        batches = [np.array([r], dtype=object) for r in rows]
-        for b in batches:
-            runner(b)
-        state = {"i": 0}
-
-        def call() -> float:
-            b = batches[state["i"] % len(batches)]
-            state["i"] += 1
-            t = time.perf_counter()
-            runner(b)
-            return time.perf_counter() - t
-        return call
+        batches = []
+        for r in rows:
+            batches.append(np.empty(1, dtype=object))
+            batches[-1][0] = r
+        return cycling_call(TableOnnxRunner(folder, config, None), batches)
     with tempfile.TemporaryDirectory() as tmp:
         m = measure({"nbml": folder}, bodies, n_requests, tmp, bare_call=bare, content_type="application/json")
     print(f"serving the Titanic model ({model.config['model']} kept), JSON {{\"row\": ...}} requests:")

@@ -14,6 +14,7 @@ import time
 import warnings
 
 import numpy as np
+import pandas as pd
 
 from . import events as E
 
@@ -160,6 +161,23 @@ def fold_count(y: np.ndarray, folds: int) -> int:
     if len(present) < 2 or present.min() < 2:
         raise ValueError("cross-validation needs at least two classes with two or more items each")
     return int(max(2, min(folds, present.min())))
+
+
+def out_of_fold(ids, present, y: np.ndarray, n_classes: int, folds: int, seed: int, fit_predict):
+    """Out-of-sample probabilities [len(ids), n_classes] for the `present` items (ids with the evidence; NaN rows for
+    the others) by stratified folds: `fit_predict(train, test, y_present)` gives the test positions' probabilities.
+    None when a class has too few items for two folds."""
+    from sklearn.model_selection import StratifiedKFold
+    pos = pd.Index(ids).get_indexer(present)
+    out = np.full((len(ids), n_classes), np.nan, np.float32)
+    yy = y[pos]
+    try:
+        k = fold_count(yy, folds)
+    except ValueError:
+        return None
+    for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(yy)), yy):
+        out[pos[test]] = fit_predict(train, test, yy)
+    return out
 
 
 def _log_loss(probs: np.ndarray, y: np.ndarray) -> float:

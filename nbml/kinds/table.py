@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._files import read_parquet
 from .._report import IngestReport, Progress
 from ..store import NewItem
 from .table_encoding import check_row, encode, features, fit_prep, number_of
@@ -96,10 +97,7 @@ def _infer(name: str, s: pd.Series, n_rows: int) -> tuple[dict, list[str]]:
 def _read(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        try:
-            return pd.read_parquet(path)
-        except ImportError:
-            raise ImportError(f"reading {path.name} needs a Parquet engine: pip install pyarrow") from None
+        return read_parquet(path)
     if suffix in (".csv", ".tsv", ".txt"):
         return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
     if suffix in (".jsonl", ".ndjson"):
@@ -642,23 +640,16 @@ def surface(ds, ids):
 
 def surface_probs(ds, ids: list[int], y: np.ndarray, n_classes: int, folds: int, seed: int):
     """Out-of-sample probabilities of LightGBM cross-validated on the rows (the model family that reads them best)."""
-    from sklearn.model_selection import StratifiedKFold
-    from ..head import fold_count
+    from ..head import out_of_fold
     frame = _frame(ds, ids)
-    pos = pd.Index(ids).get_indexer(frame["id"])
-    out = np.full((len(ids), n_classes), np.nan, np.float32)
-    yy = y[pos]
-    try:
-        k = fold_count(yy, folds)
-    except ValueError:
-        return None
     rows = rows_of(frame)
-    for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(yy)), yy):
+
+    def fit_predict(train, test, yy):
         prep = fit_prep([rows[i] for i in train], feature_columns(ds))
         cats, conts = encode(rows, prep)
         booster = fit_trees(cats[train], conts[train], yy[train], n_classes, seed)
-        out[pos[test]] = tree_probs(booster, features(cats[test], conts[test]), n_classes)
-    return out
+        return tree_probs(booster, features(cats[test], conts[test]), n_classes)
+    return out_of_fold(ids, frame["id"], y, n_classes, folds, seed, fit_predict)
 
 
 def head_model(ds, backbone, X, frame, target, is_train, classes, C=None):

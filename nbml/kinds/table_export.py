@@ -75,17 +75,12 @@ def onnx_graph(model, net) -> dict:
 
 
 def check_rows(model, limit: int = CHECK_ROWS) -> tuple[list[dict], str]:
+    """The project's validation rows (at most `limit`, a fixed sample), or two rows of missing values."""
+    from ..export import validation_sample
     from .table import rows_of
-    if model.dataset is not None:
-        try:
-            frame = model.dataset.training_items(["valid"])
-        except Exception:
-            frame = None
-        if frame is not None and len(frame):
-            rows = rows_of(frame)
-            if len(rows) > limit:
-                rows = [rows[i] for i in np.random.default_rng(0).choice(len(rows), limit, replace=False)]
-            return rows, f"{len(rows)} validation rows"
+    rows = validation_sample(model, limit, rows_of)
+    if rows:
+        return rows, f"{len(rows)} validation rows"
     return [{}, {}], "2 rows of missing values (no project with validation rows)"
 
 
@@ -125,30 +120,11 @@ def v2_inputs(prep: dict) -> list[dict]:
 
 
 def triton_entry(config: dict) -> dict[str, str]:
-    inputs = config["onnx"]["inputs"]
-    nl = "\n"
-    blocks = [f"""  {{
-    name: "{n}"
-    data_type: {"TYPE_INT64" if n == "cats" else "TYPE_FP32"}
-    dims: [ -1 ]
-  }}""" for n in inputs]
-    pbtxt = f"""name: "{config['name']}"
-backend: "onnxruntime"
-max_batch_size: 64
-input [
-{("," + nl).join(blocks)}
-]
-output [
-  {{
-    name: "{ONNX_OUTPUT}"
-    data_type: TYPE_FP32
-    dims: [ {len(config['classes'])} ]
-    label_filename: "labels.txt"
-  }}
-]
-version_policy: {{ latest: {{ num_versions: 1 }} }}
-"""
-    return {"config.pbtxt": pbtxt, "labels.txt": "\n".join(config["classes"]) + "\n"}
+    """Triton's entry runs the ONNX graph on the encoded arrays: the client encodes rows with
+    `nbml.kinds.table_encoding.encode(rows, prep)`."""
+    from ..export import triton_arrays_config
+    return triton_arrays_config(config, [(n, "TYPE_INT64" if n == "cats" else "TYPE_FP32")
+                                         for n in config["onnx"]["inputs"]], ONNX_OUTPUT)
 
 
 def card(config: dict) -> dict:

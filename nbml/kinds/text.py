@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._files import read_parquet
 from .._report import IngestReport, Progress
 from ..store import NewItem
 from .text_encoding import (CHAR_BUCKETS, INPUT_NAMES, MAX_TOKENS, WORD_BUCKETS, WORDLLAMA, encode,  # noqa: F401
@@ -100,10 +101,7 @@ def _new_items(pairs, path: str | None = None):
 def _read_table(path: Path, encoding: str, report: IngestReport) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        try:
-            return pd.read_parquet(path)
-        except ImportError:
-            raise ImportError(f"reading {path.name} needs a Parquet engine: pip install pyarrow") from None
+        return read_parquet(path)
     data = path.read_bytes()
     text, note = _decode(data, encoding)
     if note:
@@ -500,20 +498,13 @@ def surface(ds, ids):
 def surface_probs(ds, ids: list[int], y: np.ndarray, n_classes: int, folds: int, seed: int):
     """Out-of-sample probabilities of a logistic regression cross-validated on TF-IDF n-grams (NaN rows for
     items without text); None when a class has too few items for the folds."""
-    from sklearn.model_selection import StratifiedKFold
-    from ..head import fit_sparse_linear, fold_count
+    from ..head import fit_sparse_linear, out_of_fold
     x, _, frame = surface(ds, ids)
-    pos = pd.Index(ids).get_indexer(frame["id"])
-    out = np.full((len(ids), n_classes), np.nan, np.float32)
-    yy = y[pos]
-    try:
-        k = fold_count(yy, folds)
-    except ValueError:
-        return None
-    for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(yy)), yy):
+
+    def fit_predict(train, test, yy):
         W, b = fit_sparse_linear(x[train], yy[train], n_classes, C=SURFACE_C)
-        out[pos[test]] = _softmax(np.asarray(x[test] @ W.T) + b)
-    return out
+        return _softmax(np.asarray(x[test] @ W.T) + b)
+    return out_of_fold(ids, frame["id"], y, n_classes, folds, seed, fit_predict)
 
 
 # -- cached n-grams and idf (head mode and the grid's background retraining refit often) ---------------------------
@@ -748,17 +739,11 @@ def onnx_graph(model, net) -> dict:
 
 def check_texts(model, limit: int = CHECK_TEXTS) -> tuple[list[str], str]:
     """The project's validation texts (at most `limit`, a fixed sample), or sample texts without a project."""
-    if model.dataset is not None:
-        try:
-            frame = model.dataset.training_items(["valid"])
-        except Exception:
-            frame = None
-        if frame is not None and len(frame):
-            texts = [t for t in frame["content"].tolist() if isinstance(t, str) and t.strip()]
-            if len(texts) > limit:
-                texts = [texts[i] for i in np.random.default_rng(0).choice(len(texts), limit, replace=False)]
-            if texts:
-                return texts, f"{len(texts)} validation texts"
+    from ..export import validation_sample
+    texts = validation_sample(model, limit, lambda frame: [t for t in frame["content"].tolist()
+                                                           if isinstance(t, str) and t.strip()])
+    if texts:
+        return texts, f"{len(texts)} validation texts"
     return list(SAMPLE_TEXTS), f"{len(SAMPLE_TEXTS)} sample texts (no project with validation texts)"
 
 
@@ -784,29 +769,9 @@ QUANTIZE_REFUSED = ("int8 is not offered for text models yet: their graph is mos
 def triton_entry(config: dict) -> dict[str, str]:
     """Triton's entry runs the ONNX graph on the four encoded arrays; a BYTES text input cannot go into ONNX, so a
     tokenising front end (the client, or a Python-backend model in an ensemble) must call `encode` first."""
-    blocks = [f"""  {{
-    name: "{n}"
-    data_type: {"TYPE_INT64" if n.endswith("ids") else "TYPE_FP32"}
-    dims: [ -1 ]
-  }}""" for n in INPUT_NAMES]
-    nl = "\n"
-    pbtxt = f"""name: "{config['name']}"
-backend: "onnxruntime"
-max_batch_size: 64
-input [
-{("," + nl).join(blocks)}
-]
-output [
-  {{
-    name: "{ONNX_OUTPUT}"
-    data_type: TYPE_FP32
-    dims: [ {len(config['classes'])} ]
-    label_filename: "labels.txt"
-  }}
-]
-version_policy: {{ latest: {{ num_versions: 1 }} }}
-"""
-    return {"config.pbtxt": pbtxt, "labels.txt": "\n".join(config["classes"]) + "\n"}
+    from ..export import triton_arrays_config
+    return triton_arrays_config(config, [(n, "TYPE_INT64" if n.endswith("ids") else "TYPE_FP32") for n in INPUT_NAMES],
+                                ONNX_OUTPUT)
 
 
 def card(config: dict) -> dict:

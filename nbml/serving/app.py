@@ -69,6 +69,16 @@ class HTTPError(Exception):
         self.status, self.message, self.headers = status, message, headers
 
 
+def json_body(body: bytes):
+    """A request body as JSON, or a 400 saying why it is not."""
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError as e:
+        raise HTTPError(400, f"the request body is not valid UTF-8 (byte {e.start}): send UTF-8 JSON") from None
+    except json.JSONDecodeError as e:
+        raise HTTPError(400, f"the request body is not valid JSON: {e}") from None
+
+
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 

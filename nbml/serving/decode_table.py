@@ -14,7 +14,7 @@ import numpy as np
 
 from ..kinds.table_encoding import ColumnError, check_row, encode, features
 from . import v2
-from .app import HTTPError
+from .app import HTTPError, json_body
 from .runners import OnnxRunner
 
 __all__ = ["Inputs", "TableOnnxRunner"]
@@ -40,12 +40,7 @@ class TableOnnxRunner(OnnxRunner):
 
 
 def _json_rows(body: bytes) -> tuple[list, bool]:
-    try:
-        payload = json.loads(body)
-    except UnicodeDecodeError as e:
-        raise HTTPError(400, f"the request body is not valid UTF-8 (byte {e.start}): send UTF-8 JSON") from None
-    except json.JSONDecodeError as e:
-        raise HTTPError(400, f"the request body is not valid JSON: {e}") from None
+    payload = json_body(body)
     if isinstance(payload, dict) and "row" in payload:
         return [payload["row"]], True
     if isinstance(payload, dict) and "rows" in payload:

@@ -6,7 +6,6 @@ not a string. The log keeps each text's first `log_text_chars` characters, for `
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import numpy as np
 from .._imaging import read_file
 from ..kinds.text_encoding import INPUT_NAMES, MAX_TOKENS, encode, tokenizer
 from . import v2
-from .app import HTTPError
+from .app import HTTPError, json_body
 from .runners import OnnxRunner, TorchRunner, choose_runner
 
 __all__ = ["Inputs", "TextOnnxRunner", "TextTorchRunner"]
@@ -68,12 +67,7 @@ def _text_of(value, i: int, n: int, max_chars: int) -> str:
 
 def parse_json_texts(body: bytes) -> tuple[list, bool]:
     """(texts, single) from {"text": "..."}, {"texts": ["...", ...]}, a bare string or a bare list."""
-    try:
-        payload = json.loads(body)
-    except UnicodeDecodeError as e:
-        raise HTTPError(400, f"the request body is not valid UTF-8 (byte {e.start}): send UTF-8 JSON") from None
-    except json.JSONDecodeError as e:
-        raise HTTPError(400, f"the request body is not valid JSON: {e}") from None
+    payload = json_body(body)
     if isinstance(payload, dict):
         if "text" in payload:
             payload = payload["text"]
