@@ -344,8 +344,7 @@ class _Rank:
         """Stop every rank when any one has seen the stop file: all of them then stop after the same batch."""
         import torch
         import torch.distributed as dist
-        flag = torch.tensor([1.0 if self.stop_path.exists() else 0.0],
-                            device=self.device if self.device.type == "cuda" else "cpu")
+        flag = torch.tensor([1.0 if self.stop_path.exists() else 0.0], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         if flag.item() > 0:
             self.handle.stop()

@@ -114,7 +114,8 @@ from nbml import events as E
 ds = nbml.Dataset(sys.argv[1])
 epoch = threading.Event()
 handle = nbml.train(ds, arch="test_resnet", size=32, bs=8, pretrained=False, quiet=True, seed=0, devices=2,
-                    epochs=200, lr=2e-3, background=True, on_event=lambda e: isinstance(e, E.EpochEnded) and epoch.set())
+                    epochs=200, lr=2e-3, background=True,
+                    on_event=lambda e: isinstance(e, E.EpochEnded) and epoch.set())
 epoch.wait(240)
 print(handle.run_id, flush=True)
 handle.wait()
