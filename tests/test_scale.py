@@ -79,10 +79,10 @@ def test_the_index_is_updated_on_add_and_saved(big):
     index = ds._embedding_cache.indexes[bb.model_id]
     built_at = index.file.stat().st_mtime_ns
     emb = ds.embed(bb)
-    target = int(emb.ids[42])
+    target = int(emb.ids[2042])
     ds.add_texts([f"added text {i}" for i in range(200)], progress=False)
     extra = list(clustered_vectors(200, seed=9))
-    extra[0][0][0] = emb.raw[42] * np.float16(1.01)              # a near copy of item `target`
+    extra[0][0][0] = emb.raw[2042] * np.float16(1.01)            # a near copy of item `target`
     write_embeddings(ds, bb, iter(extra), start=N)
     new_id = int(ds.query_ids()[N])
     got = ds.similar(target, k=5, backbone=bb)
