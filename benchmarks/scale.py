@@ -29,6 +29,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -357,6 +358,14 @@ def main() -> None:
         print_table(["library", "build s", "MiB", "width", f"recall@{K}", "p50 ms"], rows)
     folder = args.keep or tempfile.mkdtemp(prefix="nbml-bench-scale-")
     os.makedirs(folder, exist_ok=True)
+    try:
+        run_sizes(args, sizes, folder, t_total)
+    finally:
+        if not args.keep:           # a million generated files: never left behind
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_sizes(args, sizes: list[int], folder: str, t_total: float) -> None:
     built, results = {}, {}
     for n in sizes:
         saved = os.path.join(folder, f"p{n}.results.json")
@@ -416,8 +425,7 @@ def main() -> None:
     ])
     print(f"\nindex used from {base['min_items']:,} embedded items; below that, exact search")
     print(f"load average at end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
-    print(f"total run {time.perf_counter() - t_total:.0f} s; projects in {folder}" +
-          ("" if args.keep else " (temporary: delete it when done)"))
+    print(f"total run {time.perf_counter() - t_total:.0f} s" + (f"; projects kept in {folder}" if args.keep else ""))
 
 
 if __name__ == "__main__":
