@@ -367,31 +367,38 @@ class _EventFile:
 _ON_KERNEL_GONE: list = []     # what a worker does before it ends for want of a kernel: record the run as failed
 
 
-def _record_kernel_gone(runs, update_run, run_id: int) -> None:
+def _record_kernel_gone(runs, update_run, run_id: int, force: bool = False) -> None:
     """Mark the run failed, unless it already ended (every rank tries: the first to see the kernel gone may be the
-    only one left, torchrun ends the others)."""
+    only one left, torchrun ends the others). `force`: also over the error of a rank that failed first because
+    another rank had already left for want of the kernel (gloo's "connection closed" says nothing of the cause)."""
     frame = runs()
-    if not frame.empty and (frame.loc[frame["id"] == run_id, "status"] == "running").any():
+    statuses = frame.loc[frame["id"] == run_id, "status"] if not frame.empty else frame
+    if len(statuses) and (statuses.isin(["running", "failed"]) if force else statuses == "running").any():
         update_run(run_id, status="failed", finished_at=time.time(),
                    error="the kernel that started this distributed run ended during it, so its workers ended too")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _watch_kernel(kernel_pid: int) -> None:
     """End this worker when the kernel that started the run has gone (it was killed, or it exited)."""
     def watch():
-        while True:
-            try:
-                os.kill(kernel_pid, 0)
-            except ProcessLookupError:
-                for fn in _ON_KERNEL_GONE:
-                    try:
-                        fn()
-                    except Exception:
-                        pass
-                os._exit(3)
-            except PermissionError:
-                pass
+        while _alive(kernel_pid):
             time.sleep(1.0)
+        for fn in _ON_KERNEL_GONE:
+            try:
+                fn()
+            except Exception:
+                pass
+        os._exit(3)
     threading.Thread(target=watch, name="nbml-watch-kernel", daemon=True).start()
 
 
@@ -420,6 +427,12 @@ def _worker(args_path: str) -> int:
             dist.destroy_process_group()
         return 0
     except BaseException as e:
+        if not _alive(int(args["kernel_pid"])):     # the kernel's end is the cause, whatever this rank saw of it
+            for fn in _ON_KERNEL_GONE:
+                try:
+                    fn(force=True)
+                except Exception:
+                    pass
         message = str(e).strip().splitlines()[0][:500] if str(e).strip() else ""
         (folder / f"error-{rank}.json").write_text(json.dumps({"rank": rank, "error": f"{type(e).__name__}: "
                                                                                      f"{message}"}))
