@@ -141,7 +141,9 @@ def test_workers_end_with_the_kernel_that_started_them(ds, tmp_path):
         time.sleep(0.1)
     assert not alive(torchrun)
     run = ds.runs().iloc[-1]
-    assert run["status"] == "failed" and "kernel" in run["error"]
+    # the rank that notices the kernel gone records it; the other may first fail on the lost connection (torchrun
+    # ends it before it can say more), and either record may be the last one written
+    assert run["status"] == "failed" and ("kernel" in run["error"] or "gloo" in run["error"]), run["error"]
 
 
 def shard_items(make):
