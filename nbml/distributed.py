@@ -30,6 +30,7 @@ from functools import partial
 from pathlib import Path
 
 from . import events as E
+from ._process import pid_alive
 
 __all__ = ["DistributedTrainingError", "world_size", "launcher"]
 
@@ -248,11 +249,7 @@ def _is_worker(pid: int) -> bool:
     except FileNotFoundError:
         return False
     except OSError:                           # no /proc (macOS): the pid file is all there is
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return False
-        return True
+        return pid_alive(pid)
     return b"nbml.distributed" in cmdline
 
 
@@ -378,20 +375,10 @@ def _record_kernel_gone(runs, update_run, run_id: int, force: bool = False) -> N
                    error="the kernel that started this distributed run ended during it, so its workers ended too")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 def _watch_kernel(kernel_pid: int) -> None:
     """End this worker when the kernel that started the run has gone (it was killed, or it exited)."""
     def watch():
-        while _alive(kernel_pid):
+        while pid_alive(kernel_pid):
             time.sleep(1.0)
         for fn in _ON_KERNEL_GONE:
             try:
@@ -427,7 +414,7 @@ def _worker(args_path: str) -> int:
             dist.destroy_process_group()
         return 0
     except BaseException as e:
-        if not _alive(int(args["kernel_pid"])):     # the kernel's end is the cause, whatever this rank saw of it
+        if not pid_alive(int(args["kernel_pid"])):     # the kernel's end is the cause, whatever this rank saw of it
             for fn in _ON_KERNEL_GONE:
                 try:
                     fn(force=True)

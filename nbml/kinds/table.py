@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._files import read_parquet
+from .._files import label_of, read_parquet
 from .._report import IngestReport, Progress
 from ..store import NewItem
 from .table_encoding import check_row, encode, features, fit_prep, number_of
@@ -56,7 +56,7 @@ def row_sha256(row: dict) -> str:
     return hashlib.sha256(json.dumps(row, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
-def _infer(name: str, s: pd.Series, n_rows: int) -> tuple[dict, list[str]]:
+def _infer(name: str, s: pd.Series) -> tuple[dict, list[str]]:
     """A column's type and role from its values, and what to tell the user about it."""
     notes = []
     seen = s.dropna()
@@ -169,7 +169,7 @@ def add_table(ds, data, label_col: str | None = "label", id_col: str | None = No
     else:
         columns = []
         for name in data_cols:
-            column, notes = _infer(name, frame[name], len(frame))
+            column, notes = _infer(name, frame[name])
             columns.append(column)
             report.warnings += [(f"column {name!r}", n) for n in notes]
     kinds_of = {c["name"]: c["type"] for c in columns}
@@ -182,10 +182,7 @@ def add_table(ds, data, label_col: str | None = "label", id_col: str | None = No
         for i, row in enumerate(records):
             pbar.update(i + 1)
             shown = f"{id_col}={ids[i]}" if ids is not None else f"{where} {i + (2 if source else 0)}"
-            label = labels[i]
-            label = None if label is None or (isinstance(label, float) and label != label) or label is pd.NA \
-                else (str(int(label)) if isinstance(label, (float, np.floating)) and float(label).is_integer()
-                      else str(label).strip() or None)
+            label = label_of(_native(labels[i]))
             text = json.dumps(row, ensure_ascii=False)
             yield NewItem(row_sha256(row), shown, label, None,
                           dict(content=text, size_bytes=len(text.encode("utf-8")), path=shown))
@@ -678,8 +675,9 @@ def probs(model, rows: list[dict], strict: bool = False) -> np.ndarray:
 
 def predict_probs(model, values) -> np.ndarray:
     rows = [dict(v) if isinstance(v, pd.Series) else v for v in values]
+    known = model.net.prep | {"ignored": _ignored(model)}
     for i, row in enumerate(rows):
-        check_row(row, model.net.prep | {"ignored": _ignored(model)}, i, len(rows))
+        check_row(row, known, i, len(rows))
     return probs(model, rows, strict=False)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._files import read_parquet
+from .._files import label_of, read_parquet
 from .._report import IngestReport, Progress
 from ..store import NewItem
 from .text_encoding import (CHAR_BUCKETS, INPUT_NAMES, MAX_TOKENS, WORD_BUCKETS, WORDLLAMA, encode,  # noqa: F401
@@ -41,13 +41,6 @@ def normalized(text: str) -> str:
 
 def text_sha256(text: str) -> str:
     return hashlib.sha256(normalized(text).encode("utf-8")).hexdigest()
-
-
-def _label_of(value) -> str | None:
-    if value is None or (isinstance(value, float) and value != value) or value is pd.NA:
-        return None
-    text = str(value).strip()
-    return text or None
 
 
 def _decode(data: bytes, encoding: str) -> tuple[str, str | None]:
@@ -89,7 +82,7 @@ def _candidates(values, labels, shown, report: IngestReport, encoding: str):
         if len(value) > LONG_CHARS:
             report.warnings.append((name, f"long text ({len(value):,} characters): kept whole; the model reads "
                                           f"its first {MAX_TOKENS} tokens"))
-        yield value, _label_of(label), name
+        yield value, label_of(label), name
 
 
 def _new_items(pairs, path: str | None = None):

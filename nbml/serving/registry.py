@@ -11,6 +11,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .._process import pid_alive
+
 __all__ = ["Registration", "register", "unregister", "registered_servers", "runtime_dir", "pid_alive",
            "http_url"]
 
@@ -49,18 +51,6 @@ def http_url(host: str, port: int) -> str:
 def runtime_dir() -> Path:
     from jupyter_core.paths import jupyter_runtime_dir
     return Path(jupyter_runtime_dir())
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:      # alive, another user's
-        return True
-    except OSError:
-        return False
-    return True
 
 
 def safe_name(stem: str) -> str:
