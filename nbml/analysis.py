@@ -634,18 +634,24 @@ class DataStats:
 
 def stats(ds) -> DataStats:
     """Counts per class and split, labelled against unlabelled, with a warning for classes too small to learn."""
-    df = ds.df
-    usable = df[df["status"] == "ok"]
-    classes = ds.classes
-    lab = usable[usable["label"].notna()]
-    split = lab["split"].fillna("unassigned")
-    table = pd.crosstab(pd.Categorical(lab["label"], categories=classes),
-                        pd.Categorical(split, categories=["train", "valid", "test", "unassigned"]), dropna=False)
-    table = table.reindex(index=classes, columns=["train", "valid", "test", "unassigned"], fill_value=0)
-    table.index.name, table.columns.name = "class", None
-    table["labelled"] = table.sum(axis=1)
+    kind = ds.kind
+    if kind in ("text", "table"):     # the texts' lengths and the columns' statistics read every usable item
+        df = ds.df
+        usable = df[df["status"] == "ok"]
+        lab = usable[usable["label"].notna()]
+        split_counts = lab.groupby([lab["label"], lab["split"].fillna("unassigned")]).size()
+        n_live, n_unlabelled = len(df), int(usable["label"].isna().sum())
+        n_unusable = int((df["status"] == "unusable").sum())
+    else:                             # images: counted in the store, no item read
+        counts = ds._item_counts()
+        n_live = sum(n for (status, _), n in counts.items() if status != "removed")
+        n_unlabelled = counts.get(("ok", None), 0)
+        n_unusable = sum(n for (status, _), n in counts.items() if status == "unusable")
+        rows = ds._labelled_split_counts()
+        split_counts = pd.Series({(label, split or "unassigned"): n for label, split, n in rows}, dtype="int64")
+    table = _class_split_table(split_counts, ds.classes)
     notes = []
-    if df.empty:
+    if n_live == 0:
         notes.append("this project has no items yet; add images with ds.add_images(folder) or texts with "
                      "ds.add_texts(texts)")
     for name, n in table["labelled"].items():
@@ -654,6 +660,7 @@ def stats(ds) -> DataStats:
         elif n < MIN_PER_CLASS:
             notes.append(f"class {name!r} has only {n} labelled item{'s' * (n != 1)}: too few to learn and to "
                          f"validate on; label at least {MIN_PER_CLASS} (20 or more is better)")
+    classes = list(table.index)
     if len(classes) == 1:
         notes.append(f"only one class ({classes[0]!r}): a classifier needs at least two")
     if len(table) and table["labelled"].max() >= 10 * max(table["labelled"][table["labelled"] > 0].min(), 1) \
@@ -661,17 +668,29 @@ def stats(ds) -> DataStats:
         notes.append("the classes are very unbalanced (the largest has 10 times the smallest or more); the model "
                      "will favour the large ones")
     lengths = None
-    if ds.kind == "text":
+    if kind == "text":
         text = usable["content"].fillna("")
         lengths = pd.DataFrame({"id": usable["id"].to_numpy(), "label": usable["label"].to_numpy(),
                                 "characters": text.str.len().to_numpy(),
                                 "words": text.str.split().str.len().to_numpy()})
     columns = None
-    if ds.kind == "table":
+    if kind == "table":
         from .kinds import table as table_kind
         columns = table_kind.column_stats(ds, usable)
-    return DataStats(table, int(len(lab)), int(usable["label"].isna().sum()), int((df["status"] == "unusable").sum()),
-                     notes, lengths, ds.agreement(), columns)
+    return DataStats(table, int(split_counts.sum()), n_unlabelled, n_unusable, notes, lengths, ds.agreement(),
+                     columns)
+
+
+def _class_split_table(split_counts: pd.Series, classes: list[str]) -> pd.DataFrame:
+    """Labelled usable items per class (rows: every class, in order) and split (train, valid, test, unassigned),
+    plus their sum `labelled`, from counts indexed by (label, split)."""
+    splits = ["train", "valid", "test", "unassigned"]
+    table = pd.DataFrame(0, index=pd.Index(classes, name="class", dtype="str"), columns=splits, dtype="int64")
+    for (label, split), n in split_counts.items():
+        if label in table.index and split in splits:
+            table.loc[label, split] = int(n)
+    table["labelled"] = table.sum(axis=1)
+    return table
 
 
 def embedding_map(ds, backbone=None, *, embeddings: Embeddings | None = None) -> pd.DataFrame:
