@@ -23,7 +23,16 @@ def _to_2(c) -> None:
     next(i for i in S.actions.indexes if i.name == "ix_actions_author").create(c, checkfirst=True)
 
 
-STEPS = {2: _to_2}
+def _to_3(c) -> None:
+    """Indexes the grid's keyset pages seek on, in id order: (status, label, id) replaces (status, label), and
+    (label, id) serves the label filter."""
+    for index in S.items.indexes:
+        if index.name in ("ix_items_status_label_id", "ix_items_label_id"):
+            index.create(c, checkfirst=True)
+    c.execute(text("DROP INDEX IF EXISTS ix_items_status_label"))
+
+
+STEPS = {2: _to_2, 3: _to_3}
 
 
 def prepare(c, where: str) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import (Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table,
                         Text, UniqueConstraint)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -37,7 +37,9 @@ items = Table(
     Column("added_at", Float, nullable=False),
     Column("origin", String(32), nullable=False, default="import"),
     Index("ix_items_sha256", "sha256"),
-    Index("ix_items_status_label", "status", "label"),
+    # the grid's pages seek on these in id order (keyset paging), and the kept counts group by the first (schema 3)
+    Index("ix_items_status_label_id", "status", "label", "id"),
+    Index("ix_items_label_id", "label", "id"),
 )
 
 classes = Table(

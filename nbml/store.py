@@ -44,6 +44,7 @@ _ITEM_COLUMNS = ("id", "kind", "path", "label", "split", "label_source", "status
 ITEMS_VERSION = "items_version"     # items added, removed, restored or marked unusable
 SPLITS_VERSION = "splits_version"   # splits set or cleared
 _COUNTS_DELTA_MAX = 2000    # label changes since the counts were taken that are applied to them; more: count again
+_COUNTS_KEY = "item_counts"   # meta: the (status, label) counts as of (items version, newest label row)
 _IN_CHUNK = 30_000     # ids per IN (...) list: SQLite caps bound parameters (32,766 or 250,000), PostgreSQL at 65,535
 
 
@@ -145,6 +146,47 @@ class NewItem:
     label: str | None = None
     split: str | None = None
     columns: dict = field(default_factory=dict)
+
+
+class Pager:
+    """Pages of one filter of the items in id order, by keyset: each page is found by a seek in the index to an id
+    whose rank (how many of the filter's items come before it) is known, then a short walk, never an OFFSET that
+    walks every item before the page. Known ranks: the first (0) and the end (the count, from the store's kept
+    counts), and the first and last id of pages shown since nothing they depend on changed (`Store._paging_state`;
+    a label change does not move ranks in the 'all' filter). The pages equal `query_ids(offset=..., limit=...)`."""
+
+    MAX_ANCHORS = 512
+
+    def __init__(self, store: "Store", filters: dict):
+        self.store, self.filters = store, filters
+        self.state = None
+        self.anchors: dict[int, int] = {}     # id -> rank
+
+    def page(self, offset: int, limit: int) -> tuple[list[int], int]:
+        """(ids of ranks offset .. offset+limit-1, how many items the filter has)."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        return self.store._page(self, offset, limit)
+
+    def check(self, state) -> None:
+        if state != self.state:
+            self.state, self.anchors = state, {}
+
+    def nearest(self, offset: int, total: int) -> tuple[int, int | None]:
+        """(rank, id) of the known rank closest to `offset`: the first item (0, id -1: every id is above it), the
+        end (`total`, None) or an id of a page shown."""
+        best_rank, best_id = (0, -1) if offset <= total - offset else (total, None)
+        for item_id, rank in self.anchors.items():
+            if abs(offset - rank) < abs(offset - best_rank):
+                best_rank, best_id = rank, item_id
+        return best_rank, best_id
+
+    def remember(self, ids: list[int], offset: int) -> None:
+        if ids:
+            self.anchors[ids[0]] = offset
+            self.anchors[ids[-1]] = offset + len(ids) - 1
+        while len(self.anchors) > self.MAX_ANCHORS:
+            del self.anchors[next(iter(self.anchors))]
 
 
 class Store:
@@ -317,6 +359,58 @@ class Store:
             where += _leases.to_label_by(c, to_label_by, self._overlap(c))
         return where
 
+    def pager(self, *, labelled: bool | None = None, label: str | None = None, split: str | None = None,
+              usable_only: bool = False, to_label_by: str | None = None) -> "Pager":
+        """Pages of `query_ids` with these filters by keyset (seek) instead of OFFSET: see `Pager`."""
+        return Pager(self, dict(labelled=labelled, label=label, split=split, usable_only=usable_only,
+                                to_label_by=to_label_by))
+
+    def _page(self, pager: "Pager", offset: int, limit: int) -> tuple[list[int], int]:
+        with self._read() as c:
+            where = self._where(c, **pager.filters)
+            total = self._count_in(c, pager.filters, where)
+            pager.check(self._paging_state(c, pager.filters))
+            offset = max(0, min(int(offset), total))
+            rank, anchor = pager.nearest(offset, total)
+            ids = self._seek(c, where, rank, anchor, offset, limit)
+        pager.remember(ids, offset)
+        return ids, total
+
+    def _paging_state(self, c, filters: dict) -> tuple:
+        """What the rank of an id among the filter's items depends on: while it is equal, remembered ranks hold.
+        Labels count only for the filters on them; others' leases only for a person's queue."""
+        on_labels = any(filters.get(k) is not None for k in ("labelled", "label", "to_label_by"))
+        keys = [ITEMS_VERSION] + ([SPLITS_VERSION] if filters.get("split") is not None else [])
+        meta = dict(c.execute(select(S.meta.c.key, S.meta.c.value).where(S.meta.c.key.in_(keys))).all())
+        state = (tuple(meta.get(k) for k in keys),)
+        if on_labels:
+            state += (c.execute(select(func.max(S.labels.c.id))).scalar() or 0,)
+        if filters.get("to_label_by") is not None:
+            overlap = self._overlap(c)
+            state += (overlap, frozenset(_leases.held_by_others(c, filters["to_label_by"])))
+            if overlap > 1:   # others' labels and reviews move the queue too
+                state += (c.execute(select(func.count(), func.max(S.annotations.c.time))).one(),)
+        return state
+
+    @staticmethod
+    def _seek(c, where: list, rank: int, anchor: int | None, offset: int, limit: int) -> list[int]:
+        """The ids at ranks offset .. offset+limit-1 of `where` in id order, given that `rank` of them come before
+        id `anchor` (None: after every item): a seek to the anchor in the index, then a walk of |offset - rank|."""
+        item_id = S.items.c.id
+        if offset >= rank:
+            if anchor is None:
+                return []
+            q = select(item_id).where(*where, item_id >= anchor).order_by(item_id).limit(limit)
+            return list(c.execute(q.offset(offset - rank) if offset > rank else q).scalars())
+        back = rank - offset
+        q = select(item_id).where(*where, *([item_id < anchor] if anchor is not None else []))
+        before = list(c.execute(q.order_by(item_id.desc()).limit(back)).scalars())[::-1]
+        ids = before[:limit]
+        if len(ids) < limit and anchor is not None:
+            ids += list(c.execute(select(item_id).where(*where, item_id >= anchor).order_by(item_id)
+                                  .limit(limit - len(ids))).scalars())
+        return ids
+
     def query_ids(self, *, labelled: bool | None = None, label: str | None = None, split: str | None = None,
                   usable_only: bool = False, offset: int = 0, limit: int | None = None,
                   to_label_by: str | None = None) -> list[int]:
@@ -332,14 +426,33 @@ class Store:
     def count_ids(self, *, labelled: bool | None = None, label: str | None = None, split: str | None = None,
                   usable_only: bool = False, to_label_by: str | None = None) -> int:
         """How many items `query_ids` would return with the same filters."""
-        if split is None and to_label_by is None:
-            return sum(n for (status, value), n in self._item_counts().items()
-                       if status != "removed" and (status == "ok" or not usable_only)
-                       and (labelled is None or (value is not None) == labelled) and (label is None or value == label))
         with self._read() as c:
-            q = select(func.count()).select_from(S.items).where(
-                *self._where(c, labelled, label, split, usable_only, to_label_by))
-            return int(c.execute(q).scalar())
+            filters = dict(labelled=labelled, label=label, split=split, usable_only=usable_only,
+                           to_label_by=to_label_by)
+            return self._count_in(c, filters, None)
+
+    def _count_in(self, c, filters: dict, where: list | None) -> int:
+        """count_ids in the caller's transaction: from the kept (status, label) counts where the filters allow
+        (for a person's queue with one label per item: the unlabelled count less the items others hold), else a
+        COUNT over `where` (the filters' clauses, made here when None)."""
+        labelled, label, usable_only = filters.get("labelled"), filters.get("label"), filters.get("usable_only")
+        if filters.get("split") is None and (filters.get("to_label_by") is None or self._overlap(c) <= 1):
+            counts = self._item_counts(c)
+            if filters.get("to_label_by") is None:
+                return sum(n for (status, value), n in counts.items()
+                           if status != "removed" and (status == "ok" or not usable_only)
+                           and (labelled is None or (value is not None) == labelled)
+                           and (label is None or value == label))
+            queue = counts.get(("ok", None), 0) if labelled in (None, False) and label is None else 0
+            others = sorted(_leases.held_by_others(c, filters["to_label_by"]))
+            for i in range(0, len(others), _IN_CHUNK):
+                if queue:
+                    queue -= c.execute(select(func.count()).select_from(S.items).where(
+                        S.items.c.id.in_(others[i:i + _IN_CHUNK]), S.items.c.status == "ok",
+                        S.items.c.label.is_(None))).scalar()
+            return queue
+        where = where if where is not None else self._where(c, **filters)
+        return int(c.execute(select(func.count()).select_from(S.items).where(*where)).scalar())
 
     def label_counts(self) -> dict:
         """{class: number of live usable items with that label}, every class listed, plus None for unlabelled."""
@@ -347,25 +460,52 @@ class Store:
         counts.update({value: n for (status, value), n in self._item_counts().items() if status == "ok"})
         return counts
 
-    def _item_counts(self) -> dict[tuple[str, str | None], int]:
+    def _item_counts(self, c=None) -> dict[tuple[str, str | None], int]:
         """{(status, label): items}, counted in one scan of the (status, label) index and kept: while no item is
         added or changes status, the labels changed since (read from the label history) bring it up to date, so
-        a page turn or a key press on a large project does not count a million rows again."""
-        with self._read() as c:
-            version = c.execute(select(S.meta.c.value).where(S.meta.c.key == ITEMS_VERSION)).scalar()
-            newest = c.execute(select(func.max(S.labels.c.id))).scalar() or 0
-            known = self._counts
-            if known is not None and known[:2] == (version, newest):
-                return known[2]
-            counts = None
-            if known is not None and known[0] == version and newest - known[1] <= _COUNTS_DELTA_MAX:
-                counts = self._counts_moved(c, known[2], known[1])
-            if counts is None:
-                counts = {(status, value): n for status, value, n in c.execute(
-                    select(S.items.c.status, S.items.c.label, func.count())
-                    .group_by(S.items.c.status, S.items.c.label)).all()}
+        a page turn or a key press on a large project does not count a million rows again. A project file keeps
+        its latest counts in `meta` too, so that a new Dataset starts from them instead of a scan (SQLite only:
+        one writer at a time numbers the label history in commit order, which moving the counts relies on)."""
+        if c is None:
+            with self._read() as c:
+                return self._item_counts(c)
+        version = c.execute(select(S.meta.c.value).where(S.meta.c.key == ITEMS_VERSION)).scalar()
+        newest = c.execute(select(func.max(S.labels.c.id))).scalar() or 0
+        known = self._counts
+        if known is None and self.path is not None:
+            known = self._saved_counts(c)
+        if known is not None and known[:2] == (version, newest):
+            self._counts = known
+            return known[2]
+        counts = None
+        if known is not None and known[0] == version and 0 <= newest - known[1] <= _COUNTS_DELTA_MAX:
+            counts = self._counts_moved(c, known[2], known[1])
+        if counts is None:
+            counts = {(status, value): n for status, value, n in c.execute(
+                select(S.items.c.status, S.items.c.label, func.count())
+                .group_by(S.items.c.status, S.items.c.label)).all()}
+            if self.path is not None:
+                self._save_counts(version, newest, counts)
         self._counts = (version, newest, counts)
         return counts
+
+    def _saved_counts(self, c):
+        text = c.execute(select(S.meta.c.value).where(S.meta.c.key == _COUNTS_KEY)).scalar()
+        if not text:
+            return None
+        saved = json.loads(text)
+        return saved["items_version"], saved["label_row"], {(s, v): n for s, v, n in saved["counts"]}
+
+    def _save_counts(self, version, newest: int, counts: dict) -> None:
+        value = json.dumps({"items_version": version, "label_row": newest,
+                            "counts": [[s, v, n] for (s, v), n in counts.items()]})
+        try:
+            with self._write() as w:
+                stmt = upsert(w, S.meta).values(key=_COUNTS_KEY, value=value)
+                w.execute(stmt.on_conflict_do_update(index_elements=[S.meta.c.key],
+                                                     set_={"value": stmt.excluded.value}))
+        except OperationalError:     # a read-only or busy file: the counts are kept in this process only
+            pass
 
     def _labelled_split_counts(self) -> list[tuple[str, str | None, int]]:
         """(label, split, items) of the usable labelled items, counted in SQL over the (status, label) index."""

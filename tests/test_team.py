@@ -178,7 +178,7 @@ def test_schema_1_project_is_upgraded_in_place(tmp_path):
     path = tmp_path / "old.nbml"
     shutil.copy(DATA / "v1-project.nbml", path)
     ds = nbml.Dataset(path, user="carol")
-    assert ds._meta_value("schema_version") == "2"
+    assert ds._meta_value("schema_version") == "3"
     df = ds.df.set_index("id")
     assert len(df) == 8 and df.loc[1, "label"] == "red" and df.loc[7, "label"] == "green"
     assert df["label"].isna().sum() == 1 and set(df["split"].dropna()) == {"train", "valid"}

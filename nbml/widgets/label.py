@@ -73,7 +73,10 @@ class LabelWidget(GridWidget):
         if where is None:
             ids, total = super()._page_ids(offset, limit)
         else:
-            ids, total = self.ds.query_ids(**where, offset=offset, limit=limit), self.ds.count_ids(**where)
+            key = self.filter    # the filter's pager remembers where pages start: no OFFSET walk to a deep page
+            if getattr(self, "_pager", (None, None))[0] != key:
+                self._pager = (key, self.ds.pager(**where))
+            ids, total = self._pager[1].page(offset, limit)
         if self.filter in LEASED:
             ids = self._leases.hold(ids)   # an item someone else took meanwhile is left out
         elif self._leases.held:
