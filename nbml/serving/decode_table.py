@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 
-from ..kinds.table_encoding import ColumnError, check_row, encode, features
+from ..kinds.table_encoding import ColumnError, Encoder, check_row, features
 from . import v2
 from .app import HTTPError, json_body
 from .runners import OnnxRunner
@@ -25,16 +25,19 @@ _NUMERIC = {"FP64": "<f8", "FP32": "<f4", "INT64": "<i8", "INT32": "<i4", "INT16
 
 
 class TableOnnxRunner(OnnxRunner):
-    """Rows (an object array of dicts) in: encoded in the batch's thread, then the ONNX graph."""
+    """Rows in, the ONNX graph's probabilities out. A batch is either rows (an object array of dicts: the warm-up,
+    the bare call) encoded here, or rows the server already encoded while checking them (`Encoder.packed`, float64
+    [N, width]), only split into the graph's inputs."""
 
     def __init__(self, folder, config: dict, threads: int | None):
         super().__init__(folder, config, threads)
         self.prep = config["prep"]
+        self.encoder = Encoder(self.prep)
         self.trees = config.get("model") == "lightgbm"
         self.names = list(config["onnx"]["inputs"])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        cats, conts = encode(list(batch), self.prep)
+        cats, conts = self.encoder(list(batch)) if batch.dtype == object else self.encoder.unpack(batch)
         feeds = {"features": features(cats, conts)} if self.trees else {"cats": cats, "conts": conts}
         return self.session.run([self.output], {k: feeds[k] for k in self.names})[0]
 
@@ -61,6 +64,7 @@ class Inputs:
     def __init__(self, folder, config: dict, settings):
         self.settings = settings
         self.prep = {**config["prep"], "ignored": list(config.get("ignored_columns") or [])}
+        self.encoder = Encoder(config["prep"])
         cols = self.prep["conts"] + self.prep["cats"]
         self.types = {c["name"]: c["type"] for c in cols}
         self.v2_inputs = [{"name": c["name"], "datatype": {"number": "FP64", "bool": "BOOL"}.get(c["type"], "BYTES"),
@@ -82,24 +86,24 @@ class Inputs:
             raise HTTPError(400, 'send JSON {"row": {...}} or {"rows": [...]} with Content-Type application/json')
         return _json_rows(body)
 
-    async def prepare(self, service, values: list) -> tuple[np.ndarray, list[str]]:
-        """(rows as an object array, sha256 of each row's JSON); a bad row is a 400 that names its column."""
-        batch = np.empty(len(values), dtype=object)
+    async def prepare(self, service, values: list) -> tuple[np.ndarray, list[None]]:
+        """(the rows encoded, float64 [N, width]; no hashes yet: the log hashes each row after the answer is
+        written). A bad row is a 400 that names its column: the strict encoding is the type check, done once."""
         try:
             for i, row in enumerate(values):
                 check_row(row, self.prep, i, len(values))
-                encode([row], self.prep, strict=True)          # the types, checked before the row is batched
-                batch[i] = row
+            packed = self.encoder.packed(values, strict=True)
         except ColumnError as e:
             raise HTTPError(400, str(e)) from None
-        return batch, [self.digest(r) for r in values]
+        return packed, [None] * len(values)
 
     def digest(self, value) -> str:
-        return hashlib.sha256(self.payload(value, value)).hexdigest()
+        return hashlib.sha256(self.payload(value, None)).hexdigest()
 
-    def payload(self, value, row) -> bytes:
-        """What the log keeps of a row: its JSON (the model's columns), cut at `log_text_chars` characters."""
-        text = json.dumps(row, sort_keys=True, ensure_ascii=False)
+    def payload(self, value, unit) -> bytes:
+        """What the log keeps of a row: its JSON (the request's row, not its encoding), cut at `log_text_chars`
+        characters."""
+        text = json.dumps(value, sort_keys=True, ensure_ascii=False)
         return text[:self.settings.log_text_chars].encode("utf-8")
 
     # -- the Open Inference Protocol: one input per column ------------------------------------------------------
