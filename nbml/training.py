@@ -108,6 +108,7 @@ class _Plan:
     params: dict = field(default_factory=dict)
     default_lr: float | None = None   # the kind's learning rate when none is given (else lr_find / SCRATCH_LR)
     dist: object = None               # this process's rank in a distributed run (nbml.distributed), else None
+    handle: object = None             # the run's TrainingHandle: a kind's own extra work checks Stop
 
 
 def _default_bs(n_train: int) -> int:
@@ -395,6 +396,7 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
     snapshot = ds.snapshot(plan.frame)
     run_id = ds._start_run(plan.arch, plan.params, snapshot, str(plan.device), _versions())
     handle.run_id, handle.status = run_id, "running"
+    plan.handle = handle
     stop_cb, events_cb = _callbacks(plan, handle, run_id, t0)
     try:
         from . import kinds

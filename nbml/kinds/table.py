@@ -498,6 +498,102 @@ def make_learner(plan, frame, stop_cb):
     return learn, frame, []
 
 
+CV_MAX_ROWS = 3000      # up to this many labelled rows the model is chosen by cross-validation, not the split
+CV_FOLDS = 5
+
+
+def _fit_network_plain(prep: dict, n_classes: int, cats, conts, y, *, epochs: int, lr: float, bs: int, seed: int,
+                       stopping) -> object | None:
+    """The network as the shared loop trains it (AdamW, fastai's one-cycle schedule: warm-up over a quarter of the
+    steps, lr/25 to lr to lr/1e5, momentum 0.95-0.85), in a plain torch loop: a cross-validation fold needs no
+    events, no monitor and no Learner. None when Stop was pressed."""
+    import torch
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = new_net(prep, n_classes).network
+        n = len(y)
+        bs = max(2, min(bs, n))
+        per_epoch = max(1, n // bs)
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * per_epoch, pct_start=0.25,
+                                                    div_factor=25.0, final_div_factor=1e5, base_momentum=0.85,
+                                                    max_momentum=0.95)
+        c, x, t = torch.from_numpy(cats), torch.from_numpy(conts), torch.from_numpy(y)
+        g = torch.Generator().manual_seed(seed)
+        net.train()
+        for _ in range(epochs):
+            if stopping():
+                return None
+            order = torch.randperm(n, generator=g)
+            for i in range(per_epoch):
+                idx = order[i * bs:(i + 1) * bs]
+                loss = torch.nn.functional.cross_entropy(net(c[idx], x[idx]), t[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+        net.eval()
+    return net
+
+
+def cross_validate(plan, names: list[str]) -> dict | None:
+    """Out-of-fold probabilities of each candidate on every labelled row (train and valid), by stratified folds:
+    {name: {cv_accuracy, cv_log_loss}}. Each fold learns its own encoding from its own train rows. None when Stop
+    was pressed or a class is too small for two folds."""
+    from sklearn.model_selection import StratifiedKFold
+    from ..head import fold_count
+    frame = plan.frame
+    rows = rows_of(frame)
+    y = frame["label"].map({c: i for i, c in enumerate(plan.classes)}).to_numpy().astype(np.int64)
+    n_classes = len(plan.classes)
+    try:
+        k = fold_count(y, CV_FOLDS)
+    except ValueError:
+        return None
+    handle = getattr(plan, "handle", None)
+    stopping = (lambda: bool(handle.stopping)) if handle is not None else (lambda: False)
+    cols = feature_columns(plan.ds)
+    seed = 0 if plan.seed is None else int(plan.seed)
+    oof = {name: np.zeros((len(y), n_classes), np.float32) for name in names}
+    took = dict.fromkeys(names, 0.0)
+    for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
+        if stopping():
+            return None
+        prep = fit_prep([rows[i] for i in train], cols)
+        cats, conts = encode(rows, prep)
+        for name in names:
+            t0 = time.perf_counter()
+            if name == "lightgbm":
+                booster = fit_trees(cats[train], conts[train], y[train], n_classes, seed)
+                p = tree_probs(booster, features(cats[test], conts[test]), n_classes)
+            elif name == "linear":
+                p = _torch_probs(fit_linear(cats[train], conts[train], y[train], prep, n_classes), cats[test],
+                                 conts[test])
+            else:
+                net = _fit_network_plain(prep, n_classes, cats[train], conts[train], y[train], epochs=plan.epochs,
+                                         lr=plan.params.get("lr") or LR,
+                                         bs=int(max(16, min(256, len(train) // 16))), seed=seed, stopping=stopping)
+                if net is None:
+                    return None
+                p = _torch_probs(net, cats[test], conts[test])
+            oof[name][test] = p
+            took[name] += time.perf_counter() - t0
+    return {name: dict(cv_accuracy=float((oof[name].argmax(1) == y).mean()), cv_log_loss=_log_loss(oof[name], y),
+                       cv_fit_s=round(took[name], 3)) for name in names}
+
+
+def _choose(cands: dict, key: str, loss: str, what: str) -> tuple[str, str]:
+    """The candidate with the highest `key` (the lower `loss` on a tie), and why, in words."""
+    kept = max(cands, key=lambda k: (cands[k][key], -cands[k][loss]))
+    others = ", ".join(f"{k} {v[key]:.4f}" for k, v in cands.items() if k != kept)
+    ties = [k for k in cands if k != kept and cands[k][key] == cands[kept][key]]
+    if not others:
+        return kept, "the only model that finished"
+    if ties:
+        return kept, f"{what} {cands[kept][key]:.4f} shared with {', '.join(ties)}, lower log loss"
+    return kept, f"highest {what}, {cands[kept][key]:.4f} (others: {others})"
+
+
 def finish(plan, learn, metrics: dict) -> dict:
     """After training: score the network on the validation rows, keep the better model, and say why in the run."""
     import torch
@@ -510,16 +606,27 @@ def finish(plan, learn, metrics: dict) -> dict:
         cands["network"] = dict(accuracy=float((p.argmax(1) == y).mean()), valid_loss=_log_loss(p, y))
     if not cands:
         raise RuntimeError("training was stopped before any model could be scored; train again")
+    n_rows = len(plan.frame)
+    stopped = getattr(getattr(plan, "handle", None), "stopping", False)
     if plan.arch != "auto":
         kept = MODEL_OF_ARCH[plan.arch]
         why = f"arch={plan.arch!r} was asked for"
+        plan.params["chosen_by"] = "arch"
+    elif len(cands) > 1 and n_rows <= CV_MAX_ROWS and not stopped and (cv := cross_validate(plan, list(cands))):
+        # On a small table the validation split is a few dozen rows and its winner is chance: every labelled row
+        # scores each candidate once, out of fold. The kept model is still the one fitted on the train split.
+        for name, scores in cv.items():
+            cands[name].update(scores)
+        kept, why = _choose(cands, "cv_accuracy", "cv_log_loss",
+                            f"{CV_FOLDS}-fold cross-validated accuracy on the {n_rows} labelled rows")
+        plan.params["chosen_by"] = f"{CV_FOLDS}-fold cross-validation"
     else:
-        kept = max(cands, key=lambda k: (cands[k]["accuracy"], -cands[k]["valid_loss"]))
-        others = ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in cands.items() if k != kept)
-        ties = [k for k in cands if k != kept and cands[k]["accuracy"] == cands[kept]["accuracy"]]
-        why = (f"highest validation accuracy, {cands[kept]['accuracy']:.4f} (others: {others})" if not ties else
-               f"validation accuracy {cands[kept]['accuracy']:.4f} shared with {', '.join(ties)}, lower validation "
-               f"loss" if others else "the only model that finished")
+        kept, why = _choose(cands, "accuracy", "valid_loss", "validation accuracy")
+        if len(cands) > 1 and n_rows <= CV_MAX_ROWS:
+            stopped = getattr(getattr(plan, "handle", None), "stopping", False)
+            why += " (no cross-validation: " + ("training was stopped)" if stopped else
+                                                 "a class has fewer than two rows)")
+        plan.params["chosen_by"] = "validation split"
     if net.booster is not None:       # the trees' gain orders the grid's columns, whichever model is kept
         plan.ds._set_meta(IMPORTANCE_KEY, json.dumps(_importance(net.booster, net.prep)))
     net.use = kept
