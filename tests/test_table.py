@@ -97,9 +97,13 @@ def test_both_models_are_trained_scored_and_the_better_kept(env):
     params = run["params"]
     assert set(params["candidates"]) == {"network", "lightgbm", "linear"}
     kept = params["kept"]
+    # 714 labelled rows: small enough to choose by 5-fold cross-validation over all of them, not the split's 143
+    assert params["chosen_by"] == "5-fold cross-validation" and "cross-validated accuracy on the 714" in \
+        params["kept_because"]
+    cv = {k: v["cv_accuracy"] for k, v in params["candidates"].items()}
+    assert cv[kept] == max(cv.values()) and all(0.6 < a < 0.95 for a in cv.values()), cv
     scores = {k: v["accuracy"] for k, v in params["candidates"].items()}
-    assert scores[kept] == max(scores.values()) and "validation" in params["kept_because"]
-    assert run["metrics"]["accuracy"] == pytest.approx(scores[kept])
+    assert run["metrics"]["accuracy"] == pytest.approx(scores[kept])      # the kept model's validation accuracy
     assert env.model.config["model"] == kept and env.model.evaluate().accuracy > 0.7
     woman = {"pclass": 1, "sex": "female", "age": 30, "fare": 80.0, "sibsp": 0, "parch": 0}
     man = {"pclass": 3, "sex": "male", "age": 30, "fare": 8.0, "sibsp": 0, "parch": 0}
@@ -114,6 +118,35 @@ def test_both_models_are_trained_scored_and_the_better_kept(env):
     loaded = nbml.load(env.ds.runs().iloc[-1]["model_path"], dataset=env.ds)
     assert np.allclose(loaded.predict_many([woman, man]).iloc[:, 2:], env.model.predict_many([woman, man]).iloc[:, 2:],
                        atol=1e-5)
+
+
+def test_cross_validation_is_deterministic_and_stops(env):
+    """The choice's out-of-fold scores, computed again, are the same; Stop ends the cross-validation at once."""
+    params = env.ds.runs().iloc[0]["params"]
+    frame = env.ds.training_items(("train", "valid"))
+    frame = frame[frame["content"].notna()]
+    handle = SimpleNamespace(stopping=False)
+    plan = SimpleNamespace(frame=frame, classes=params["classes"], ds=env.ds, seed=0, epochs=3,
+                           params={"lr": params["lr"]}, handle=handle)
+    again = table.cross_validate(plan, ["lightgbm", "linear"])
+    for name in ("lightgbm", "linear"):
+        assert again[name]["cv_accuracy"] == params["candidates"][name]["cv_accuracy"]
+        assert again[name]["cv_log_loss"] == pytest.approx(params["candidates"][name]["cv_log_loss"], rel=1e-6)
+    handle.stopping = True
+    assert table.cross_validate(plan, ["network", "lightgbm", "linear"]) is None
+
+
+def test_a_larger_table_is_chosen_on_the_validation_split(tmp_path, monkeypatch):
+    monkeypatch.setattr(table, "CV_MAX_ROWS", 100)       # Titanic's 714 rows count as large
+    ds = nbml.Dataset(tmp_path / "large.nbml")
+    ds.add_table(titanic(), label_col="survived", progress=False)
+    nbml.train(ds, quiet=True, epochs=1, seed=0)
+    params = ds.runs().iloc[-1]["params"]
+    assert params["chosen_by"] == "validation split" and "validation accuracy" in params["kept_because"]
+    assert not any("cv_accuracy" in v for v in params["candidates"].values())
+    scores = {k: v["accuracy"] for k, v in params["candidates"].items()}
+    assert scores[params["kept"]] == max(scores.values())
+    ds.close()
 
 
 @pytest.mark.parametrize("arch", ["lightgbm", "tabular", "linear"])
