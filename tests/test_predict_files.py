@@ -84,21 +84,92 @@ def test_local_equals_predict_many_and_reports_bad_files(env):
 
 
 def test_ray_equals_local(env):
+    """On a local Ray started for the call (2 CPUs here and in CI): no skip when the machine is busy, since Ray's
+    processes no longer spend seconds on jsonschema's grammar (test_local_ray_processes_skip_the_slow_import)."""
     ray = pytest.importorskip("ray")
     _, local = local_run(env)
     out = env.root / "ray.parquet"
-    try:
-        nbml.predict_files(env.artifact, env.folder, out, engine="ray", shard_size=300, quiet=True)
-    except RuntimeError as e:
-        if "local Ray could not be started" not in str(e):
-            raise
-        pytest.skip(f"Ray did not start on this machine within its own 30 s limit (a busy machine): {e}")
+    pythonpath = os.environ.get("PYTHONPATH")
+    nbml.predict_files(env.artifact, env.folder, out, engine="ray", shard_size=300, quiet=True)
     assert not ray.is_initialized()                 # the local Ray started for the call was shut down
+    assert os.environ.get("PYTHONPATH") == pythonpath
     table = pd.read_parquet(out)
     pd.testing.assert_frame_equal(table.drop(columns=[*COLOURS, "confidence"]),
                                   local.drop(columns=[*COLOURS, "confidence"]))
     np.testing.assert_allclose(table[[*COLOURS, "confidence"]].to_numpy(),
                                local[[*COLOURS, "confidence"]].to_numpy(), atol=1e-6)
+
+
+def test_local_ray_processes_skip_the_slow_import():
+    """Ray's own processes (an agent, a worker) start with nbml/_ray_path first on PYTHONPATH: their jsonschema
+    works, without rfc3987_syntax's grammar; this process's environment is left as it was."""
+    ray = pytest.importorskip("ray")
+    from nbml.batch_predict import RAY_IMPORT_PATH, start_local_ray
+    pythonpath = os.environ.get("PYTHONPATH")
+    start_local_ray(2)
+    try:
+        assert os.environ.get("PYTHONPATH") == pythonpath
+
+        def probe():          # nested: Ray sends it by value, the worker need not import this test module
+            import jsonschema
+            schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+            jsonschema.validate({"n": 1}, schema)
+            try:
+                jsonschema.validate({"n": "one"}, schema)
+                checks = False
+            except jsonschema.ValidationError:
+                checks = True
+            return (checks, sys.modules.get("rfc3987_syntax") is not None,
+                    "iri" in jsonschema.FormatChecker.checkers, os.environ.get("PYTHONPATH", ""))
+
+        checks, grammar, iri, worker_path = ray.get(ray.remote(probe).remote(), timeout=120)
+        assert (checks, grammar, iri) == (True, False, False)
+        assert worker_path.split(os.pathsep)[0] == str(RAY_IMPORT_PATH)
+        # The processes ray.init started (GCS, raylet, dashboard, monitors); the raylet's agents and workers get
+        # its environment (their own /proc/<pid>/environ is overwritten by the process titles Ray gives them).
+        started = {program(p.cmdline()): p.environ().get("PYTHONPATH") for p in psutil.Process().children()}
+        assert {"gcs_server", "raylet", "dashboard.py", "log_monitor.py"} <= set(started)
+        assert all(path.split(os.pathsep)[0] == str(RAY_IMPORT_PATH) for path in started.values()), started
+    finally:
+        ray.shutdown()
+
+
+def program(cmdline: list[str]) -> str:
+    """The name of the program a command line runs: the binary's, or the script's after `python [-u]`."""
+    return os.path.basename(next(a for a in cmdline if not a.startswith("-") and "python" not in os.path.basename(a)))
+
+
+AGENT_THAT_DIES = """
+import os, sys
+if any(arg.endswith(os.path.join("dashboard", "agent.py")) for arg in sys.argv):
+    os._exit(3)     # Ray's dashboard agent, as if it crashed: its raylet gives up, the node never comes up
+"""
+
+
+def test_a_local_ray_that_cannot_start_is_a_clear_error_and_leaves_nothing(env, tmp_path, monkeypatch):
+    """A real local Ray whose dashboard agent dies at start (a sitecustomize on the caller's PYTHONPATH, which
+    Ray's processes keep after nbml's folder): a clear error after Ray's own 30 s, no process of it left."""
+    ray = pytest.importorskip("ray")
+    (tmp_path / "sitecustomize.py").write_text(AGENT_THAT_DIES)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    files = [str(env.folder / "part0" / "00000.jpg")]
+    with pytest.raises(RuntimeError, match="a local Ray could not be started") as failed:
+        nbml.predict_files(env.artifact, files, tmp_path / "out.parquet", engine="ray", quiet=True)
+    assert "engine='local'" in str(failed.value) and "Traceback" not in str(failed.value)
+    assert not ray.is_initialized()
+    assert os.environ["PYTHONPATH"] == str(tmp_path)
+
+    def started_for_this_test(process):
+        if process.pid == os.getpid():
+            return False
+        try:
+            return str(tmp_path) in process.environ().get("PYTHONPATH", "")
+        except psutil.Error:
+            return False
+    deadline = time.monotonic() + 30            # the agents see their raylet gone and exit within seconds
+    while (left := [p for p in psutil.process_iter() if started_for_this_test(p)]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, [p.cmdline() for p in left]
 
 
 KILLED_RUN = """
