@@ -35,6 +35,7 @@ from .metrics import Metrics
 __all__ = ["Settings", "Service", "build_app", "inputs_for"]
 
 log = logging.getLogger("nbml.serve")
+LOG_DELAY_S = 0.01      # how long answered requests wait before their prediction log rows are made
 
 
 @dataclass
@@ -94,6 +95,7 @@ class Service:
         self.classes = list(config["classes"])
         self.size = int(config["size"])
         self.log = prediction_log
+        self._unlogged: list[tuple] = []      # requests answered whose log rows are not written yet (_account)
         self.metrics = Metrics(self.name, f"{runner.kind}/{runner.device}")
         self.batcher = Batcher(runner, settings.max_batch, settings.max_wait_ms, on_batch=self.metrics.batch,
                                alone=lambda: self.metrics.in_flight <= 1)
@@ -116,6 +118,7 @@ class Service:
         await self.batcher.stop()
         if self.pool is not None:
             self.pool.shutdown(wait=True)
+        self._log_pending()
         if self.log is not None:
             self.log.close()
 
@@ -158,7 +161,18 @@ class Service:
     def _account(self, labels, confidences, hashes, values, batch, when: float, latency_ms: float) -> None:
         self.metrics.predicted(labels, confidences)
         if self.log is not None:
-            inputs = self.inputs
+            # The log's work (hashing and serialising each input) waits a few milliseconds and is done for every
+            # request of that spell at once: one back-to-back client's next request no longer waits behind it.
+            self._unlogged.append((labels, confidences, hashes, values, batch, when, latency_ms))
+            if len(self._unlogged) == 1:
+                asyncio.get_running_loop().call_later(LOG_DELAY_S, self._log_pending)
+
+    def _log_pending(self) -> None:
+        pending, self._unlogged = self._unlogged, []
+        if self.log is None:
+            return
+        inputs = self.inputs
+        for labels, confidences, hashes, values, batch, when, latency_ms in pending:
             for label, conf, sha, value, unit in zip(labels, confidences, hashes, values, batch):
                 self.log.record(when, latency_ms, label, float(conf), sha or inputs.digest(value),
                                 inputs.payload(value, unit))

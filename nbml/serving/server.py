@@ -207,6 +207,7 @@ class ServerHandle:
             self._sock.close()
         except OSError:
             pass
+        self.service._log_pending()       # answered requests whose log rows were still waiting (Service._account)
         if self.service.log is not None:
             self.service.log.close()      # a no-op when the server's shutdown already closed it
         atexit.unregister(self.stop)
