@@ -1,9 +1,10 @@
 """Table rows: each item is one row, stored in the project as JSON with its types (numbers, booleans, text, dates as
 ISO text, missing as null); the project keeps its columns and their types. Three models train on the same rows in
 one call: fastai's `TabularModel` (what `tabular_learner` builds: categorical embeddings, batch-normalised numbers,
-layers of 200 and 100), LightGBM's gradient-boosted trees and a logistic regression; each is scored on the validation
-split and the best is kept (`arch="tabular"`, `"lightgbm"` or `"linear"` forces one). What rows become as arrays is
-in `table_encoding` (numpy only), which the server shares.
+layers of 200 and 100), LightGBM's gradient-boosted trees and a logistic regression, each fitted on the train split.
+The best is kept: on up to `CV_MAX_ROWS` labelled rows by 5-fold cross-validation over all of them (a validation split
+of a few dozen rows picks by chance), above that by the validation split (`arch="tabular"`, `"lightgbm"` or
+`"linear"` forces one). What rows become as arrays is in `table_encoding` (numpy only), which the server shares.
 """
 from __future__ import annotations
 
