@@ -25,6 +25,7 @@ from sqlalchemy import Integer, Text, cast, create_engine, delete, exists, func,
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
+from . import _arrow_read
 from . import _schema as S
 from . import leases as _leases
 from ._dialect import upsert
@@ -303,9 +304,19 @@ class Store:
         """The items matching `where` as a DataFrame (the columns of `df`), read as the driver's row tuples (no
         SQLAlchemy Row per item) and built column by column, with the collector paused."""
         cols = [S.items.c[n] for n in _ITEM_COLUMNS]
+        statement = select(*cols).where(*where).order_by(S.items.c.id)
+        if self.path is not None and (n := self._item_count_bound()) >= _arrow_read.MIN_ROWS:
+            frame = _arrow_read.sqlite_frame(self.path, statement, list(_ITEM_COLUMNS), n)
+            if frame is not None:
+                return frame
         with self._read() as c, _no_gc():
-            rows = c.execute(select(*cols).where(*where).order_by(S.items.c.id)).cursor.fetchall()
+            rows = c.execute(statement).cursor.fetchall()
             return _columns_frame(rows, list(_ITEM_COLUMNS))
+
+    def _item_count_bound(self) -> int:
+        """How many item rows there are at most (removed ones included): SQLite's largest rowid, one index read."""
+        with self._read() as c:
+            return int(c.execute(select(func.max(S.items.c.id))).scalar() or 0)
 
     def item(self, item_id: int) -> dict:
         with self._read() as c:

@@ -207,3 +207,34 @@ def test_schema_2_project_gains_the_paging_indexes(tmp_path):
     with sqlite3.connect(path) as c:
         names = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"ix_items_status_label_id", "ix_items_label_id"} <= names and "ix_items_status_label" not in names
+
+
+@pytest.mark.parametrize("kind", ["images", "texts"])
+def test_large_df_read_through_arrow_equals_the_row_by_row_read(tmp_path, image_folder, monkeypatch, kind):
+    """ds.df of a big SQLite project comes from the ADBC driver's Arrow columns (here from the first row on): the
+    same frame, dtypes included, with columns of nothing but NULL, NULLs in the first rows, removed items; and a
+    column the driver cannot type (an integer among a column's strings) falls back to the plain read."""
+    from nbml import _arrow_read
+    monkeypatch.setattr(_arrow_read, "MIN_ROWS", 0)
+    ds = nbml.Dataset(tmp_path / "p.nbml")
+    try:
+        if kind == "images":
+            ds.add_images(image_folder)
+        else:
+            ds.add_texts([f"text number {i}" for i in range(1500)])      # > 1024: the driver's default batch
+        ids = ds.query_ids()
+        ds.set_label(ids[-3:], "late")                 # every label after a thousand NULLs
+        ds.set_split(ids[-2:], "valid")
+        ds.remove(ids[0])
+        statement = select(*[S.items.c[n] for n in store_module._ITEM_COLUMNS]).where(
+            S.items.c.status != "removed").order_by(S.items.c.id)
+        through_arrow = _arrow_read.sqlite_frame(ds.path, statement, list(store_module._ITEM_COLUMNS), len(ids))
+        assert through_arrow is not None
+        pd.testing.assert_frame_equal(through_arrow, _old_frame(ds), check_exact=True)
+        pd.testing.assert_frame_equal(ds.df, _old_frame(ds), check_exact=True)
+        with sqlite3.connect(ds.path) as raw:
+            raw.execute("UPDATE items SET width = 'wide' WHERE id = ?", (ids[-1],))
+        assert _arrow_read.sqlite_frame(ds.path, statement, list(store_module._ITEM_COLUMNS), len(ids)) is None
+        pd.testing.assert_frame_equal(ds.df, _old_frame(ds), check_exact=True)
+    finally:
+        ds.close()
