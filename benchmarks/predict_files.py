@@ -5,11 +5,20 @@ predictions are checked to agree with the loop's.
 
     .venv/bin/python benchmarks/predict_files.py            # 10,000 files, resnet18 at 64 px, untrained
     .venv/bin/python benchmarks/predict_files.py --n 2000 --engines local
+    .venv/bin/python benchmarks/predict_files.py --ray-init 4   # only: starting a local Ray, plain vs nbml's
+
+`--ray-init N` starts a local Ray (2 CPUs, no dashboard) N times each way, alternately, each in a fresh Python
+process as a user's first call would: a plain `ray.init`, and `nbml.batch_predict.start_local_ray` (the same
+`ray.init`, its processes without jsonschema's rfc3987_syntax grammar). Ray gives its node fixed windows to come up,
+so on a busy machine the plain start fails ("The current node timed out during startup"); the seconds are printed
+either way, with the load average beside each.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +46,48 @@ def engine_run(artifact: str, files: list[str], out: str, engine: str, bs: int, 
     return time.perf_counter() - started, pd.read_parquet(out)
 
 
+RAY_START = """
+import json, sys, time
+started = time.perf_counter()
+import ray
+from nbml.batch_predict import start_local_ray
+imported = time.perf_counter() - started
+started = time.perf_counter()
+try:
+    if sys.argv[1] == "nbml":
+        start_local_ray(2)
+    else:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                 configure_logging=False)
+    error = None
+except Exception as e:
+    error = str(e).splitlines()[0][:90]
+seconds = time.perf_counter() - started
+ray.shutdown()
+print(json.dumps({"import": imported, "init": seconds, "error": error}))
+"""
+
+
+def ray_start_times(rounds: int) -> None:
+    """Start a local Ray `rounds` times each way (plain ray.init, nbml's start_local_ray), alternately."""
+    rows, times = [], {"plain": [], "nbml": []}
+    for i in range(rounds):
+        for way in ("plain", "nbml"):
+            load = os.getloadavg()[0]
+            proc = subprocess.run([sys.executable, "-c", RAY_START, way], capture_output=True, text=True)
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            if not result["error"]:
+                times[way].append(result["init"])
+            rows.append([str(i + 1), "plain ray.init" if way == "plain" else "nbml start_local_ray",
+                         f"{load:.2f}", f"{result['import']:.2f} s", f"{result['init']:.2f} s",
+                         "started" if not result["error"] else f"FAILED: {result['error']}"])
+    print_table(["round", "", "load (1 min)", "import ray", "ray.init", "result"], rows)
+    for way, name in (("plain", "plain ray.init"), ("nbml", "nbml start_local_ray")):
+        ok = sorted(times[way])
+        median = f"median {ok[len(ok) // 2]:.2f} s of those that started" if ok else "none started"
+        print(f"{name}: {len(ok)}/{rounds} started; {median}")
+
+
 def agreement(table, reference, classes) -> str:
     import numpy as np
     diff = float(np.abs(table[classes].to_numpy() - reference[classes].to_numpy()).max())
@@ -53,8 +104,16 @@ def main() -> None:
     parser.add_argument("--bs", type=int, default=64)
     parser.add_argument("--shard-size", type=int, default=2_000)
     parser.add_argument("--engines", default="loop,local,ray")
+    parser.add_argument("--ray-init", type=int, default=0, metavar="N",
+                        help="only time starting a local Ray, N times each way")
     args = parser.parse_args()
     engines = args.engines.split(",")
+    if args.ray_init:
+        print_machine("Starting a local Ray: plain ray.init and nbml's start_local_ray")
+        print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+        ray_start_times(args.ray_init)
+        print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        return
 
     from serve import make_model
     print_machine("nbml.predict_files: images per second")
@@ -73,9 +132,10 @@ def main() -> None:
                 continue
             if engine == "ray":
                 import ray
+
+                from nbml.batch_predict import start_local_ray
                 started = time.perf_counter()
-                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                         logging_level="WARNING")
+                start_local_ray(os.cpu_count())     # what predict_files(engine="ray") starts for a call
                 ray_start = time.perf_counter() - started
             times[engine], tables[engine] = engine_run(artifact, files, os.path.join(tmp, f"{engine}.parquet"),
                                                        engine, args.bs, args.shard_size)
@@ -93,7 +153,7 @@ def main() -> None:
                          else ""])
         print_table(["", "time", "images/s", "vs loop", "predictions vs loop"], rows)
         if ray_start is not None:
-            print(f"\nray.init (local, {os.cpu_count()} CPUs) took {ray_start:.2f} s before that; with it, "
+            print(f"\nstart_local_ray ({os.cpu_count()} CPUs) took {ray_start:.2f} s before that; with it, "
                   f"engine=\"ray\" ran at {args.n / (times['ray'] + ray_start):,.0f} images/s")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

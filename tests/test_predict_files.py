@@ -127,7 +127,9 @@ def test_local_ray_processes_skip_the_slow_import():
         assert worker_path.split(os.pathsep)[0] == str(RAY_IMPORT_PATH)
         # The processes ray.init started (GCS, raylet, dashboard, monitors); the raylet's agents and workers get
         # its environment (their own /proc/<pid>/environ is overwritten by the process titles Ray gives them).
-        started = {program(p.cmdline()): p.environ().get("PYTHONPATH") for p in psutil.Process().children()}
+        ray_dir = os.path.dirname(ray.__file__)       # (this process's other children: the local pool's workers)
+        started = {program(p.cmdline()): p.environ().get("PYTHONPATH") for p in psutil.Process().children()
+                   if any(ray_dir in arg for arg in p.cmdline())}
         assert {"gcs_server", "raylet", "dashboard.py", "log_monitor.py"} <= set(started)
         assert all(path.split(os.pathsep)[0] == str(RAY_IMPORT_PATH) for path in started.values()), started
     finally:
