@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,9 +84,9 @@ def ray_start_times(rounds: int) -> None:
                          "started" if not result["error"] else f"FAILED: {result['error']}"])
     print_table(["round", "", "load (1 min)", "import ray", "ray.init", "result"], rows)
     for way, name in (("plain", "plain ray.init"), ("nbml", "nbml start_local_ray")):
-        ok = sorted(times[way])
-        median = f"median {ok[len(ok) // 2]:.2f} s of those that started" if ok else "none started"
-        print(f"{name}: {len(ok)}/{rounds} started; {median}")
+        ok = times[way]
+        typical = f"median {statistics.median(ok):.2f} s of those that started" if ok else "none started"
+        print(f"{name}: {len(ok)}/{rounds} started; {typical}")
 
 
 def agreement(table, reference, classes) -> str:
