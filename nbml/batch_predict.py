@@ -412,13 +412,13 @@ class RayScorer:
 # starts with `import ray`, which imports jsonschema (Ray checks runtime_env plugins against JSON schemas), which
 # imports the package of each optional format checker it finds installed. One of them, rfc3987_syntax (installed
 # with JupyterLab by jupyter-events), builds a lark grammar at import: ~2.3 s of CPU of the ~3 s that `import ray`
-# takes (python -X importtime). Ray gives its node fixed windows to come up: the raylet waits 15 s for its dashboard
+# takes (python -X importtime). Ray gives its node fixed windows to come up: the raylet waits ~15 s for its dashboard
 # agent's ports (RAY_agent_register_timeout_ms does not change that wait in Ray 2.60) and ray.init 30 s for the
 # raylet (a constant in ray/_private/node.py). On 2 busy cores several such imports at once overran them, and the
 # local Ray did not start. `nbml/_ray_path` holds a package of that name that raises ImportError, which jsonschema
 # takes as "not installed" (Ray never checks formats, so nothing it does changes); Python puts PYTHONPATH entries
 # before site-packages, so Ray's processes find it first. Those processes get the environment of the ray.init that
-# starts them (Ray copies os.environ for each process it starts, and the raylet passes its environment on to the
+# starts them (ray._private.services copies os.environ for each process it starts; the raylet passes its own on to the
 # agents and workers it starts), so PYTHONPATH is set around ray.init only; this process's own imports and
 # sys.path are untouched.
 RAY_IMPORT_PATH = Path(__file__).with_name("_ray_path")
@@ -491,6 +491,7 @@ def _end_processes(processes: set, grace_s: float = 5.0) -> None:
             process.kill()
         except psutil.Error:
             pass
+    psutil.wait_procs(alive, timeout=grace_s)      # reaps them (no zombies left in a long-lived kernel)
 
 
 def _ray_batches(folder, files, pending, shard_size, batch_size, workers, ray_address):
