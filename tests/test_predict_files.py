@@ -101,8 +101,8 @@ def test_ray_equals_local(env):
 
 
 def test_local_ray_processes_skip_the_slow_import():
-    """Ray's own processes (an agent, a worker) start with nbml/_ray_path first on PYTHONPATH: their jsonschema
-    works, without rfc3987_syntax's grammar; this process's environment is left as it was."""
+    """Ray's own processes (those ray.init starts, a worker) start with nbml/_ray_path first on PYTHONPATH: their
+    jsonschema works, without rfc3987_syntax's grammar; this process's environment is left as it was."""
     ray = pytest.importorskip("ray")
     from nbml.batch_predict import RAY_IMPORT_PATH, start_local_ray
     pythonpath = os.environ.get("PYTHONPATH")
