@@ -505,36 +505,47 @@ CV_FOLDS = 5
 
 def _fit_network_plain(prep: dict, n_classes: int, cats, conts, y, *, epochs: int, lr: float, bs: int, seed: int,
                        stopping) -> object | None:
-    """The network as the shared loop trains it (AdamW, fastai's one-cycle schedule: warm-up over a quarter of the
-    steps, lr/25 to lr to lr/1e5, momentum 0.95-0.85), in a plain torch loop: a cross-validation fold needs no
-    events, no monitor and no Learner. None when Stop was pressed."""
+    """The network as the shared loop trains it (fastai's Adam with decoupled weight decay and `fit_one_cycle`'s
+    schedules: lr/25 up to lr over a quarter of the steps, then down to lr/1e5; momentum 0.95-0.85-0.95), in a plain
+    loop on one thread: a cross-validation fold needs no events, no monitor and no Learner (torch.optim would also
+    import torch._dynamo, seconds). None when Stop was pressed."""
     import torch
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        net = new_net(prep, n_classes).network
-        n = len(y)
-        bs = max(2, min(bs, n))
-        per_epoch = max(1, n // bs)
-        opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * per_epoch, pct_start=0.25,
-                                                    div_factor=25.0, final_div_factor=1e5, base_momentum=0.85,
-                                                    max_momentum=0.95)
-        c, x, t = torch.from_numpy(cats), torch.from_numpy(conts), torch.from_numpy(y)
-        g = torch.Generator().manual_seed(seed)
-        net.train()
-        for _ in range(epochs):
-            if stopping():
-                return None
-            order = torch.randperm(n, generator=g)
-            for i in range(per_epoch):
-                idx = order[i * bs:(i + 1) * bs]
-                loss = torch.nn.functional.cross_entropy(net(c[idx], x[idx]), t[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-        net.eval()
-    return net
+    from fastai.callback.schedule import combined_cos
+    from fastai.optimizer import Adam
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)          # a few hundred tiny steps: a second thread only waits on a busy machine
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            net = new_net(prep, n_classes).network
+            n = len(y)
+            bs = max(2, min(bs, n))
+            per_epoch = max(1, n // bs)
+            total = epochs * per_epoch
+            opt = Adam(list(net.parameters()), lr=lr / 25)
+            lr_at, mom_at = combined_cos(0.25, lr / 25, lr, lr / 1e5), combined_cos(0.25, 0.95, 0.85, 0.95)
+            c, x, t = torch.from_numpy(cats), torch.from_numpy(conts), torch.from_numpy(y)
+            g = torch.Generator().manual_seed(seed)
+            net.train()
+            step = 0
+            for _ in range(epochs):
+                if stopping():
+                    return None
+                order = torch.randperm(n, generator=g)
+                for i in range(per_epoch):
+                    pos = step / total
+                    opt.set_hyper("lr", lr_at(pos))
+                    opt.set_hyper("mom", mom_at(pos))
+                    idx = order[i * bs:(i + 1) * bs]
+                    loss = torch.nn.functional.cross_entropy(net(c[idx], x[idx]), t[idx])
+                    loss.backward()
+                    opt.step()
+                    opt.zero_grad()
+                    step += 1
+            net.eval()
+        return net
+    finally:
+        torch.set_num_threads(threads)
 
 
 def cross_validate(plan, names: list[str]) -> dict | None:
