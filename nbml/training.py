@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from . import events as E
+from ._threads import set_torch_threads
 
 __all__ = ["train", "TrainingHandle"]
 
@@ -109,6 +110,7 @@ class _Plan:
     default_lr: float | None = None   # the kind's learning rate when none is given (else lr_find / SCRATCH_LR)
     dist: object = None               # this process's rank in a distributed run (nbml.distributed), else None
     handle: object = None             # the run's TrainingHandle: a kind's own extra work checks Stop
+    threads: int | None = None        # torch's intra-op threads for the run (a kind's small network: 1), else as set
 
 
 def _default_bs(n_train: int) -> int:
@@ -398,6 +400,7 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
     handle.run_id, handle.status = run_id, "running"
     plan.handle = handle
     stop_cb, events_cb = _callbacks(plan, handle, run_id, t0)
+    restore_threads = set_torch_threads(plan.threads)
     try:
         from . import kinds
         kind = kinds.of(ds)
@@ -464,6 +467,7 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
         record_failure(ds, handle, run_id, t0, e)
         raise
     finally:
+        restore_threads()
         handle._done.set()
 
 

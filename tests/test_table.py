@@ -246,3 +246,23 @@ def test_near_duplicate_rows_are_the_same_but_for_pennies(tmp_path):
             {k: v for k, v in rb.items() if k not in ("fare", "age")}
         assert abs(ra["fare"] - rb["fare"]) < 1 and abs((ra["age"] or 0) - (rb["age"] or 0)) <= 1
     ds.close()
+
+
+def test_a_small_table_network_trains_on_one_thread_and_the_count_comes_back(tmp_path):
+    """A few hundred tiny steps gain nothing from a second torch thread (which waits on a busy core): the run sets
+    one and restores the process's count after."""
+    import torch
+    ds = nbml.Dataset(tmp_path / "t.nbml")
+    frame = titanic().head(120)
+    ds.add_table(frame, label_col="survived", progress=False)
+    seen = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        nbml.train(ds, arch="tabular", epochs=2, seed=0, quiet=True,
+                   on_event=lambda e: seen.append(torch.get_num_threads()) if type(e).__name__ == "EpochEnded" else None)
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+        ds.close()

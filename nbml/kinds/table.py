@@ -457,7 +457,7 @@ def plan(ds, frame, classes, *, arch, size, bs, pretrained, weights, epochs, fre
                 epochs=0 if arch in ("lightgbm", "linear") else (EPOCHS if epochs is None else int(epochs)),
                 freeze_epochs=0,
                 weights_source="none (trained from scratch on this project)", mean=(), std=(), augment=None,
-                default_lr=LR)
+                default_lr=LR, threads=1 if n_train * len(cols) < 1_000_000 else None)
 
 
 def make_learner(plan, frame, stop_cb):
@@ -512,40 +512,37 @@ def _fit_network_plain(prep: dict, n_classes: int, cats, conts, y, *, epochs: in
     import torch
     from fastai.callback.schedule import combined_cos
     from fastai.optimizer import Adam
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)          # a few hundred tiny steps: a second thread only waits on a busy machine
-    try:
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            net = new_net(prep, n_classes).network
-            n = len(y)
-            bs = max(2, min(bs, n))
-            per_epoch = max(1, n // bs)
-            total = epochs * per_epoch
-            opt = Adam(list(net.parameters()), lr=lr / 25)
-            lr_at, mom_at = combined_cos(0.25, lr / 25, lr, lr / 1e5), combined_cos(0.25, 0.95, 0.85, 0.95)
-            c, x, t = torch.from_numpy(cats), torch.from_numpy(conts), torch.from_numpy(y)
-            g = torch.Generator().manual_seed(seed)
-            net.train()
-            step = 0
-            for _ in range(epochs):
-                if stopping():
-                    return None
-                order = torch.randperm(n, generator=g)
-                for i in range(per_epoch):
-                    pos = step / total
-                    opt.set_hyper("lr", lr_at(pos))
-                    opt.set_hyper("mom", mom_at(pos))
-                    idx = order[i * bs:(i + 1) * bs]
-                    loss = torch.nn.functional.cross_entropy(net(c[idx], x[idx]), t[idx])
-                    loss.backward()
-                    opt.step()
-                    opt.zero_grad()
-                    step += 1
-            net.eval()
-        return net
-    finally:
-        torch.set_num_threads(threads)
+
+    from .._threads import torch_threads
+    with torch_threads(1), torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = new_net(prep, n_classes).network
+        n = len(y)
+        bs = max(2, min(bs, n))
+        per_epoch = max(1, n // bs)
+        total = epochs * per_epoch
+        opt = Adam(list(net.parameters()), lr=lr / 25)
+        lr_at, mom_at = combined_cos(0.25, lr / 25, lr, lr / 1e5), combined_cos(0.25, 0.95, 0.85, 0.95)
+        c, x, t = torch.from_numpy(cats), torch.from_numpy(conts), torch.from_numpy(y)
+        g = torch.Generator().manual_seed(seed)
+        net.train()
+        step = 0
+        for _ in range(epochs):
+            if stopping():
+                return None
+            order = torch.randperm(n, generator=g)
+            for i in range(per_epoch):
+                pos = step / total
+                opt.set_hyper("lr", lr_at(pos))
+                opt.set_hyper("mom", mom_at(pos))
+                idx = order[i * bs:(i + 1) * bs]
+                loss = torch.nn.functional.cross_entropy(net(c[idx], x[idx]), t[idx])
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+                step += 1
+        net.eval()
+    return net
 
 
 def cross_validate(plan, names: list[str]) -> dict | None:
