@@ -199,7 +199,13 @@ def measure_widget(ds, out: dict) -> dict:
     out["thumbs_cached_ms"], _ = timed(message, w, type="thumbs", keys=keys)
     turns = [timed(message, w, type="page", page=p)[0] for p in range(1, 21)]
     out["page_turn_ms"] = percentile(turns, 50)
-    out["last_page_ms"], _ = timed(message, w, type="page", page=(w.n_total - 1) // w.page_size)
+    last = (w.n_total - 1) // w.page_size
+    out["last_page_ms"], _ = timed(message, w, type="page", page=last)
+    jumps = []
+    for _ in range(20):          # back to the first page and to the last again: the median of 20 jumps
+        message(w, type="page", page=0)
+        jumps.append(timed(message, w, type="page", page=last)[0])
+    out["last_page_p50_ms"] = percentile(jumps, 50)
     message(w, type="page", page=0)
     presses, refreshed = [], []
     ids = [it["id"] for it in w.items]
@@ -439,6 +445,7 @@ def run_sizes(args, sizes: list[int], folder: str, t_total: float) -> None:
         row("first page thumbnails cached ms", "thumbs_cached_ms"),
         row("page turn p50 ms (pages 1-20)", "page_turn_ms"),
         row("last page ms", "last_page_ms"),
+        row("  the same, median of 20 more jumps from the first page", "last_page_p50_ms"),
         row("first unlabelled page ms", "unlabelled_page_ms"),
         row("key press p50 ms (to done)", "key_ms"),
         row("key press + refresh p50 ms", "key_refresh_ms"),
