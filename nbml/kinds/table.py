@@ -453,11 +453,15 @@ def plan(ds, frame, classes, *, arch, size, bs, pretrained, weights, epochs, fre
     prep = fit_prep(rows_of(train), cols)
     n_train = len(train)
     return dict(arch=arch, net=new_net(prep, len(classes), network=arch in ("auto", "tabular")), size=len(cols),
-                bs=int(bs or max(16, min(256, n_train // 16))),
+                bs=int(bs or _batch_size(n_train)),
                 epochs=0 if arch in ("lightgbm", "linear") else (EPOCHS if epochs is None else int(epochs)),
                 freeze_epochs=0,
                 weights_source="none (trained from scratch on this project)", mean=(), std=(), augment=None,
                 default_lr=LR, threads=1 if n_train * len(cols) < 1_000_000 else None)
+
+
+def _batch_size(n_train: int) -> int:
+    return max(16, min(256, n_train // 16))
 
 
 def make_learner(plan, frame, stop_cb):
@@ -559,7 +563,7 @@ def cross_validate(plan, names: list[str]) -> dict | None:
         k = fold_count(y, CV_FOLDS)
     except ValueError:
         return None
-    handle = getattr(plan, "handle", None)
+    handle = plan.handle
     stopping = (lambda: bool(handle.stopping)) if handle is not None else (lambda: False)
     cols = feature_columns(plan.ds)
     seed = 0 if plan.seed is None else int(plan.seed)
@@ -581,7 +585,7 @@ def cross_validate(plan, names: list[str]) -> dict | None:
             else:
                 net = _fit_network_plain(prep, n_classes, cats[train], conts[train], y[train], epochs=plan.epochs,
                                          lr=plan.params.get("lr") or LR,
-                                         bs=int(max(16, min(256, len(train) // 16))), seed=seed, stopping=stopping)
+                                         bs=_batch_size(len(train)), seed=seed, stopping=stopping)
                 if net is None:
                     return None
                 p = _torch_probs(net, cats[test], conts[test])
@@ -616,7 +620,7 @@ def finish(plan, learn, metrics: dict) -> dict:
     if not cands:
         raise RuntimeError("training was stopped before any model could be scored; train again")
     n_rows = len(plan.frame)
-    stopped = getattr(getattr(plan, "handle", None), "stopping", False)
+    stopped = plan.handle is not None and plan.handle.stopping
     if plan.arch != "auto":
         kept = MODEL_OF_ARCH[plan.arch]
         why = f"arch={plan.arch!r} was asked for"
@@ -632,7 +636,6 @@ def finish(plan, learn, metrics: dict) -> dict:
     else:
         kept, why = _choose(cands, "accuracy", "valid_loss", "validation accuracy")
         if len(cands) > 1 and n_rows <= CV_MAX_ROWS:
-            stopped = getattr(getattr(plan, "handle", None), "stopping", False)
             why += " (no cross-validation: " + ("training was stopped)" if stopped else
                                                  "a class has fewer than two rows)")
         plan.params["chosen_by"] = "validation split"
