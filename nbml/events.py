@@ -29,7 +29,7 @@ class TrainStarted:
 
 @dataclass(frozen=True)
 class PhaseStarted:
-    phase: str             # "lr_find" | "frozen" | "unfrozen"
+    phase: str             # "lr_find" | "frozen" | "unfrozen" | "refit" (again on every label, after validation)
     epochs: int
     kind: str = "phase_started"
 
@@ -110,7 +110,8 @@ class ConsolePrinter:
         elif isinstance(e, PhaseStarted):
             line = {"lr_find": "finding a learning rate...",
                     "frozen": f"training the head with the body frozen ({e.epochs} epoch{'s' * (e.epochs != 1)})",
-                    "unfrozen": f"training all layers ({e.epochs} epoch{'s' * (e.epochs != 1)})"}[e.phase]
+                    "unfrozen": f"training all layers ({e.epochs} epoch{'s' * (e.epochs != 1)})",
+                    "refit": "training again on every label, validation included (the figures above stay)"}[e.phase]
         elif isinstance(e, LearningRateFound):
             line = f"learning rate {e.lr:.2e}"
         elif isinstance(e, EpochEnded):

@@ -341,7 +341,7 @@ def export(model, path: str | os.PathLike, *, name: str | None = None, opset: in
         raise
     os.replace(onnx_tmp, path / ONNX_FILE)
 
-    model.save(path)   # model.safetensors (+ the kind's files) and the model's own config.json, extended below
+    model.save(path, holdout=False)   # model.safetensors (+ the kind's files) and its own config.json, extended below
     inputs = graph["inputs"]
     config = {**model.config, "name": name, **kind.export_config(model), "exported": time.time(),
               "exported_with": __version__,

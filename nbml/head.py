@@ -282,7 +282,16 @@ def _fit(ds, emb, frame, handle, valid_pct, seed, pretrained, C, save, device):
                                    unit=kinds.get(bb.kind).UNIT))
         X = emb.features
         t_fit = time.perf_counter()
-        net, p_train, p_valid, extra = kinds.get(bb.kind).head_model(ds, bb, X, frame, target, is_train, classes, C)
+        kind = kinds.get(bb.kind)
+        net, p_train, p_valid, extra = kind.head_model(ds, bb, X, frame, target, is_train, classes, C)
+        holdout = None
+        if getattr(kind, "refits", None) is not None and kind.refits(len(frame), bb.arch):
+            # few labels: once validated, fitted again on every label (see nbml.kinds.text.refit_on_all)
+            holdout = dict(zip(frame.loc[~is_train, "id"].astype(int).tolist(), p_valid))
+            net, _, _, extra = kind.head_model(ds, bb, X, frame, target, np.ones(len(frame), bool), classes, C)
+            params["refit_on_all"] = len(frame)
+            extra = {**extra, "refit_on_all": len(frame)}
+            ds._update_run(run_id, params=params)
         fit_s = time.perf_counter() - t_fit
         accuracy = float((p_valid.argmax(1) == target[~is_train]).mean())
         metrics = {"accuracy": accuracy}
@@ -298,6 +307,7 @@ def _fit(ds, emb, frame, handle, valid_pct, seed, pretrained, C, save, device):
                             body_source=bb.source, body_weights=bb.weights, mode="head", run_id=run_id,
                             snapshot_id=snapshot, metrics=metrics, versions=_versions(), **fields)
         model = Model(net, config, dataset=ds, device=run_device)
+        model.holdout = holdout or {}
         record_success(ds, handle, model, run_id, "completed", metrics, time.perf_counter() - t0, 0, save,
                        history=history)
         return model

@@ -22,6 +22,7 @@ from .data import ImageCache, normalize, to_square
 __all__ = ["Model", "Prediction", "Evaluation", "load", "build_net", "make_head", "pick_device"]
 
 FORMAT = "nbml-model"
+HOLDOUT_FILE = "holdout.json"   # a model fitted again on every label: its validation items' probabilities from before
 
 
 def pick_device(device=None) -> torch.device:
@@ -89,6 +90,9 @@ class Model:
         self.net.to(self.device)
         self._mean = torch.tensor(config.get("mean") or [], dtype=torch.float32, device=self.device)
         self._std = torch.tensor(config.get("std") or [], dtype=torch.float32, device=self.device)
+        # {item id: class probabilities} of the validation items, from the model before it was fitted again on every
+        # label (nbml.training): evaluate, losses and the widgets read these, so they stay out-of-sample.
+        self.holdout: dict[int, np.ndarray] = {}
 
     classes = property(lambda self: list(self.config["classes"]))
     arch = property(lambda self: self.config["arch"])
@@ -144,8 +148,15 @@ class Model:
         return self.dataset
 
     def _item_probs(self, frame: pd.DataFrame, bs: int = 256) -> tuple[pd.DataFrame, np.ndarray]:
-        """Probabilities for store items, through their kind; items that cannot be read are dropped."""
-        return self.kind.item_probs(self, frame, bs)
+        """Probabilities for store items, through their kind; items that cannot be read are dropped. Items in
+        `holdout` get their probabilities from before the final fit on every label."""
+        frame, probs = self.kind.item_probs(self, frame, bs)
+        if self.holdout and len(frame):
+            rows = [(i, self.holdout[int(x)]) for i, x in enumerate(frame["id"]) if int(x) in self.holdout]
+            if rows:
+                probs = np.array(probs, copy=True)
+                probs[[i for i, _ in rows]] = np.stack([p for _, p in rows])
+        return frame, probs
 
     def item_probabilities(self, splits: Sequence[str] = ("train", "valid", "test")) -> pd.DataFrame:
         """Class probabilities for every usable labelled item in the splits (columns: id, label, split, classes)."""
@@ -221,17 +232,20 @@ class Model:
         return TopLossesWidget(self, n=n, splits=splits)
 
     # -- persistence --------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write `model.safetensors` and `config.json` into a folder; `nbml.load(folder)` reads it back."""
+    def save(self, path: str | os.PathLike, *, holdout: bool = True) -> Path:
+        """Write `model.safetensors` and `config.json` into a folder; `nbml.load(folder)` reads it back. With
+        `holdout` (and a model fitted again on every label) also `holdout.json`: the validation items'
+        probabilities from before that fit, which `evaluate`, `losses` and the widgets use."""
         from safetensors.torch import save_file
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.net.state_dict().items()}
         save_file(state, str(path / "model.safetensors"))
         self.kind.save_extra(self, path)
-        tmp = path / "config.json.tmp"
-        tmp.write_text(json.dumps(self.config, indent=2, default=str))
-        os.replace(tmp, path / "config.json")
+        if holdout and self.holdout:
+            ids = sorted(self.holdout)
+            _write_json(path / HOLDOUT_FILE, {"ids": ids, "probs": [self.holdout[i].tolist() for i in ids]})
+        _write_json(path / "config.json", self.config, indent=2)
         return path
 
     # -- shipping -----------------------------------------------------------------------------------------------
@@ -285,7 +299,17 @@ def load(path: str | os.PathLike, dataset=None, *, trust: bool = False, device=N
     net = kind.load_net(path, config, load_file(str(path / "model.safetensors")))
     model = Model(net, config, dataset=dataset, device=device or pick_device())
     kind.load_extra(model, path)
+    if (path / HOLDOUT_FILE).is_file():
+        held = json.loads((path / HOLDOUT_FILE).read_text())
+        model.holdout = {int(i): np.asarray(p, np.float32) for i, p in zip(held["ids"], held["probs"])}
     return model
+
+
+def _write_json(path: Path, value, **kw) -> None:
+    """Write JSON whole or not at all (a temporary file, then renamed)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, default=str, **kw))
+    os.replace(tmp, path)
 
 
 def new_config(**values) -> dict:

@@ -455,11 +455,14 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
         if finish is not None:        # a kind that trained two candidates keeps the better (tables: network, trees)
             metrics = finish(plan, learn, metrics)
             ds._update_run(run_id, params=plan.params)
+        holdout = _refit_on_all(kind, plan, learn, handle) if status == "completed" else None
         config = new_config(name=run_name(ds, run_id), arch=plan.arch,
                             classes=plan.classes, size=plan.size, mean=list(plan.mean), std=list(plan.std),
                             weights=plan.weights_source, run_id=run_id, snapshot_id=snapshot, metrics=metrics,
-                            versions=_versions(), **kind.config(plan))
+                            versions=_versions(), **kind.config(plan),
+                            **({"refit_on_all": len(plan.frame)} if holdout is not None else {}))
         model = Model(learn.model, config, dataset=ds, learner=learn)
+        model.holdout = holdout or {}
         duration = time.perf_counter() - t0
         record_success(ds, handle, model, run_id, status, metrics, duration, best_epoch, plan.save)
         return model
@@ -469,6 +472,24 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
     finally:
         restore_threads()
         handle._done.set()
+
+
+def _refit_on_all(kind, plan: _Plan, learn, handle: TrainingHandle) -> dict | None:
+    """A kind with few labels trains again on every label once validated (`kind.refit_on_all`, texts): returns the
+    validation items' probabilities from before, or None when it did not. Stop during that fit keeps the validated
+    weights."""
+    refit = getattr(kind, "refit_on_all", None)
+    if refit is None or plan.dist is not None:
+        return None
+    validated = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
+    holdout = refit(plan, learn)
+    if holdout is not None and handle.stopping:
+        learn.model.load_state_dict(validated)
+        return None
+    if holdout is not None:
+        plan.params["refit_on_all"] = len(plan.frame)
+        plan.ds._update_run(handle.run_id, params=plan.params)
+    return holdout
 
 
 def record_success(ds, handle: TrainingHandle, model, run_id: int, status: str, metrics: dict, duration: float,

@@ -83,6 +83,8 @@ def test_artifact_is_self_contained_and_described(env):
     card = (folder / "README.md").read_text()
     assert "text classifier" in card and "tokenising front end" in card and "## Limits" in card
     assert '{"text": ' in card and "validation texts" in card
+    n = len(env.ds.training_items(("train", "valid")))
+    assert config["refit_on_all"] == n and f"trained again on all {n} labelled texts" in card   # and no holdout.json
     reqs = [line for line in (folder / "requirements.txt").read_text().splitlines() if not line.startswith("#")]
     assert any(line.startswith("tokenizers>=") for line in reqs)
     assert any(line.startswith("scikit-learn>=") for line in reqs)

@@ -152,11 +152,65 @@ def test_stop_keeps_the_best_epoch(tmp_path):
     ds.close()
 
 
+def _validation_check(ds, model):
+    """A model fitted again on every label: recorded as such, its validation texts keep the probabilities of the
+    model that had not seen them (what evaluate() reports), while its network has learnt their labels."""
+    n_labelled = len(ds.training_items(("train", "valid")))
+    assert model.config["refit_on_all"] == n_labelled
+    assert ds.runs().iloc[-1]["params"]["refit_on_all"] == n_labelled
+    valid = ds.training_items(["valid"])
+    assert set(model.holdout) == set(valid["id"].astype(int))
+    held = np.stack([model.holdout[int(i)] for i in valid["id"]])
+    own = T.probs(model, valid["content"].tolist())
+    rows, idx = np.arange(len(valid)), valid["label"].map({c: i for i, c in enumerate(model.classes)}).to_numpy()
+    ev = model.evaluate()
+    assert ev.accuracy == pytest.approx((held.argmax(1) == idx).mean())
+    assert ev.accuracy == pytest.approx(model.config["metrics"]["accuracy"], abs=1.5 / len(valid))
+    assert own[rows, idx].mean() > held[rows, idx].mean() + 0.02       # in-sample now: its labels were learnt
+    losses = model.losses(("valid",)).set_index("id")
+    np.testing.assert_allclose(losses.loc[valid["id"], "p_label"].to_numpy(), held[rows, idx], rtol=1e-5)
+
+
+def test_refit_on_every_label_keeps_validation_figures_out_of_sample(spam, tmp_path):
+    ds, model, _, rest = spam
+    _validation_check(ds, model)
+    back = nbml.load(model.save(tmp_path / "m"), dataset=ds)       # the holdout is saved with the model
+    assert (tmp_path / "m" / "holdout.json").is_file()
+    assert back.evaluate().accuracy == model.evaluate().accuracy
+    np.testing.assert_allclose(T.probs(back, rest["text"].head(10).tolist()),
+                               T.probs(model, rest["text"].head(10).tolist()), atol=1e-5)
+
+
+def test_refit_skipped_above_the_limit_and_stop_keeps_the_validated_model(tmp_path, monkeypatch):
+    ds = nbml.Dataset(tmp_path / "r.nbml")
+    df = sms_spam().drop_duplicates("text").head(120)
+    ds.add_texts(df["text"].tolist(), df["label"].tolist())
+    monkeypatch.setattr(T, "REFIT_MAX", 100)                     # 120 labelled: too many, trained once
+    once = nbml.train(ds, epochs=1, quiet=True, seed=0)
+    assert "refit_on_all" not in once.config and not once.holdout
+    assert "refit_on_all" not in ds.runs().iloc[-1]["params"]
+    monkeypatch.setattr(T, "REFIT_MAX", 2000)
+    events = []
+
+    def stop_at_refit(e):
+        events.append(e)
+        if type(e).__name__ == "PhaseStarted" and e.phase == "refit":
+            handle.stop()
+    handle = nbml.train(ds, epochs=1, background=True, on_event=stop_at_refit, seed=0)
+    model = handle.wait(120)
+    assert [e.phase for e in events if type(e).__name__ == "PhaseStarted"] == ["unfrozen", "refit"]
+    assert "refit_on_all" not in model.config and not model.holdout       # Stop kept the validated network
+    texts = df["text"].head(30).tolist()
+    np.testing.assert_allclose(T.probs(model, texts), T.probs(once, texts), atol=1e-4)
+    ds.close()
+
+
 def test_head_mode_on_text(spam):
     ds, _, _, rest = spam
     head = nbml.train(ds, mode="head", quiet=True)
     assert head.config["kind"] == "text" and head.config["mode"] == "head"
     assert head.evaluate().accuracy > 0.75
+    _validation_check(ds, head)
     p = head.predict_many(rest["text"].head(5).tolist())
     assert list(p.columns[:2]) == ["label", "confidence"] and len(p) == 5
     # a refit starts from the last solution (the grid refits often) and lands where a cold fit does
