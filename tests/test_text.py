@@ -205,6 +205,38 @@ def test_refit_skipped_above_the_limit_and_stop_keeps_the_validated_model(tmp_pa
     ds.close()
 
 
+def _idf_of(texts):
+    from nbml.kinds.text_encoding import gram_counts        # not T.gram_counts, which the test below replaces
+    counts = gram_counts(texts)
+    df = np.bincount(counts.indices, minlength=counts.shape[1])
+    return (np.log((1 + len(texts)) / (1 + df)) + 1).astype(np.float32)
+
+
+def test_idf_is_kept_in_the_project_between_sessions(tmp_path, monkeypatch):
+    texts = sms_spam().drop_duplicates("text")["text"].head(60).tolist()
+    ds = nbml.Dataset(tmp_path / "i.nbml")
+    ds.add_texts(texts)
+    np.testing.assert_allclose(T.project_idf(ds), _idf_of(texts), rtol=1e-6)
+    home = ds.home
+    ds.close()
+    assert (home / "embeddings" / T.DF_FILE).is_file()
+    T._GRAMS.clear()                                   # a new session: nothing hashed in this process
+
+    def no_hashing(*a, **k):
+        raise AssertionError("hashed every text again")
+    monkeypatch.setattr(T, "gram_counts", no_hashing)
+    again = nbml.Dataset(tmp_path / "i.nbml")
+    np.testing.assert_allclose(T.project_idf(again), _idf_of(texts), rtol=1e-6)
+    monkeypatch.undo()
+    again.add_texts(["zyxwv qwerty: a text with words no other text has"])     # items changed: computed again
+    np.testing.assert_allclose(T.project_idf(again), _idf_of(texts + ["zyxwv qwerty: a text with words no other "
+                                                                      "text has"]), rtol=1e-6)
+    (home / "embeddings" / T.DF_FILE).write_bytes(b"not an npz")                # unreadable: computed again
+    again.__dict__.pop("_text_idf")
+    assert T.project_idf(again).shape == (T.WORD_BUCKETS + T.CHAR_BUCKETS,)
+    again.close()
+
+
 def test_head_mode_on_text(spam):
     ds, _, _, rest = spam
     head = nbml.train(ds, mode="head", quiet=True)
