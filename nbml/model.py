@@ -245,6 +245,8 @@ class Model:
         if holdout and self.holdout:
             ids = sorted(self.holdout)
             _write_json(path / HOLDOUT_FILE, {"ids": ids, "probs": [self.holdout[i].tolist() for i in ids]})
+        else:
+            (path / HOLDOUT_FILE).unlink(missing_ok=True)      # another model's, saved here before
         _write_json(path / "config.json", self.config, indent=2)
         return path
 

@@ -478,17 +478,16 @@ def _refit_on_all(kind, plan: _Plan, learn, handle: TrainingHandle) -> dict | No
     """A kind with few labels trains again on every label once validated (`kind.refit_on_all`, texts): returns the
     validation items' probabilities from before, or None when it did not. Stop during that fit keeps the validated
     weights."""
-    refit = getattr(kind, "refit_on_all", None)
-    if refit is None or plan.dist is not None:
+    refits = getattr(kind, "refits", None)
+    if refits is None or plan.dist is not None or not refits(len(plan.frame), plan.arch):
         return None
     validated = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
-    holdout = refit(plan, learn)
-    if holdout is not None and handle.stopping:
+    holdout = kind.refit_on_all(plan, learn)
+    if handle.stopping:
         learn.model.load_state_dict(validated)
         return None
-    if holdout is not None:
-        plan.params["refit_on_all"] = len(plan.frame)
-        plan.ds._update_run(handle.run_id, params=plan.params)
+    plan.params["refit_on_all"] = len(plan.frame)
+    plan.ds._update_run(handle.run_id, params=plan.params)
     return holdout
 
 

@@ -179,6 +179,8 @@ def test_refit_on_every_label_keeps_validation_figures_out_of_sample(spam, tmp_p
     assert back.evaluate().accuracy == model.evaluate().accuracy
     np.testing.assert_allclose(T.probs(back, rest["text"].head(10).tolist()),
                                T.probs(model, rest["text"].head(10).tolist()), atol=1e-5)
+    back.holdout = {}                                  # a model without one, saved over it: no stale holdout left
+    assert not nbml.load(back.save(tmp_path / "m")).holdout and not (tmp_path / "m" / "holdout.json").exists()
 
 
 def test_refit_skipped_above_the_limit_and_stop_keeps_the_validated_model(tmp_path, monkeypatch):

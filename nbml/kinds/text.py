@@ -444,14 +444,12 @@ def refits(n_labelled: int, arch: str) -> bool:
     return n_labelled <= REFIT_MAX and not str(arch).startswith("hf:")
 
 
-def refit_on_all(plan, learn) -> dict[int, np.ndarray] | None:
-    """The validation texts' probabilities ({item id: probabilities}), then the network trained again from
-    WordLlama's table on every labelled text: the closed-form head, then `plan.epochs` of fine-tuning at the run's
-    learning rate. None (and nothing changed) when `refits` says no."""
-    frame = plan.frame
-    if not refits(len(frame), plan.arch) or getattr(plan.net, "is_hf", False):
-        return None
+def refit_on_all(plan, learn) -> dict[int, np.ndarray]:
+    """Where `refits` says so (nbml.training asks): the validation texts' probabilities ({item id: probabilities}),
+    then the network trained again from WordLlama's table on every labelled text: the closed-form head, then
+    `plan.epochs` of fine-tuning at the run's learning rate."""
     from .. import events as E
+    frame = plan.frame
     texts = frame["content"].tolist()
     targets = _targets(plan, frame)
     is_valid = (frame["split"] == "valid").to_numpy()
