@@ -82,6 +82,7 @@ class TrainEnded:
     duration_s: float
     best_epoch: int | None = None
     error: str | None = None
+    refit_on_all: int | None = None   # then trained again on this many labelled items (the metrics are from before)
     kind: str = "train_ended"
 
 
@@ -122,6 +123,8 @@ class ConsolePrinter:
             line = f"warning: {e.message}"
         elif isinstance(e, TrainEnded):
             mets = "  ".join(f"{k} {v:.4f}" for k, v in e.metrics.items() if isinstance(v, float))
-            line = f"run {e.run_id} {e.status} in {_fmt_s(e.duration_s)}  {mets}" + (f"  ({e.error})" if e.error else "")
+            line = (f"run {e.run_id} {e.status} in {_fmt_s(e.duration_s)}  {mets}" + (f"  ({e.error})" if e.error else "")
+                    + (f"  (measured on validation, then trained again on all {e.refit_on_all} labelled items)"
+                       if e.refit_on_all else ""))
         if line:
             print(line, file=self.stream, flush=True)

@@ -498,7 +498,8 @@ def record_success(ds, handle: TrainingHandle, model, run_id: int, status: str, 
     ds._update_run(run_id, status=status, finished_at=time.time(), duration_s=duration, metrics=metrics,
                    model_path=model_path, **run_values)
     handle.model, handle.status = model, status
-    handle.emit(E.TrainEnded(run_id, status, metrics, duration, best_epoch))
+    handle.emit(E.TrainEnded(run_id, status, metrics, duration, best_epoch,
+                             refit_on_all=model.config.get("refit_on_all")))
 
 
 def record_failure(ds, handle: TrainingHandle, run_id: int, t0: float, error: BaseException) -> None:

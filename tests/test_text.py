@@ -202,8 +202,18 @@ def test_refit_skipped_above_the_limit_and_stop_keeps_the_validated_model(tmp_pa
     model = handle.wait(120)
     assert [e.phase for e in events if type(e).__name__ == "PhaseStarted"] == ["unfrozen", "refit"]
     assert "refit_on_all" not in model.config and not model.holdout       # Stop kept the validated network
+    assert [e.refit_on_all for e in events if type(e).__name__ == "TrainEnded"] == [None]
     texts = df["text"].head(30).tolist()
     np.testing.assert_allclose(T.probs(model, texts), T.probs(once, texts), atol=1e-4)
+    # a run that refits says so at its end: the console line and the monitor's summary
+    import io
+    from nbml.events import ConsolePrinter
+    from nbml.widgets.monitor import TrainingMonitor
+    out, monitor = io.StringIO(), TrainingMonitor()
+    nbml.train(ds, epochs=1, seed=0, on_event=[ConsolePrinter(out), monitor])
+    assert "training again on every label" in out.getvalue()
+    assert "then trained again on all 120 labelled items" in out.getvalue().splitlines()[-1]
+    assert monitor.summary["refit_on_all"] == 120 and monitor.summary["status"] == "completed"
     ds.close()
 
 

@@ -64,7 +64,9 @@ function render({ model, el }) {
       .map(([k, v]) => `<tr><td>${escapeHtml(k)}</td><td>${typeof v === "number" ? v.toFixed(4) : escapeHtml(v)}</td></tr>`).join("");
     summary.innerHTML = `<p><b>Run ${s.run_id} ${escapeHtml(s.status)}</b> in ${clock(s.duration_s)}` +
       (s.best_epoch !== null && s.best_epoch !== undefined ? ` (weights of epoch ${s.best_epoch + 1} kept)` : "") +
-      (s.error ? ` <span class="nbml-error">${escapeHtml(s.error)}</span>` : "") + `</p><table>${metrics}</table>`;
+      (s.error ? ` <span class="nbml-error">${escapeHtml(s.error)}</span>` : "") +
+      (s.refit_on_all ? `<br><span class="nbml-muted">measured on the validation split, then trained again on all ` +
+        `${Number(s.refit_on_all)} labelled items</span>` : "") + `</p><table>${metrics}</table>`;
   }
 
   // Rows come as they happen; the history (asked once the chart exists) covers what came before. Steps and

@@ -78,7 +78,8 @@ class TrainingMonitor(Widget):
             status.update(state=event.status, progress=1.0 if event.status == "completed" else status.get("progress"),
                           elapsed_s=event.duration_s)
             self.summary = {"run_id": event.run_id, "status": event.status, "metrics": event.metrics,
-                            "duration_s": event.duration_s, "best_epoch": event.best_epoch, "error": event.error}
+                            "duration_s": event.duration_s, "best_epoch": event.best_epoch, "error": event.error,
+                            "refit_on_all": event.refit_on_all}
         else:
             return
         now = time.monotonic()
