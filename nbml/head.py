@@ -251,7 +251,7 @@ def train_head(ds, arch: str = "resnet18", epochs=None, size=None, bs=None, lr=N
 
 def _fit(ds, emb, frame, handle, valid_pct, seed, pretrained, C, save, device):
     from .model import Model, new_config, pick_device
-    from .training import _versions, record_failure, record_success, run_name
+    from .training import _versions, record_failure, record_success, refits_on_all, run_name
     t0 = time.perf_counter()
     bb = emb.backbone
     frame = frame.set_index("id").loc[emb.ids].reset_index()      # items without an embedding are left out
@@ -285,7 +285,7 @@ def _fit(ds, emb, frame, handle, valid_pct, seed, pretrained, C, save, device):
         kind = kinds.get(bb.kind)
         net, p_train, p_valid, extra = kind.head_model(ds, bb, X, frame, target, is_train, classes, C)
         holdout = None
-        if getattr(kind, "refits", None) is not None and kind.refits(len(frame), bb.arch):
+        if refits_on_all(kind, len(frame), bb.arch):
             # few labels: once validated, fitted again on every label (see nbml.kinds.text.refit_on_all)
             holdout = dict(zip(frame.loc[~is_train, "id"].astype(int).tolist(), p_valid))
             net, _, _, extra = kind.head_model(ds, bb, X, frame, target, np.ones(len(frame), bool), classes, C)

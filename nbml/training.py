@@ -460,7 +460,7 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
                             classes=plan.classes, size=plan.size, mean=list(plan.mean), std=list(plan.std),
                             weights=plan.weights_source, run_id=run_id, snapshot_id=snapshot, metrics=metrics,
                             versions=_versions(), **kind.config(plan),
-                            **({"refit_on_all": len(plan.frame)} if holdout is not None else {}))
+                            **({"refit_on_all": plan.params["refit_on_all"]} if holdout is not None else {}))
         model = Model(learn.model, config, dataset=ds, learner=learn)
         model.holdout = holdout or {}
         duration = time.perf_counter() - t0
@@ -474,12 +474,18 @@ def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
         handle._done.set()
 
 
+def refits_on_all(kind, n_labelled: int, arch: str) -> bool:
+    """Whether a run of `arch` on `n_labelled` items of this kind trains again on every label once validated (the
+    kind decides: `kind.refits`; texts, up to a size)."""
+    refits = getattr(kind, "refits", None)
+    return refits is not None and refits(n_labelled, arch)
+
+
 def _refit_on_all(kind, plan: _Plan, learn, handle: TrainingHandle) -> dict | None:
     """A kind with few labels trains again on every label once validated (`kind.refit_on_all`, texts): returns the
     validation items' probabilities from before, or None when it did not. Stop during that fit keeps the validated
     weights."""
-    refits = getattr(kind, "refits", None)
-    if refits is None or plan.dist is not None or not refits(len(plan.frame), plan.arch):
+    if plan.dist is not None or not refits_on_all(kind, len(plan.frame), plan.arch):
         return None
     validated = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
     holdout = kind.refit_on_all(plan, learn)

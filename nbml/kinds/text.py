@@ -401,11 +401,10 @@ def _batches(plan, encoded: list[tuple], targets: np.ndarray, mask: np.ndarray, 
 
 
 def _start_from_closed_form(plan, texts: list[str], targets: np.ndarray, mask: np.ndarray) -> None:
-    """WordLlama's token table in the body, the project's idf, and the closed-form head on the texts at `mask`."""
+    """The project's idf, and the closed-form head on the texts at `mask` (on the body's current token table)."""
     import torch
     net = plan.net
     with torch.no_grad():
-        net.body.embed.weight.copy_(torch.from_numpy(wordllama_table()))
         net.idf.copy_(torch.from_numpy(project_idf(plan.ds)))     # idf from every text of the project
     fit_texts = [t for t, k in zip(texts, mask) if k]
     fit_head(net, net_features(net.body, fit_texts, plan.size), fit_texts, targets[mask], len(plan.classes))
@@ -456,6 +455,9 @@ def refit_on_all(plan, learn) -> dict[int, np.ndarray]:
     holdout = dict(zip(frame.loc[is_valid, "id"].astype(int).tolist(),
                        net_probs(plan.net, [t for t, k in zip(texts, is_valid) if k], plan.size, plan.device)))
     plan.handle.emit(E.PhaseStarted("refit", plan.epochs))
+    import torch
+    with torch.no_grad():                   # fine-tuning changed the token table: back to WordLlama's
+        plan.net.body.embed.weight.copy_(torch.from_numpy(wordllama_table()))
     every = np.ones(len(frame), bool)
     _start_from_closed_form(plan, texts, targets, every)
     if plan.epochs:
