@@ -221,7 +221,9 @@ def _idf_of(texts):
     from nbml.kinds.text_encoding import gram_counts        # not T.gram_counts, which the test below replaces
     counts = gram_counts(texts)
     df = np.bincount(counts.indices, minlength=counts.shape[1])
-    return (np.log((1 + len(texts)) / (1 + df)) + 1).astype(np.float32)
+    idf = (np.log((1 + len(texts)) / (1 + df)) + 1).astype(np.float32)
+    idf[T.WORD_BUCKETS + T.CHAR_BUCKETS:] = 1.0       # the opening words are not weighed by rarity
+    return idf
 
 
 def test_idf_is_kept_in_the_project_between_sessions(tmp_path, monkeypatch):
@@ -245,7 +247,7 @@ def test_idf_is_kept_in_the_project_between_sessions(tmp_path, monkeypatch):
                                                                       "text has"]), rtol=1e-6)
     (home / "embeddings" / T.DF_FILE).write_bytes(b"not an npz")                # unreadable: computed again
     again.__dict__.pop("_text_idf")
-    assert T.project_idf(again).shape == (T.WORD_BUCKETS + T.CHAR_BUCKETS,)
+    assert T.project_idf(again).shape == (T.GRAM_BUCKETS,)
     again.close()
 
 
@@ -263,6 +265,66 @@ def test_head_mode_on_text(spam):
     warm = T.probs(nbml.train(ds, mode="head", quiet=True), rest["text"].head(50).tolist())
     assert "_text_head_solution" in ds.__dict__
     np.testing.assert_allclose(warm, cold, atol=0.02)
+
+
+def test_opening_words_tell_apart_texts_with_the_same_words(tmp_path):
+    """Two classes told apart only by where a word stands: mean-pooled tokens and bags of n-grams cannot do it, the
+    opening words can (held-out texts, head mode and the fine-tuned default)."""
+    from nbml.kinds.text_encoding import OPEN_BUCKETS, TEXT_BUCKETS, gram_counts, opening_words
+    assert opening_words("How many people live in Paris?") == ["^how", "^how many"]
+    assert opening_words("  ...Refund!") == ["^refund"] and opening_words("?!") == []
+    counts = gram_counts(["How many people live in Paris?", "Paris: how many people live there"])
+    assert counts.shape[1] == TEXT_BUCKETS + OPEN_BUCKETS
+    opening = counts[:, TEXT_BUCKETS:].toarray()
+    assert (opening.sum(1) == 2).all() and not (opening[0] @ opening[1])
+    # "refund" first, or third of four, among words drawn from 5,000: the same words and n-gram counts either way, and
+    # the bigrams around "refund" are new in almost every held-out text (without the opening words: 0.5 both ways)
+    import re
+    vocab = sorted({w for t in trec6()["text"].head(3000) for w in re.findall(r"[a-z]{4,}", t.lower())} - {"refund"})
+    rng = np.random.default_rng(0)
+
+    def texts(n):
+        out = []
+        for _ in range(n):
+            m = rng.choice(vocab, 6, replace=False)
+            out += [(f"refund {m[0]} {m[1]} {m[2]}", "refund"), (f"{m[3]} {m[4]} refund {m[5]}", "other")]
+        return out
+    train, held = texts(40), texts(50)
+    ds = nbml.Dataset(tmp_path / "o.nbml")
+    ds.add_texts([t for t, _ in train], [lab for _, lab in train])
+    truth = np.array([lab for _, lab in held])
+    for model in (nbml.train(ds, mode="head", quiet=True, seed=0), nbml.train(ds, epochs=1, quiet=True, seed=0)):
+        p = T.probs(model, [t for t, _ in held])
+        assert (np.asarray(model.classes)[p.argmax(1)] == truth).mean() == 1.0
+    ds.close()
+
+
+def test_a_model_saved_without_the_opening_words_still_loads_predicts_and_exports(spam, tmp_path):
+    """Models saved before the opening words' block (config without open_buckets) keep working: the same network
+    without those buckets, fed n-grams without them."""
+    import json as _json
+    ds, model, _, rest = spam
+    folder = model.save(tmp_path / "old")
+    config = _json.loads((folder / "config.json").read_text())
+    for key in ("open_buckets", "opening_words"):
+        config.pop(key)
+    (folder / "config.json").write_text(_json.dumps(config))
+    from safetensors.torch import load_file, save_file
+    weights = folder / "model.safetensors"
+    state = load_file(str(weights))
+    state = {k: (v[:T.TEXT_BUCKETS].contiguous() if k in ("grams.weight", "idf") else v) for k, v in state.items()}
+    save_file(state, str(weights))
+    old = nbml.load(folder)
+    assert old.net.grams.num_embeddings == T.TEXT_BUCKETS
+    texts = rest["text"].head(40).tolist()
+    # what the old network gives: the text's own n-grams only (the same model without its opening words' weights)
+    import torch
+    ref = nbml.load(model.save(tmp_path / "ref"))
+    with torch.no_grad():
+        ref.net.grams.weight[T.TEXT_BUCKETS:] = 0
+    np.testing.assert_allclose(T.probs(old, texts), T.probs(ref, texts), atol=1e-5)
+    out = old.export(tmp_path / "old-export")
+    assert _json.loads((out / "config.json").read_text())["onnx"]["check"]["max_abs_diff"] < 1e-3
 
 
 def test_data_loop_on_text(spam):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .._imaging import read_file
-from ..kinds.text_encoding import INPUT_NAMES, MAX_TOKENS, encode, tokenizer
+from ..kinds.text_encoding import INPUT_NAMES, MAX_TOKENS, buckets_of, encode, tokenizer
 from . import v2
 from .app import HTTPError, json_body
 from .runners import OnnxRunner, TorchRunner, choose_runner
@@ -24,10 +24,10 @@ class TextOnnxRunner(OnnxRunner):
 
     def __init__(self, folder: Path, config: dict, threads: int | None, tok, max_tokens: int):
         super().__init__(folder, config, threads)
-        self.tok, self.max_tokens = tok, max_tokens
+        self.tok, self.max_tokens, self.buckets = tok, max_tokens, buckets_of(config)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        feeds = encode(list(batch), self.max_tokens, self.tok)
+        feeds = encode(list(batch), self.max_tokens, self.tok, self.buckets)
         return self.session.run([self.output], {k: feeds[k] for k in INPUT_NAMES})[0]
 
 
