@@ -576,7 +576,10 @@ def surface_probs(ds, ids: list[int], y: np.ndarray, n_classes: int, folds: int,
     """Out-of-sample probabilities of a logistic regression cross-validated on TF-IDF n-grams (NaN rows for
     items without text); None when a class has too few items for the folds."""
     from ..head import fit_sparse_linear, out_of_fold
-    x, _, frame = surface(ds, ids)
+    frame = _surface_frame(ds, ids)
+    # the model's n-gram features: TF-IDF of the text, and how it opens (weighed as in the closed-form head)
+    x = _scaled_opening(tfidf(gram_rows(frame["sha256"].tolist(), frame["content"].tolist()), project_idf(ds)))
+    x = x * (1 / np.sqrt(2))
 
     def fit_predict(train, test, yy):
         W, b = fit_sparse_linear(x[train], yy[train], n_classes, C=SURFACE_C)
