@@ -4,6 +4,7 @@ TF-IDF-weighted n-gram layer, and strings on the wire.
 
 Why both: measured on TREC-6 with a logistic regression (16 labels per class), TF-IDF of words and character
 n-grams gave 0.565 accuracy, the static embedding 0.521, both together 0.602; neither alone is the best default.
+Neither sees where a word stands: a third block of n-grams holds how the text opens (`text_encoding.opening_words`).
 The network computes both from token ids and hashed n-gram ids (what follows tokenisation is one ONNX graph); its
 head starts from a logistic regression on those features fitted in closed form, then fastai fine-tunes the whole.
 """
@@ -503,7 +504,9 @@ def config(plan) -> dict:
 
 
 # -- the data-centric loop: embeddings and what is specific to texts in nbml.analysis -------------------------------
-SURFACE_WORDS = "TF-IDF of words and character n-grams"    # the evidence no label shaped, beside the embeddings
+# the evidence no label shaped, beside the embeddings: label_issues' second head reads it (the model's n-gram features);
+# duplicates compare the n-grams alone
+SURFACE_WORDS = "TF-IDF of words and character n-grams, and the opening words"
 SURFACE_ONLY = "TF-IDF comparison only"   # what duplicates() says when no backbone can embed
 SURFACE_COLUMN = "text_similarity"
 SURFACE_THRESHOLD = 0.9    # TF-IDF cosine for near-duplicate texts
