@@ -82,6 +82,7 @@ def test_artifact_is_self_contained_and_described(env):
     assert check["batch_sizes"][0] == 1 and sum(check["batch_sizes"][1:]) == n_valid
     card = (folder / "README.md").read_text()
     assert "text classifier" in card and "tokenising front end" in card and "## Limits" in card
+    assert "character n-grams and the opening words" in card and config["open_buckets"] == 2 ** 15
     assert '{"text": ' in card and "validation texts" in card
     n = len(env.ds.training_items(("train", "valid")))
     assert config["refit_on_all"] == n and f"trained again on all {n} labelled texts" in card   # and no holdout.json

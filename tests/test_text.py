@@ -326,6 +326,7 @@ def test_a_model_saved_without_the_opening_words_still_loads_predicts_and_export
     out = old.export(tmp_path / "old-export")
     exported = _json.loads((out / "config.json").read_text())
     assert exported["onnx"]["check"]["max_abs_diff"] < 1e-3 and "open_buckets" not in exported
+    assert "character n-grams, a linear head" in (out / "README.md").read_text()       # the card says what it has
     # the server's runner encodes for the exported model's buckets
     from nbml.kinds.text_encoding import tokenizer
     from nbml.serving.decode_text import TextOnnxRunner

@@ -901,8 +901,9 @@ def card(config: dict) -> dict:
     check = onnx["check"]
     return dict(
         summary=f"A text classifier made with nbml {config['exported_with']}: `{config['arch']}` (WordLlama's "
-                f"static token embedding, mean-pooled, plus TF-IDF-weighted hashed word and character n-grams, "
-                f"a linear head), {n} classes; it reads the first {config.get('max_tokens', config['size'])} tokens "
+                f"static token embedding, mean-pooled, plus TF-IDF-weighted hashed word and character n-grams"
+                f"{' and the opening words' if config.get('open_buckets') else ''}, a linear head), {n} classes; it "
+                f"reads the first {config.get('max_tokens', config['size'])} tokens "
                 f"of a text.",
         input=[f"- {k}: {v}" for k, v in config["preprocessing"].items()],
         onnx_file=f"- `model.onnx` (float32): inputs {', '.join(f'`{k}`' for k in INPUT_NAMES)} as above, output "
