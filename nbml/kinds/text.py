@@ -576,8 +576,8 @@ def surface(ds, ids):
 
 
 def surface_probs(ds, ids: list[int], y: np.ndarray, n_classes: int, folds: int, seed: int):
-    """Out-of-sample probabilities of a logistic regression cross-validated on TF-IDF n-grams (NaN rows for
-    items without text); None when a class has too few items for the folds."""
+    """Out-of-sample probabilities of a logistic regression cross-validated on TF-IDF n-grams and the opening words
+    (NaN rows for items without text); None when a class has too few items for the folds."""
     from ..head import fit_sparse_linear, out_of_fold
     frame = _surface_frame(ds, ids)
     # the model's n-gram features: TF-IDF of the text, and how it opens (weighed as in the closed-form head)
@@ -698,8 +698,8 @@ def head_model(ds, backbone, X: np.ndarray, frame: pd.DataFrame, target: np.ndar
               + tf @ net.grams.weight.detach().numpy())
     p = _softmax(logits)
     extra = dict(kind=NAME, vocab=int(net.body.embed.num_embeddings), dim=int(net.body.num_features),
-                 max_tokens=int(backbone.size), **gram_config(), tokenizer="tokenizer.json", head={"type": "linear+grams"}, arch=ARCH, size=int(backbone.size),
-                 mean=[], std=[])
+                 max_tokens=int(backbone.size), tokenizer="tokenizer.json", head={"type": "linear+grams"},
+                 arch=ARCH, size=int(backbone.size), mean=[], std=[], **gram_config())
     return net, p[is_train], p[~is_train], extra
 
 
@@ -918,8 +918,8 @@ def card(config: dict) -> dict:
                  "Triton (or KServe with the Triton runtime) runs the ONNX model, which takes the four encoded arrays, "
                  "not text: a BYTES input cannot go into the ONNX graph, so Triton needs a tokenising front end. "
                  "Point it at `triton/` and call `nbml.kinds.text_encoding.encode(texts, max_tokens, "
-                 "tokenizer(tokenizer.json), buckets_of(config))` in the client, or put a Python-backend model that does it in front as "
-                 f"a Triton ensemble. Its output `{ONNX_OUTPUT}` is already softmaxed."],
+                 "tokenizer(tokenizer.json), buckets_of(config))` in the client, or put a Python-backend model "
+                 f"that does it in front as a Triton ensemble. Its output `{ONNX_OUTPUT}` is already softmaxed."],
         limits=[f"- The model always answers one of its {n} classes, even for a text about something else; a low "
                 "confidence is the only sign. Look at low-confidence inputs (`nbml.monitor`, `ds.add_from_log`).",
                 f"- It reads only the first {config.get('max_tokens', config['size'])} tokens of a text (and n-grams "
