@@ -251,6 +251,39 @@ def test_idf_is_kept_in_the_project_between_sessions(tmp_path, monkeypatch):
     again.close()
 
 
+def test_head_solution_is_kept_for_the_next_session(tmp_path, monkeypatch):
+    """A new session's first mode="head" fit starts from the last solution kept in the project's folder (and lands
+    where a fit from zero does); an unreadable file is ignored."""
+    df = sms_spam().drop_duplicates("text").reset_index(drop=True).head(300)
+    ds = nbml.Dataset(tmp_path / "h.nbml")
+    ds.add_texts(df["text"].tolist(), df["label"].tolist())
+    first = nbml.train(ds, mode="head", quiet=True, seed=0)
+    texts = df["text"].tolist()[:60]
+    expected = T.probs(first, texts)
+    file = ds.home / "embeddings" / T.HEAD_FILE
+    ds.close()
+    assert file.is_file()
+    starts = []
+    fit = T._fit_used
+
+    def watched(X, y, n_classes, C, init=None):
+        starts.append(init is not None)
+        return fit(X, y, n_classes, C, init)
+    monkeypatch.setattr(T, "_fit_used", watched)
+    again = nbml.Dataset(tmp_path / "h.nbml")                 # a new session: nothing held in the process
+    again_model = nbml.train(again, mode="head", quiet=True, seed=0)
+    assert starts[0] is True
+    np.testing.assert_allclose(T.probs(again_model, texts), expected, atol=0.02)
+    again.close()
+    file.write_bytes(b"not an npz")
+    starts.clear()
+    third = nbml.Dataset(tmp_path / "h.nbml")
+    np.testing.assert_allclose(T.probs(nbml.train(third, mode="head", quiet=True, seed=0), texts), expected,
+                               atol=0.02)
+    assert starts[0] is False and file.stat().st_size > 100          # from zero, and kept again
+    third.close()
+
+
 def test_head_mode_on_text(spam):
     ds, _, _, rest = spam
     head = nbml.train(ds, mode="head", quiet=True)
@@ -261,6 +294,7 @@ def test_head_mode_on_text(spam):
     assert list(p.columns[:2]) == ["label", "confidence"] and len(p) == 5
     # a refit starts from the last solution (the grid refits often) and lands where a cold fit does
     ds.__dict__.pop("_text_head_solution")
+    (ds.home / "embeddings" / T.HEAD_FILE).unlink()
     cold = T.probs(nbml.train(ds, mode="head", quiet=True), rest["text"].head(50).tolist())
     warm = T.probs(nbml.train(ds, mode="head", quiet=True), rest["text"].head(50).tolist())
     assert "_text_head_solution" in ds.__dict__
