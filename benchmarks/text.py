@@ -370,7 +370,8 @@ def speed(tmp: Path, n: int, head_items: int, queries: int) -> None:
     print(f"nbml.train(ds, mode='head') on {head_items:,} labelled texts ({len(set(truth.values()))} classes): "
           f"first {times[0]:.2f} s, then median of 3 {statistics.median(times[1:]):.2f} s")
     # another session: the project opened again in a process that has hashed nothing (the n-grams' document
-    # frequencies are read from the project's folder; the labelled texts' n-grams are hashed, the head fitted cold)
+    # frequencies and the last head solution are read from the project's folder; the labelled texts' n-grams are
+    # hashed, the head fitted from that solution)
     path = ds.path
     ds.close()
     nbml.kinds.text._GRAMS.clear()
