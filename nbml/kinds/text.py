@@ -25,7 +25,7 @@ from .._report import IngestReport, Progress
 from ..store import NewItem
 from .text_encoding import (CHAR_BUCKETS, GRAM_BUCKETS, INPUT_NAMES, MAX_TOKENS, TEXT_BUCKETS,  # noqa: F401
                             WORD_BUCKETS, WORDLLAMA, buckets_of, encode, gram_config, gram_counts, idf_from_df,
-                            idf_of, padded, tfidf, token_ids, tokenizer, tokenizer_json, wordllama_files,
+                            padded, tfidf, token_ids, tokenizer, tokenizer_json, wordllama_files,
                             wordllama_table)
 
 NAME = "text"
@@ -565,12 +565,16 @@ def _surface_frame(ds, ids) -> pd.DataFrame:
     return pd.DataFrame([{c: r.get(c) for c in cols} for r in ds.item_rows(ids) if r.get("content")], columns=cols)
 
 
+def _project_tfidf(ds, frame: pd.DataFrame):
+    """TF-IDF rows (every block) of the frame's texts with the project's idf: n-grams cached per text, document
+    frequencies kept in the project's folder, so nothing is hashed twice."""
+    return tfidf(gram_rows(frame["sha256"].tolist(), frame["content"].tolist()), project_idf(ds))
+
+
 def surface(ds, ids):
     """What `duplicates` compares beside embeddings: (unit TF-IDF rows, sparse; the normalised-text hash; frame)."""
     frame = _surface_frame(ds, ids)
-    texts = frame["content"].tolist()
-    every = [t for t in ds._item_columns(["content"])["content"] if t]
-    x = tfidf(gram_counts(texts, buckets=TEXT_BUCKETS), idf_of(every or texts, TEXT_BUCKETS))
+    x = _project_tfidf(ds, frame)[:, :TEXT_BUCKETS]          # the text's own n-grams, not how it opens
     # the two blocks are unit length each: scale so a row is unit length and a dot product is a cosine
     return x * (1 / np.sqrt(2)), frame["sha256"].to_numpy(object), frame
 
@@ -581,8 +585,7 @@ def surface_probs(ds, ids: list[int], y: np.ndarray, n_classes: int, folds: int,
     from ..head import fit_sparse_linear, out_of_fold
     frame = _surface_frame(ds, ids)
     # the model's n-gram features: TF-IDF of the text, and how it opens (weighed as in the closed-form head)
-    x = _scaled_opening(tfidf(gram_rows(frame["sha256"].tolist(), frame["content"].tolist()), project_idf(ds)))
-    x = x * (1 / np.sqrt(2))
+    x = _scaled_opening(_project_tfidf(ds, frame)) * (1 / np.sqrt(2))
 
     def fit_predict(train, test, yy):
         W, b = fit_sparse_linear(x[train], yy[train], n_classes, C=SURFACE_C)

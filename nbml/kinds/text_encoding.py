@@ -148,11 +148,6 @@ def idf_from_df(df: np.ndarray, n: int) -> np.ndarray:
     return idf
 
 
-def idf_of(texts: list[str], buckets: int = GRAM_BUCKETS) -> np.ndarray:
-    counts = gram_counts(texts, buckets=buckets)
-    return idf_from_df(np.bincount(counts.indices, minlength=counts.shape[1]), len(texts))
-
-
 def tfidf(counts, idf: np.ndarray):
     """Counts weighted by idf, each block (words, characters, opening words) scaled to unit length: the n-gram
     features."""
