@@ -334,6 +334,38 @@ def test_opening_words_tell_apart_texts_with_the_same_words(tmp_path):
     ds.close()
 
 
+def test_few_labels_self_train_on_the_unlabelled_texts(tmp_path, monkeypatch):
+    """A word no labelled text has, seen only in unlabelled texts the head is sure are refund requests: the
+    self-trained head (head mode and the default path's start) gives it refund's weight; without self-training it
+    has none."""
+    from nbml.kinds.text_encoding import WORD_BUCKETS, gram_counts
+    import re
+    vocab = sorted({w for t in trec6()["text"].head(2000) for w in re.findall(r"[a-z]{5,}", t.lower())})
+    rng = np.random.default_rng(1)
+    fill = lambda: " ".join(rng.choice(vocab, 2, replace=False))   # noqa: E731
+    labelled = [(f"please refund my order {fill()}", "refund") for _ in range(10)] + \
+               [(f"great product, love it {fill()}", "praise") for _ in range(10)]
+    unlabelled = [f"please refund my order zorblatt {fill()}" for _ in range(30)] + \
+                 [f"great product, love it {fill()}" for _ in range(30)]
+    word = gram_counts(["zorblatt"])[:, :WORD_BUCKETS].indices[0]
+    ds = nbml.Dataset(tmp_path / "s.nbml")
+    ds.add_texts([t for t, _ in labelled], [lab for _, lab in labelled])
+    ds.add_texts(unlabelled)
+
+    def weight(model):
+        return model.net.grams.weight.detach().numpy()[word]
+    for train in (lambda: nbml.train(ds, mode="head", quiet=True, seed=0),
+                  lambda: nbml.train(ds, epochs=1, quiet=True, seed=0)):
+        model = train()
+        w = weight(model)
+        assert model.classes[int(np.argmax(w))] == "refund" and w.max() - w.min() > 0.1
+        p = T.probs(model, ["zorblatt"])[0]
+        assert model.classes[int(p.argmax())] == "refund"
+    monkeypatch.setattr(T, "SELF_TRAIN_MAX", 0)          # labels only
+    assert not weight(nbml.train(ds, mode="head", quiet=True, seed=0)).any()
+    ds.close()
+
+
 def test_a_model_saved_without_the_opening_words_still_loads_predicts_and_exports(spam, tmp_path):
     """Models saved before the opening words' block (config without open_buckets) keep working: the same network
     without those buckets, fed n-grams without them."""
