@@ -361,8 +361,13 @@ def test_few_labels_self_train_on_the_unlabelled_texts(tmp_path, monkeypatch):
         assert model.classes[int(np.argmax(w))] == "refund" and w.max() - w.min() > 0.1
         p = T.probs(model, ["zorblatt"])[0]
         assert model.classes[int(p.argmax())] == "refund"
+        assert 30 <= model.config["self_trained"] <= 60             # recorded (config.json, the model card)
+    check = dict(max_abs_diff=0, tolerance=1e-4, described="x")
+    card = T.card({**model.config, "onnx": {"check": check}, "exported_with": "0", "name": "m", "preprocessing": {}})
+    assert "learnt from" in card["limits"][1]
     monkeypatch.setattr(T, "SELF_TRAIN_MAX", 0)          # labels only
-    assert not weight(nbml.train(ds, mode="head", quiet=True, seed=0)).any()
+    model = nbml.train(ds, mode="head", quiet=True, seed=0)
+    assert not weight(model).any() and model.config["self_trained"] == 0
     ds.close()
 
 

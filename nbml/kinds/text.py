@@ -363,18 +363,18 @@ def _network_weights(coef: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray
 
 
 def _self_trained(X, y: np.ndarray, n_classes: int, C: float, solution, unlabelled):
-    """The solution fitted again with SELF_TRAIN_TOP of the unlabelled rows per predicted class (those it is surest
-    of), labelled with its predictions and weighed SELF_TRAIN_WEIGHT."""
+    """(the solution fitted again with SELF_TRAIN_TOP of the unlabelled rows per predicted class (those it is surest
+    of), labelled with its predictions and weighed SELF_TRAIN_WEIGHT; how many rows it took)."""
     import scipy.sparse as sp
     p = _softmax(np.asarray(unlabelled @ solution[0].T) + solution[1])
     guess, sure = p.argmax(1), p.max(1)
     pick = np.concatenate([np.flatnonzero(guess == c)[np.argsort(-sure[guess == c], kind="stable")[:SELF_TRAIN_TOP]]
                            for c in range(n_classes)]).astype(np.int64)
     if not len(pick):
-        return solution
+        return solution, 0
     weights = np.concatenate([np.ones(len(y)), np.full(len(pick), SELF_TRAIN_WEIGHT)])
     return _fit_used(sp.vstack([X, unlabelled[pick]], format="csr"), np.concatenate([y, guess[pick]]), n_classes, C,
-                     solution, weights)
+                     solution, weights), len(pick)
 
 
 def fit_head(net, dense: np.ndarray, texts: list[str] | None, y: np.ndarray, n_classes: int, C: float = HEAD_C,
@@ -391,8 +391,9 @@ def fit_head(net, dense: np.ndarray, texts: list[str] | None, y: np.ndarray, n_c
     dim = dense.shape[1]
     usable_init = init is not None and init[0].shape == (n_classes, X.shape[1])
     coef, bias = _fit_used(X, y, n_classes, C, init if usable_init else None)
+    net.self_trained = 0                   # unlabelled texts the head learnt from (config.json, the model card)
     if unlabelled is not None and len(unlabelled[0]) and len(y) <= SELF_TRAIN_MAX:
-        coef, bias = _self_trained(X, y, n_classes, C, (coef, bias), head_features(*unlabelled))
+        (coef, bias), net.self_trained = _self_trained(X, y, n_classes, C, (coef, bias), head_features(*unlabelled))
     head_w, grams_w = _network_weights(coef, dim)
     with torch.no_grad():
         net.head.weight.copy_(torch.from_numpy(head_w))
@@ -534,7 +535,7 @@ def config(plan) -> dict:
         return text_hf.config(plan)
     return dict(kind=NAME, vocab=int(plan.net.body.embed.num_embeddings), dim=int(plan.net.body.num_features),
                 max_tokens=int(plan.size), tokenizer="tokenizer.json", head={"type": "linear+grams"},
-                **gram_config())
+                self_trained=int(getattr(plan.net, "self_trained", 0)), **gram_config())
 
 
 # -- the data-centric loop: embeddings and what is specific to texts in nbml.analysis -------------------------------
@@ -800,7 +801,8 @@ def head_model(ds, backbone, X: np.ndarray, frame: pd.DataFrame, target: np.ndar
     p = _softmax(logits)
     extra = dict(kind=NAME, vocab=int(net.body.embed.num_embeddings), dim=int(net.body.num_features),
                  max_tokens=int(backbone.size), tokenizer="tokenizer.json", head={"type": "linear+grams"},
-                 arch=ARCH, size=int(backbone.size), mean=[], std=[], **gram_config())
+                 arch=ARCH, size=int(backbone.size), mean=[], std=[], self_trained=int(net.self_trained),
+                 **gram_config())
     return net, p[is_train], p[~is_train], extra
 
 
@@ -1028,7 +1030,9 @@ def card(config: dict) -> dict:
                 "accuracy without warning. The metrics above come from the validation split of the same data"
                 + (f"; the model was then trained again on all {config['refit_on_all']} labelled texts, validation "
                    "included, so it has seen more than the model those figures measured." if config.get("refit_on_all")
-                   else ".")])
+                   else ".")
+                + (f" Its head also learnt from {config['self_trained']} unlabelled texts of the project, labelled "
+                   "with its own most confident predictions (self-training)." if config.get("self_trained") else "")])
 
 
 def add_logged(ds, logged: dict):
