@@ -547,7 +547,9 @@ def _find_issues(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return np.asarray(find_label_issues(np.asarray(y, np.int64), probs,
+            # n_jobs=1: cleanlab's pool forks this process, whose other threads (torch's, joblib's) can hold a lock
+            # at the fork; the child then waits on it for ever (seen once in a full test run). The result is the same.
+            return np.asarray(find_label_issues(np.asarray(y, np.int64), probs, n_jobs=1,
                                                 return_indices_ranked_by="self_confidence"), np.int64)
     except Exception as e:   # cleanlab's own checks, in words a user can act on
         raise ValueError(f"could not look for label issues on {len(y)} items ({type(e).__name__}: "
