@@ -383,7 +383,7 @@ def fit_head(net, dense: np.ndarray, texts: list[str] | None, y: np.ndarray, n_c
     features | TF-IDF n-grams] (nbml.head.fit_sparse_linear), and write them into the network. Returns the solution
     (weights [n_classes, dim + buckets], biases), from which `init=` starts a later fit. The n-grams come from
     `texts`, their `counts`, or their TF-IDF rows (`grams`). `unlabelled`: (body features, TF-IDF rows) of
-    unlabelled texts to self-train on (`unlabelled_features`) while there are at most SELF_TRAIN_MAX labels."""
+    unlabelled texts to self-train on (`unlabelled_features`), or None."""
     import torch
     if grams is None:
         grams = tfidf(gram_counts(texts) if counts is None else counts, net.idf.cpu().numpy())
@@ -392,7 +392,7 @@ def fit_head(net, dense: np.ndarray, texts: list[str] | None, y: np.ndarray, n_c
     usable_init = init is not None and init[0].shape == (n_classes, X.shape[1])
     coef, bias = _fit_used(X, y, n_classes, C, init if usable_init else None)
     net.self_trained = 0                   # unlabelled texts the head learnt from (config.json, the model card)
-    if unlabelled is not None and len(unlabelled[0]) and len(y) <= SELF_TRAIN_MAX:
+    if unlabelled is not None:
         (coef, bias), net.self_trained = _self_trained(X, y, n_classes, C, (coef, bias), head_features(*unlabelled))
     head_w, grams_w = _network_weights(coef, dim)
     with torch.no_grad():
@@ -462,10 +462,8 @@ def _start_from_closed_form(plan, texts: list[str], targets: np.ndarray, mask: n
     with torch.no_grad():
         net.idf.copy_(torch.from_numpy(idf))     # idf from every text of the project
     fit_texts = [t for t, k in zip(texts, mask) if k]
-    unlabelled = None
-    if mask.sum() <= SELF_TRAIN_MAX:
-        unlabelled = unlabelled_features(plan.ds, f"wordllama:{WORDLLAMA}@{plan.size}",
-                                         lambda t: net_features(net.body, t, plan.size), idf)
+    unlabelled = unlabelled_features(plan.ds, len(fit_texts), f"wordllama:{WORDLLAMA}@{plan.size}",
+                                     lambda t: net_features(net.body, t, plan.size), idf)
     fit_head(net, net_features(net.body, fit_texts, plan.size), fit_texts, targets[mask], len(plan.classes),
              unlabelled=unlabelled)
     net.to(plan.device)
@@ -651,14 +649,17 @@ def gram_rows(shas: list[str], texts: list[str]):
     return sp.csr_matrix((data, indices, indptr), shape=(len(shas), GRAM_BUCKETS))
 
 
-def unlabelled_features(ds, key: str, embed, idf: np.ndarray):
+def unlabelled_features(ds, n_labelled: int, key: str, embed, idf: np.ndarray):
     """(body features, TF-IDF rows) of the project's unlabelled texts, at most SELF_TRAIN_POOL of them (a fixed
-    sample), for the head to self-train on; None when every text is labelled. `embed(texts)` gives the body's
-    features, kept per text under `key` (the body) for the session: the grid refits after every few labels."""
-    ids = ds.query_ids(labelled=False, usable_only=True)
+    sample), for a head fitted on `n_labelled` texts to self-train on; None above SELF_TRAIN_MAX labels or when every
+    text is labelled. `embed(texts)` gives the body's features, kept per text under `key` (the body) for the
+    session: the grid refits after every few labels."""
+    ids = ds.query_ids(labelled=False, usable_only=True) if n_labelled <= SELF_TRAIN_MAX else []
+    if not ids:
+        return None
     if len(ids) > SELF_TRAIN_POOL:
         ids = np.sort(np.random.default_rng(0).choice(np.asarray(ids), SELF_TRAIN_POOL, replace=False)).tolist()
-    cols = ds._item_columns(["sha256", "content"], ids) if ids else {"sha256": [], "content": []}
+    cols = ds._item_columns(["sha256", "content"], ids)
     pairs = [(h, t) for h, t in zip(cols["sha256"], cols["content"]) if t]
     if not pairs:
         return None
@@ -790,9 +791,8 @@ def head_model(ds, backbone, X: np.ndarray, frame: pd.DataFrame, target: np.ndar
     key = (tuple(classes), backbone.model_id)
     init = _last_solution(ds, key)
     tf = tfidf(grams, net.idf.numpy())
-    unlabelled = None
-    if is_train.sum() <= SELF_TRAIN_MAX:
-        unlabelled = unlabelled_features(ds, backbone.model_id, lambda t: features(backbone, t), net.idf.numpy())
+    unlabelled = unlabelled_features(ds, int(is_train.sum()), backbone.model_id, lambda t: features(backbone, t),
+                                     net.idf.numpy())
     solution = fit_head(net, X[is_train], None, target[is_train], len(classes), C=HEAD_C if C is None else C,
                         grams=tf[is_train], init=init, unlabelled=unlabelled)
     _keep_solution(ds, key, solution, X.shape[1])
