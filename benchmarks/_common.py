@@ -87,6 +87,12 @@ def percentile(values: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages, 'load 2.1/1.9/1.5': printed beside every figure measured on a shared
+    machine (on 2 cores a load above 2 slows everything)."""
+    return "load {:.1f}/{:.1f}/{:.1f}".format(*os.getloadavg())
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -130,3 +136,29 @@ def cycling_call(fn, batches: list):
         fn(b)
         return time.perf_counter() - t
     return call
+
+
+class Tee:
+    """stdout also written to a results file (`mode` "w" starts it afresh, "a" adds to it)."""
+
+    def __init__(self, path, mode: str = "w"):
+        self.f = open(path, mode)
+        self.out = sys.stdout
+
+    def write(self, s):
+        self.out.write(s)
+        self.f.write(s)
+        self.f.flush()
+
+    def flush(self):
+        self.out.flush()
+        self.f.flush()
+
+
+def results_file(name: str, quick: bool, out=None):
+    """benchmarks/results/<name>[-quick]-cpu<N>-<date>.txt, or `out` when given."""
+    import datetime
+    from pathlib import Path
+    date = datetime.date.today().isoformat()
+    return Path(out or Path(__file__).parent / "results" /
+                f"{name}{'-quick' if quick else ''}-cpu{os.cpu_count()}-{date}.txt")

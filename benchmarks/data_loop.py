@@ -319,8 +319,8 @@ def write_jittered_digits(folder: Path, n: int, seed: int = 0) -> dict[str, str]
 def store_replicas(ds, real, n_items: int, seed: int = 0) -> float:
     """Give every item that has no embedding yet one: the real embedding of an earlier jittered copy of the same
     digit plus Gaussian noise with the per-dimension spread real copies of one digit show among themselves, written
-    through the float16 store `ds.embed` itself appends to (`nbml.embeddings._Store`). Returns the seconds taken."""
-    from nbml.embeddings import _Store
+    through the float16 store `ds.embed` itself appends to (`nbml.embedding_store.VectorFile`). Returns the seconds taken."""
+    from nbml.embedding_store import VectorFile
     t = time.perf_counter()
     feats = real.features
     n_real, n_base = len(feats), 1797
@@ -332,7 +332,7 @@ def store_replicas(ds, real, n_items: int, seed: int = 0) -> float:
     frame = ds.df.sort_values("id")
     todo = frame[~frame["id"].isin(set(real.ids))]
     rng = np.random.default_rng(seed)
-    store = _Store(ds, real.model_id)
+    store = VectorFile(ds, real.model_id)
     index = store.index()
     first = {int(d): int(np.flatnonzero(digit == d)[0]) for d in range(n_base)}
     for start in range(0, len(todo), 10_000):
@@ -387,7 +387,7 @@ def query_speed(tmp: Path, n_items: int, n_real: int, n_head: int, size: int, co
     if n_real < n_items:
         print(f"the other {n_items - n_real:,} stored vectors: each the real embedding of an earlier copy of the same "
               f"digit plus Gaussian noise at the spread real copies show, written through the same float16 store "
-              f"(nbml.embeddings._Store.append) in {t_fill:.1f} s; ds.embed() then finds all {n_items:,} stored")
+              f"(nbml.embedding_store.VectorFile.append) in {t_fill:.1f} s; ds.embed() then finds all {n_items:,} stored")
 
     # baseline: numpy brute force on the same normalised float32 matrix
     k = 20

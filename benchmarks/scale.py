@@ -79,9 +79,9 @@ def backbone(kind: str = "image"):
 def write_embeddings(ds, bb, vectors, start: int = 0) -> np.ndarray:
     """File `vectors` (chunks from clustered_vectors) as the embeddings of the project's items in id order from
     the `start`-th on, as nbml.embeddings stores computed ones. Returns the cluster of each item."""
-    from nbml.embeddings import _Store
+    from nbml.embedding_store import VectorFile
     shas = ds._item_columns(["sha256"])["sha256"][start:]
-    store = _Store(ds, bb.model_id)
+    store = VectorFile(ds, bb.model_id)
     index = store.index()
     clusters, done = [], 0
     for chunk, cluster in vectors:

@@ -1,25 +1,28 @@
-"""Benchmark: nbml's text model server against a hand-written FastAPI + scikit-learn server, same data, same machine,
-same run (issue 12, the serving line of "Benchmarks").
+"""Benchmark: nbml's text model server against a hand-written FastAPI server, same data, same machine, same run
+(issue 12, the serving line of "Benchmarks"; issue 25 for the encoder).
 
-Trains nbml's text classifier on the first 600 distinct texts of the SMS spam data set (ham/spam; 2 epochs, seed 0),
-exports it (`model.export`: ONNX + tokenizer.json + config.json), and fits on the same 600 labelled texts the
-pipeline of benchmarks/_fastapi_text_server.py (TfidfVectorizer word 1-2 grams + char_wb 2-4 grams in a FeatureUnion,
-LogisticRegression), pickled with joblib. Then, each in its own process on 127.0.0.1:
+`--model encoder` (default): nbml's default text model (all-MiniLM-L6-v2 fine-tuned on pairs of the first 600
+distinct SMS texts, ham/spam, then a logistic head), exported with `quantize="int8"` (kept when within 0.5 point of
+float32 on the validation texts), against FastAPI + sentence-transformers + scikit-learn (benchmarks/_fastapi_st_server.py:
+the pretrained all-MiniLM-L6-v2, the same network, and a LogisticRegression on its embeddings of the same 600 texts;
+needs `pip install --no-deps sentence-transformers`). `--model static`: nbml's static model (2 epochs) against
+FastAPI + scikit-learn (benchmarks/_fastapi_text_server.py: TF-IDF word 1-2 grams + char_wb 2-4 grams, a
+LogisticRegression). Each server in its own process on 127.0.0.1:
 
-  FastAPI + scikit-learn  benchmarks/_fastapi_text_server.py under uvicorn (a sync endpoint, pydantic body)
+  the baseline            uvicorn, a sync endpoint, pydantic body
   nbml                    `nbml serve DIR` (ONNX Runtime, dynamic batching, prediction log on, as it ships)
 
 Both take the same JSON API, POST /predict {"text": "..."}. The requests are 64 SMS texts sampled from the rest of
 the data set (texts the models did not train on), as JSON bodies. The load generator, warm-up, turn taking and
 process handling are benchmarks/serve.py's (see its docstring): pre-built requests over keep-alive sockets, 8 rounds
-per server, concurrency 1 and 8. The reference for latency is the bare model call: nbml.kinds.text_encoding.encode
-of one text and ONNX Runtime's session.run on the same model.onnx with the server's session settings, timed in this
+per server, concurrency 1 and 8. The reference for latency is the bare model call: the server's runner on one text
+(tokenise, then ONNX Runtime's session.run on the same model.onnx with the server's session settings), timed in this
 process between nbml's concurrency-1 requests, over the same texts in the same order.
 
-Targets: nbml's p50 at concurrency 1 within 1.3x of the bare call; nbml at least 2x the FastAPI + scikit-learn
-server's requests/s at concurrency 8 (as for images); `nbml serve` ready in under 1.5 s and under 300 MiB resident.
+Targets: nbml's p50 at concurrency 1 within 1.3x of the bare call; nbml at least 2x the baseline's requests/s at
+concurrency 8; `nbml serve` ready in under 1.5 s and under 300 MiB resident.
 
-    .venv/bin/python benchmarks/serve_text.py [--requests 400] [--train 600] [--keep DIR]
+    .venv/bin/python benchmarks/serve_text.py [--model encoder|static] [--requests 400] [--train 600] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from serve import WITH_HTTP_CLIENT, measure, print_results, print_targets  # noq
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BASELINE = "FastAPI + scikit-learn"
+BASELINE_ENCODER = "FastAPI + sentence-transformers + scikit-learn"
 JSON = "application/json"
 
 
@@ -48,38 +52,61 @@ def data(n_train: int, n_requests: int = 64):
     return train["text"].tolist(), train["label"].tolist(), requests, rest["text"].tolist(), rest["label"].tolist()
 
 
-def models(home: str, texts: list[str], labels: list[str]) -> tuple[str, str, dict]:
-    """(nbml's export folder, the pipeline's joblib file, seconds spent per step); what `home` already holds from an
-    earlier run (--keep) is reused."""
+def models(home: str, texts: list[str], labels: list[str], encoder: bool) -> tuple[str, str, dict]:
+    """(nbml's export folder, the baseline's model (the pipeline's joblib file, or a folder with the encoder and its
+    head), seconds spent per step); what `home` already holds from an earlier run (--keep) is reused."""
     import joblib
 
     import nbml
-    from _fastapi_text_server import build_pipeline
-    folder, pipe_file, took = os.path.join(home, "sms-export"), os.path.join(home, "pipeline.joblib"), {}
+    folder, took = os.path.join(home, "sms-export"), {}
+    base = os.path.join(home, "st-baseline" if encoder else "pipeline.joblib")
     if not os.path.isfile(os.path.join(folder, "config.json")):
         ds = nbml.Dataset(os.path.join(home, "sms.nbml"))
         if len(ds) == 0:
             ds.add_texts(texts, labels=labels)
         t0 = time.perf_counter()
-        model = nbml.train(ds, quiet=True, epochs=2, seed=0)
+        model = (nbml.train(ds, quiet=True, seed=0) if encoder else
+                 nbml.train(ds, arch="wordllama-tfidf", quiet=True, epochs=2, seed=0))
         took["nbml train"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        folder = str(model.export(folder))
+        folder = str(model.export(folder, quantize="int8" if encoder else None, quiet=True))
         took["nbml export"] = time.perf_counter() - t0
         ds.close()
-    if not os.path.isfile(pipe_file):
+    if encoder and not os.path.isdir(base):
         t0 = time.perf_counter()
-        joblib.dump(build_pipeline().fit(texts, labels), pipe_file)
+        st_baseline(base, texts, labels)
+        took["sentence-transformers + scikit-learn fit"] = time.perf_counter() - t0
+    elif not encoder and not os.path.isfile(base):
+        from _fastapi_text_server import build_pipeline
+        t0 = time.perf_counter()
+        joblib.dump(build_pipeline().fit(texts, labels), base)
         took["scikit-learn fit"] = time.perf_counter() - t0
-    return folder, pipe_file, took
+    return folder, base, took
+
+
+def st_baseline(folder: str, texts: list[str], labels: list[str]) -> None:
+    """The hand-written encoder server's model: the pretrained all-MiniLM-L6-v2 (the same network nbml fine-tunes,
+    so the same cost per request) as a sentence-transformers folder, and a LogisticRegression on its embeddings."""
+    import shutil
+
+    import joblib
+    from sentence_transformers import SentenceTransformer
+    from sklearn.linear_model import LogisticRegression
+
+    from nbml.kinds.text_encoder import resolve_encoder
+    shutil.copytree(resolve_encoder(None, download=False).folder, os.path.join(folder, "encoder"))
+    encoder = SentenceTransformer(os.path.join(folder, "encoder"), device="cpu")
+    joblib.dump(LogisticRegression(max_iter=2000).fit(encoder.encode(texts), labels),
+                os.path.join(folder, "head.joblib"))
 
 
 def runner_of(folder: str):
     """The server's text runner on `folder` (its tokenizer, max_tokens and ONNX session settings)."""
-    from nbml.serving.decode_text import Inputs, TextOnnxRunner
+    from nbml.kinds.text_serving import EncoderOnnxRunner, Inputs, TextOnnxRunner
     config = json.load(open(os.path.join(folder, "config.json")))
     inputs = Inputs(folder, config, None)
-    return TextOnnxRunner(folder, config, None, inputs.tok, inputs.max_tokens), config
+    runner = EncoderOnnxRunner if inputs.encoder else TextOnnxRunner
+    return runner(folder, config, None, inputs.tok, inputs.max_tokens), config
 
 
 def bare_text_call(texts: list[str]):
@@ -92,14 +119,19 @@ def bare_text_call(texts: list[str]):
     return make
 
 
-def accuracies(folder: str, pipe_file: str, texts: list[str], labels: list[str]) -> tuple[float, float]:
-    """Held-out accuracy of nbml's ONNX graph and of the pipeline: both servers answer sensibly."""
+def accuracies(folder: str, base: str, texts: list[str], labels: list[str], encoder: bool) -> tuple[float, float]:
+    """Held-out accuracy of nbml's ONNX graph and of the baseline's model: both servers answer sensibly."""
     import joblib
     import numpy as np
     runner, config = runner_of(folder)
     probs = np.concatenate([runner(np.array(texts[i:i + 64], dtype=object)) for i in range(0, len(texts), 64)])
     nbml_pred = [config["classes"][i] for i in probs.argmax(1)]
-    sk_pred = joblib.load(pipe_file).predict(texts)
+    if encoder:
+        from sentence_transformers import SentenceTransformer
+        emb = SentenceTransformer(os.path.join(base, "encoder"), device="cpu").encode(texts, batch_size=64)
+        sk_pred = joblib.load(os.path.join(base, "head.joblib")).predict(emb)
+    else:
+        sk_pred = joblib.load(base).predict(texts)
     y = np.array(labels)
     return float((np.array(nbml_pred) == y).mean()), float((sk_pred == y).mean())
 
@@ -109,32 +141,44 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=400, help="requests per server and concurrency")
     ap.add_argument("--train", type=int, default=600, help="labelled texts both models train on")
     ap.add_argument("--keep", default=None, help="a folder for the project, export and pipeline, reused when run again")
+    ap.add_argument("--model", choices=["encoder", "static"], default="encoder",
+                    help="nbml's default text model (a fine-tuned sentence encoder, int8 when kept) against FastAPI + "
+                         "sentence-transformers + scikit-learn, or the static model against FastAPI + scikit-learn")
     args = ap.parse_args()
-    print_machine("benchmarks/serve_text.py: nbml serve (text) vs a hand-written FastAPI + scikit-learn server")
+    encoder = args.model == "encoder"
+    if encoder:
+        os.environ.pop("NBML_TEXT_ENCODER", None)
+    baseline = BASELINE_ENCODER if encoder else BASELINE
+    print_machine(f"benchmarks/serve_text.py: nbml serve (text, {args.model} model) vs a hand-written {baseline} "
+                  f"server")
     print(f"load average at start: {' '.join(open('/proc/loadavg').read().split()[:3])}\n")
     texts, labels, requests, held_texts, held_labels = data(args.train)
     bodies = [json.dumps({"text": t}).encode() for t in requests]
     with tempfile.TemporaryDirectory() as tmp:
         home = args.keep or tmp
         os.makedirs(home, exist_ok=True)
-        folder, pipe_file, took = models(home, texts, labels)
-        acc_nbml, acc_sk = accuracies(folder, pipe_file, held_texts, held_labels)
-        app_source = open(os.path.join(HERE, "_fastapi_text_server.py")).read()
-        m = measure({BASELINE: pipe_file, "nbml": folder}, bodies, args.requests, tmp, app_source=app_source,
+        folder, base, took = models(home, texts, labels, encoder)
+        acc_nbml, acc_base = accuracies(folder, base, held_texts, held_labels, encoder)
+        app = "_fastapi_st_server.py" if encoder else "_fastapi_text_server.py"
+        app_source = open(os.path.join(HERE, app)).read()
+        m = measure({baseline: base, "nbml": folder}, bodies, args.requests, tmp, app_source=app_source,
                     bare_call=bare_text_call(requests), content_type=JSON)
+        precision = json.load(open(os.path.join(folder, "config.json")))["onnx"].get("precision")
     steps = ", ".join(f"{k} {v:.1f} s" for k, v in took.items()) or "models reused from --keep"
-    print(f"models: nbml text classifier and TF-IDF + LogisticRegression, both on the first {len(texts)} distinct SMS "
-          f"texts (ham/spam; {steps}); held-out accuracy on the other {len(held_texts)} texts: nbml {acc_nbml:.4f}, "
-          f"scikit-learn {acc_sk:.4f}")
+    what = ("nbml's default model (all-MiniLM-L6-v2 fine-tuned on pairs, then a head; model.onnx " + str(precision)
+            + ") and the pretrained all-MiniLM-L6-v2 + LogisticRegression" if encoder
+            else "nbml's static text model and TF-IDF + LogisticRegression")
+    print(f"models: {what}, both on the first {len(texts)} distinct SMS texts (ham/spam; {steps}); held-out accuracy "
+          f"on the other {len(held_texts)} texts: nbml {acc_nbml:.4f}, baseline {acc_base:.4f}")
     print(f"requests: JSON {{\"text\": ...}} of {len(bodies)} held-out SMS texts "
           f"({sum(map(len, bodies)) // len(bodies)} bytes on average), {args.requests} per server and concurrency, "
           f"sent as pre-built bytes over keep-alive sockets\n")
-    bare = print_results(m, [BASELINE, "nbml", WITH_HTTP_CLIENT], one="1 text, encode + session.run")
-    print_targets(m["results"], bare, "nbml", [BASELINE])
+    bare = print_results(m, [baseline, "nbml", WITH_HTTP_CLIENT], one="1 text, encode + session.run")
+    print_targets(m["results"], bare, "nbml", [baseline])
     print(f"nbml's p50 at concurrency 1 through Python's http.client / the bare call: "
           f"{m['results'][(WITH_HTTP_CLIENT, 1)]['p50'] / bare['nbml']:.2f}x")
-    print(f"p50 at concurrency 1, {BASELINE} / nbml's bare call: "
-          f"{m['results'][(BASELINE, 1)]['p50'] / bare['nbml']:.2f}x")
+    print(f"p50 at concurrency 1, {baseline} / nbml's bare call: "
+          f"{m['results'][(baseline, 1)]['p50'] / bare['nbml']:.2f}x")
     print(f"load average at the end: {' '.join(open('/proc/loadavg').read().split()[:3])}")
 
 

@@ -230,7 +230,7 @@ def serving(frame, home: str, n_requests: int) -> None:
     bodies = [json.dumps({"row": r}).encode() for r in rows]
 
     def bare(folder: str):
-        from nbml.serving.decode_table import TableOnnxRunner
+        from nbml.kinds.table_serving import TableOnnxRunner
         config = json.load(open(os.path.join(folder, "config.json")))
         batches = []
         for r in rows:

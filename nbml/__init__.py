@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib
 
+from .notices import install as _install_notices
+
 __version__ = "0.1.0"
 
 # public name -> (module that defines it, attribute; None for the module itself)
@@ -24,6 +26,7 @@ _EXPORTS = {
     "load": ("nbml.model", "load"),
     "backbones": ("nbml.pretrained", "backbones"),
     "PretrainedWeightsWarning": ("nbml.pretrained", "PretrainedWeightsWarning"),
+    "NbmlWarning": ("nbml.notices", "NbmlWarning"),
     "hardware_report": ("nbml.hardware", "hardware_report"),
     "events": ("nbml.events", None),
     "datasets": ("nbml.datasets", None),
@@ -33,6 +36,8 @@ _EXPORTS = {
 }
 
 __all__ = ["__version__", *_EXPORTS]
+
+_install_notices()     # nbml's warnings as one line, without a file and source line
 
 
 def __getattr__(name: str):

@@ -117,8 +117,9 @@ def describe(record: dict) -> str:
     drop = record["drop_points"]
     figures = (f"validation accuracy {record['int8_accuracy']:.4f} int8 vs {record['float32_accuracy']:.4f} float32 "
                f"on {record['validation_items']} items, a {'drop' if drop >= 0 else 'gain'} of {abs(drop):.2f} points "
-               f"where a drop of at most {record['max_accuracy_drop_points']:g} is allowed (calibrated on "
-               f"{record['calibration_items']} training images)")
+               f"where a drop of at most {record['max_accuracy_drop_points']:g} is allowed"
+               + (f" (calibrated on {record['calibration_items']} training images)"
+                  if record.get("calibration_items") else ""))
     if record["kept"]:
         return f"{verdict}: {figures}."
     return (f"{verdict}: {figures}. The float32 model predicts as trained, only slower; "

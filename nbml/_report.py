@@ -11,17 +11,30 @@ __all__ = ["IngestReport", "Progress"]
 
 @dataclass
 class IngestReport:
-    """What `add_images`, `add_texts` or `add_dataframe` did: ids added, duplicates found, files skipped with a reason each."""
+    """What `add_images`, `add_texts` or `add_dataframe` did: ids added, duplicates found, files skipped with a reason each.
+
+    `added`: the new items' ids; `duplicates`: (file or text, id of the item it duplicates); `skipped`: (file or text,
+    reason); `warnings`: (file or text, what was changed or noted, such as bytes decoded with replacement)."""
     added: list[int] = field(default_factory=list)
     duplicates: list[tuple[str, int]] = field(default_factory=list)   # (path, id of the item it duplicates)
     skipped: list[tuple[str, str]] = field(default_factory=list)      # (path, reason)
     warnings: list[tuple[str, str]] = field(default_factory=list)     # (path, note): added, with something to know
 
     def summary(self) -> str:
-        lines = [f"added {len(self.added)}, duplicates {len(self.duplicates)}, skipped {len(self.skipped)}"]
+        """For people: how many were added, duplicates and skipped, then a line per reason for skipping, and the notes
+        about items that were added (a note about an input that turned out a duplicate or was skipped is left out:
+        nothing of it was added)."""
+        first = f"added {len(self.added)}, duplicates {len(self.duplicates)}, skipped {len(self.skipped)}"
+        if not self.added and self.duplicates and not self.skipped:
+            first += ": nothing new, every one is already in the project"
+        elif not self.added and (self.duplicates or self.skipped):
+            first += ": nothing was added"
+        lines = [first]
         for reason, n in Counter(r for _, r in self.skipped).most_common():
             lines.append(f"  skipped {n}: {reason}")
-        for note, n in Counter(r.split(" (")[0].split(":")[0] for _, r in self.warnings).most_common():
+        not_added = {name for name, _ in self.duplicates} | {name for name, _ in self.skipped}
+        notes = [r for name, r in self.warnings if name not in not_added]
+        for note, n in Counter(r.split(" (")[0].split(":")[0] for r in notes).most_common():
             lines.append(f"  added with a note {n}: {note} (see .warnings)")
         return "\n".join(lines)
 

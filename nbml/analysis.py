@@ -7,8 +7,6 @@ id, and `attrs["backbone"]`, the same in words) and how it was scored. The widge
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import warnings
 from dataclasses import dataclass, field
 
@@ -17,6 +15,7 @@ import pandas as pd
 
 from . import kinds, vector_index
 from .embeddings import Embeddings, embed, resolve_backbone, tag
+from .notices import NbmlWarning
 
 __all__ = ["STRATEGIES", "suggest", "similar", "duplicates", "outliers", "label_issues", "stats", "DataStats",
            "embedding_map", "uncertainty"]
@@ -76,10 +75,10 @@ def _model_probs(model, emb: Embeddings) -> np.ndarray:
 
 
 def _check_model(model, ds) -> None:
-    from .model import Model
-    if hasattr(model, "wait") and hasattr(model, "run_id") and not isinstance(model, Model):
+    from .model_files import is_model
+    if hasattr(model, "wait") and hasattr(model, "run_id") and not is_model(model):
         raise TypeError("pass the model, not the training handle: model = handle.wait()")
-    if not isinstance(model, Model):
+    if not is_model(model):
         raise TypeError(f"model must be an nbml.Model (from nbml.train or nbml.load), not {type(model).__name__}")
 
 
@@ -183,7 +182,53 @@ def suggest(ds, model=None, n: int = 20, strategy: str = "margin", *, backbone=N
     if distance is not None:
         out["distance"] = distance
     out.attrs.update(strategy=strategy, scored_by=scored_by)
-    return tag(out, emb)
+    return _shown(ds, out, emb, SUGGEST_COLUMNS)
+
+
+SHOWN_CHARS = 200     # characters of a text a frame shows (the grid and ds.item(id) have the whole text)
+SUGGEST_COLUMNS = {
+    "score": "how unsure the scorer is of this item (0 to 1, higher first: the gap between its two likeliest classes, "
+             "turned round; for 'diverse' picked by spread, the distance)",
+    "predicted": "the class the scorer would give it",
+    "confidence": "the scorer's probability of that class (0 to 1)",
+    "distance": "cosine distance to the nearest labelled item or earlier pick (diverse only)",
+}
+ISSUE_COLUMNS = {
+    "score": "how likely the label is wrong: 1 - the out-of-sample probability of the given label (0 to 1, higher "
+             "first)",
+    "suggested": "the class the cross-validated heads find likeliest",
+    "p_label": "their probability of the given label",
+    "p_suggested": "their probability of the suggested class",
+}
+
+
+def _shown(ds, out: pd.DataFrame, emb, docs: dict | None = None) -> pd.DataFrame:
+    """`out` as a user reads it: which backbone (attrs); for items shown as text (texts, table rows), the item itself
+    (`text` / `row`, and `_a` / `_b` for pairs: the start of a text, a row's `column: value` pairs) in place of a
+    file path they never had, read from the embeddings' frame; and a line per scored column (`attrs["columns"]`)."""
+    out = tag(out, emb)
+    kind = kinds.of(ds)
+    if kind.CARD == "text" and "content" in emb.frame:
+        card = kind.card_text(ds)        # a row's `column: value` lines, on one line; a text's start
+        show = (lambda c: card(c).replace("\n", "; ")) if card is not None else _start
+        for suffix in ("", "_a", "_b"):
+            col, name = f"id{suffix}", f"{kind.NOUN}{suffix}"
+            if col in out.columns and name not in out.columns:
+                ids = out[col].to_numpy(np.int64)
+                known = np.isin(ids, emb.ids)
+                contents = np.full(len(ids), None, object)
+                if known.any():
+                    contents[known] = emb.frame["content"].iloc[emb.positions(ids[known])].to_numpy(object)
+                out[name] = [show(c) if isinstance(c, str) else None for c in contents]
+        out = out.drop(columns=[c for c in ("path", "path_a", "path_b") if c in out.columns])
+    if docs:
+        out.attrs["columns"] = {k: v for k, v in docs.items() if k in out.columns}
+    return out
+
+
+def _start(text: str) -> str:
+    """A frame a page tall at most: the first SHOWN_CHARS characters of a text."""
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…"
 
 
 def _diverse(cand: np.ndarray, labelled: np.ndarray, unc: np.ndarray, n: int, pool: int | None,
@@ -262,7 +307,7 @@ def similar(ds, item_or_image, k: int = 20, *, labelled: bool | None = None, lab
     for col in ("label", "split", "path"):
         out[col] = emb.frame[col].iloc[idx].to_numpy()
     out.attrs["query"] = what
-    return tag(out, emb)
+    return _shown(ds, out, emb, {"similarity": "cosine similarity of the embeddings to the query (1 is the same)"})
 
 
 def _exact_nearest(emb: Embeddings, query: np.ndarray, k: int, keep: np.ndarray | None, exclude: set):
@@ -339,7 +384,7 @@ def duplicates(ds, threshold: float | None = None, *, pixel_threshold: float | N
         vec = np.zeros((len(frame), emb.dim), np.float32)
         vec[have] = emb.vectors[emb.positions(frame.loc[have, "id"])]
     if threshold is None and emb is not None and emb.backbone.pretrained:
-        threshold = getattr(kind, "NEAR_EMBEDDING", _NEAR_PRETRAINED)   # tables: their embeddings are the rows
+        threshold = kind.NEAR_EMBEDDING or _NEAR_PRETRAINED   # tables: their embeddings are the rows
     found: dict[tuple[int, int], str] = {}
     for key in (frame["sha256"].to_numpy(object), pixel_hash):      # exact: same bytes, or same pixels
         groups = pd.Series(np.arange(len(frame))).groupby(key).agg(list)
@@ -388,7 +433,7 @@ def duplicates(ds, threshold: float | None = None, *, pixel_threshold: float | N
         out.attrs["note"] = (f"near duplicates by pixels only: {emb.model_id} is the body of a model trained on "
                              f"this project, whose similarity says 'same class' more than 'same picture'; pass "
                              f"threshold= to also compare embeddings")
-    return tag(out, emb)
+    return _shown(ds, out, emb)
 
 
 def outliers(ds, n: int | None = None, *, k: int = 10, backbone=None, embeddings: Embeddings | None = None,
@@ -418,7 +463,7 @@ def outliers(ds, n: int | None = None, *, k: int = 10, backbone=None, embeddings
     if n is not None:
         out = out.head(int(n))
     out.attrs["k"] = k
-    return tag(out, emb)
+    return _shown(ds, out, emb)
 
 
 def _sparse_pairs_above(v, threshold: float, limit: int):
@@ -441,7 +486,13 @@ def _sparse_pairs_above(v, threshold: float, limit: int):
 def label_issues(ds, model=None, *, folds: int = 5, backbone=None, embeddings: Embeddings | None = None,
                  seed: int = 0, C: float = 0.1) -> pd.DataFrame:
     """Labelled items whose label is likely wrong, most likely first: `id`, `label`, `suggested`, `score`,
-    `p_label`, `p_suggested`, `split`, `path`. `score` is 1 - the probability of the given label.
+    `p_label`, `p_suggested`, `split`, and the item (`path`; the text of a text, the values of a table row).
+    `score` is how likely the label is wrong: 1 - the out-of-sample probability of the given label
+    (`attrs["columns"]` says what each column means).
+
+    When the heads cannot tell (they agree with the labels no more clearly than always answering the most frequent
+    class would: `attrs["agreement"]`), nothing is flagged and a warning and `attrs["note"]` say so and what would
+    help: a wrong label cannot be told from a right one by a model that has not learnt the classes.
 
     Confident learning (cleanlab's `find_label_issues`) on an out-of-sample probability for every labelled item,
     whether or not a model trained on it: two logistic heads cross-validated over `folds` stratified folds, one on
@@ -501,15 +552,41 @@ def label_issues(ds, model=None, *, folds: int = 5, backbone=None, embeddings: E
         method = (f"{fold_count(y, folds)}-fold cross-validated logistic heads on the embeddings ({body})"
                   + (f" and on {kind.SURFACE_WORDS}, probabilities multiplied ({with_pixels} of {len(y)} items had "
                      f"them)" if with_pixels else f" alone (no {kind.SURFACE_WORDS} head: {why_not})"))
-    ranked = _find_issues(y, probs)
+    cannot_tell = _cannot_tell(probs, y, classes)
+    ranked = _find_issues(y, probs) if cannot_tell is None else np.zeros(0, np.int64)
     p_label = probs[np.arange(len(y)), y]
     out = pd.DataFrame({"id": frame["id"].to_numpy(np.int64)[ranked], "label": frame["label"].to_numpy()[ranked],
                         "suggested": [classes[i] for i in probs[ranked].argmax(1)] if len(ranked) else [],
                         "score": 1 - p_label[ranked], "p_label": p_label[ranked],
                         "p_suggested": probs[ranked].max(1) if len(ranked) else [],
                         "split": frame["split"].to_numpy()[ranked], "path": frame["path"].to_numpy()[ranked]})
-    out.attrs.update(method=method, n_checked=len(frame), unchecked=unchecked)
-    return tag(out, emb)
+    out.attrs.update(method=method, n_checked=len(frame), unchecked=unchecked, agreement=_agreement(probs, y))
+    if cannot_tell is not None:
+        out.attrs["note"] = cannot_tell
+        warnings.warn(cannot_tell, NbmlWarning, stacklevel=2)
+    return _shown(ds, out, emb, ISSUE_COLUMNS)
+
+
+def _agreement(probs: np.ndarray, y: np.ndarray) -> float:
+    return float((probs.argmax(1) == y).mean()) if len(y) else float("nan")
+
+
+def _cannot_tell(probs: np.ndarray, y: np.ndarray, classes: list[str]) -> str | None:
+    """Why no label can be called wrong, or None: the out-of-sample heads must agree with the labels clearly more
+    often than always answering the most frequent class would (the lower end of a 95% interval above it), else
+    whatever they flag is chance (on 80 short reviews of two classes they agreed 44-55% of the time and flagged
+    36 labels, all of them right)."""
+    from .scores import wilson
+    n = len(y)
+    agree = int((probs.argmax(1) == y).sum())
+    baseline = float(np.bincount(y, minlength=len(classes)).max() / n)
+    low, _ = wilson(agree, n)
+    if low > baseline:
+        return None
+    return (f"label_issues flagged nothing: the cross-validated heads agreed with the labels on {agree / n:.0%} of "
+            f"the {n} labelled items, not clearly more than always answering the most frequent class would "
+            f"({baseline:.0%}), so they cannot tell a wrong label from a right one. Label more items, or give a "
+            f"stronger model's body: ds.label_issues(model=nbml.train(ds)).")
 
 
 def _why_not_pixels(probs: np.ndarray, pixels: np.ndarray | None, y: np.ndarray,
@@ -589,7 +666,7 @@ class DataStats:
         unlabelled items."""
         import altair as alt
 
-        from .widgets.chart import inline_spec
+        from .widgets.chart import class_scale, inline_spec, split_scale
         long = self.counts[["train", "valid", "test", "unassigned"]].reset_index().melt(
             id_vars="class", var_name="split", value_name="items")
         extra = pd.DataFrame({"class": ["(unlabelled)"], "split": ["unlabelled"], "items": [self.unlabelled]})
@@ -597,7 +674,8 @@ class DataStats:
         order = list(self.counts.index) + ["(unlabelled)"]
         bars = alt.Chart(data).mark_bar().encode(
             y=alt.Y("class:N", sort=order, title=None), x=alt.X("sum(items):Q", title="items"),
-            color=alt.Color("split:N", sort=["train", "valid", "test", "unassigned", "unlabelled"]),
+            color=alt.Color("split:N", sort=["train", "valid", "test", "unassigned", "unlabelled"],
+                            scale=alt.Scale(**split_scale())),
             tooltip=["class", "split", "items"]).properties(title="items per class and split", width=400)
         if self.lengths is None or not len(self.lengths):
             return inline_spec(bars)
@@ -610,7 +688,8 @@ class DataStats:
             x=alt.X("characters:Q", bin=alt.Bin(maxbins=40),
                     title="characters per text" + (f" ({longer} longer than {top:.0f} in the last bar)"
                                                    if longer else "")),
-            y=alt.Y("count():Q", title="texts"), color=alt.Color("label:N", title="label"),
+            y=alt.Y("count():Q", title="texts"),
+            color=alt.Color("label:N", title="label", scale=alt.Scale(**class_scale(list(self.counts.index)))),
             tooltip=["label", "count()"]).properties(title="text length", width=400, height=160)
         return inline_spec(alt.vconcat(bars, hist).resolve_scale(color="independent"))
 
@@ -636,15 +715,15 @@ class DataStats:
 
 def stats(ds) -> DataStats:
     """Counts per class and split, labelled against unlabelled, with a warning for classes too small to learn."""
-    kind = ds.kind
-    if kind in ("text", "table"):     # the texts' lengths and the columns' statistics read every usable item
+    kind = kinds.of(ds)
+    if kind.item_stats is not None:   # the kind's own statistics read every usable item (texts' lengths, columns)
         df = ds.df
         usable = df[df["status"] == "ok"]
         lab = usable[usable["label"].notna()]
         split_counts = lab.groupby([lab["label"], lab["split"].fillna("unassigned")]).size()
         n_live, n_unlabelled = len(df), int(usable["label"].isna().sum())
         n_unusable = int((df["status"] == "unusable").sum())
-    else:                             # images: counted in the store, no item read
+    else:                             # counted in the store, no item read (images)
         counts = ds._item_counts()
         n_live = sum(n for (status, _), n in counts.items() if status != "removed")
         n_unlabelled = counts.get(("ok", None), 0)
@@ -669,16 +748,8 @@ def stats(ds) -> DataStats:
             and (table["labelled"] > 0).sum() >= 2:
         notes.append("the classes are very unbalanced (the largest has 10 times the smallest or more); the model "
                      "will favour the large ones")
-    lengths = None
-    if kind == "text":
-        text = usable["content"].fillna("")
-        lengths = pd.DataFrame({"id": usable["id"].to_numpy(), "label": usable["label"].to_numpy(),
-                                "characters": text.str.len().to_numpy(),
-                                "words": text.str.split().str.len().to_numpy()})
-    columns = None
-    if kind == "table":
-        from .kinds import table as table_kind
-        columns = table_kind.column_stats(ds, usable)
+    parts = kind.item_stats(ds, usable) if kind.item_stats is not None else {}
+    lengths, columns = parts.get("lengths"), parts.get("columns")
     return DataStats(table, int(split_counts.sum()), n_unlabelled, n_unusable, notes, lengths, ds.agreement(),
                      columns)
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ._imaging import DEFAULT_MAX_PIXELS
 from ._report import IngestReport
+from . import kinds
 from .store import Store
 
 __all__ = ["Dataset"]
@@ -21,10 +22,12 @@ class Dataset(Store):
     (images, texts or table rows).
 
     `Dataset("postgresql://user:password@host:port/db", user="alice")` opens a project on a PostgreSQL server that
-    several people label at once (see README, Teams). `user` (default: $NBML_USER, else the login name) is recorded
+    several people label at once (see docs/teams.md). `user` (default: $NBML_USER, else the login name) is recorded
     as the author of every change; `undo` reverts only that person's changes.
 
     `max_pixels` is the decompression-bomb limit applied to every image read for this project.
+
+    `path`: the project file (a SQLite file, created with its folder `<path>.d/` when missing) or a `postgresql://` URL.
     """
 
     def __init__(self, path: str | os.PathLike, *, user: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
@@ -35,20 +38,37 @@ class Dataset(Store):
         self._on_close.append(self._embedding_cache.clear)
 
     # -- adding items (each kind's ingest, nbml.kinds) ----------------------------------------------------------
+    def add(self, values, labels=None, *, kind: str | None = None, **kw) -> IngestReport:
+        """Add items of any kind nbml knows (`nbml.kinds.registered()`): `kind` names it (by default the project's
+        kind); `values` and `labels` as that kind's own `add_...` method takes them. Returns the IngestReport.
+
+        `**kw` goes to that method as is (`label_col=...`, `progress=...`)."""
+        kind = kind or self.kind
+        if kind is None:
+            raise ValueError(f"this project is empty: say which kind of item to add, one of {kinds.registered()} "
+                             f"(ds.add(values, kind='text'), or ds.add_images / add_texts / add_table)")
+        return kinds.get(kind).add(self, values, labels, **kw)
+
     def add_images(self, folder_or_paths, label_from="folder", *, progress: bool | None = None) -> IngestReport:
         """Add image files: a folder of class folders (ImageNet style), a flat folder, a file, or a list of them.
 
         Every readable image is added even when others are bad; the report lists added ids, duplicates (same
         content as an item already here) and skipped files with one reason each.
+
+        `folder_or_paths`: a folder, an image file, or a list of folders and files. `label_from="folder"` takes each
+        image's label from the name of the class folder it sits in; `None` adds every image unlabelled. `progress`: a
+        progress line on stderr (default: when stderr is a terminal).
         """
-        from .kinds import image
-        return image.add_images(self, folder_or_paths, label_from, progress=progress)
+        return kinds.get("image").add_images(self, folder_or_paths, label_from, progress=progress)
 
     def add_dataframe(self, df: pd.DataFrame, path_col: str = "path", label_col: str | None = "label",
                       split_col: str | None = None, *, progress: bool | None = None) -> IngestReport:
-        """Add the images a DataFrame lists (one path per row, optional label and split columns)."""
-        from .kinds import image
-        return image.add_dataframe(self, df, path_col, label_col, split_col, progress=progress)
+        """Add the images a DataFrame lists (one path per row, optional label and split columns).
+
+        `df`: the DataFrame; `path_col`: its column of image paths; `label_col`: its column of labels (None: none; a
+        missing value leaves the image unlabelled); `split_col`: a column of 'train' / 'valid' / 'test' (None: nbml
+        splits). `progress` as in `add_images`."""
+        return kinds.get("image").add_dataframe(self, df, path_col, label_col, split_col, progress=progress)
 
     def add_texts(self, texts, labels=None, *, text_col: str = "text", label_col: str | None = None,
                   encoding: str = "utf-8", label_from="folder", progress: bool | None = None) -> IngestReport:
@@ -59,10 +79,12 @@ class Dataset(Store):
         Empty texts and binary files are skipped with a reason; bytes that are not valid `encoding` are decoded
         with replacement and reported; exact duplicates (after Unicode normalisation and whitespace folding) are
         reported, not added twice. See nbml.kinds.text.
+
+        `label_from="folder"`: in a folder of .txt files, each file's label is the name of the class folder it sits in
+        (None: unlabelled). `progress` as in `add_images`.
         """
-        from .kinds import text
-        return text.add_texts(self, texts, labels, text_col=text_col, label_col=label_col, encoding=encoding,
-                              label_from=label_from, progress=progress)
+        return kinds.get("text").add_texts(self, texts, labels, text_col=text_col, label_col=label_col,
+                                           encoding=encoding, label_from=label_from, progress=progress)
 
     def add_table(self, data, label_col: str | None = "label", id_col: str | None = None, *,
                   progress: bool | None = None) -> IngestReport:
@@ -75,24 +97,50 @@ class Dataset(Store):
         are left out of the model (`ds.use_columns([...])` puts one back), all reported. Exact duplicate rows are
         reported, not added twice; a later table with other columns is refused, naming the differences. See
         nbml.kinds.table.
+
+        `data`: the DataFrame or the file's path. `progress` as in `add_images`.
         """
-        from .kinds import table
-        return table.add_table(self, data, label_col, id_col, progress=progress)
+        return kinds.get("table").add_table(self, data, label_col, id_col, progress=progress)
 
     def columns(self) -> pd.DataFrame:
         """A table project's columns: name, type, role ('feature', 'identifier', 'empty', 'ignored') and why."""
-        from .kinds import table
-        return pd.DataFrame(table.columns_of(self), columns=["name", "type", "role", "reason"])
+        frame = pd.DataFrame(kinds.get("table").columns_of(self), columns=["name", "type", "role", "reason"])
+        frame["reason"] = frame["reason"].fillna("")      # a feature needs no reason: empty, not NaN
+        return frame
 
     def use_columns(self, include=(), exclude=()) -> pd.DataFrame:
         """Put columns of a table project into the model (`include`, an identifier-like column say) or leave them
         out (`exclude`); the next training reads the columns whose role is 'feature'. Returns `ds.columns()`."""
-        from .kinds import table
-        table.use_columns(self, include, exclude)
+        kinds.get("table").use_columns(self, include, exclude)
         return self.columns()
 
+    def candidates(self, run_id: int | None = None) -> pd.DataFrame:
+        """The models a table run trained side by side and how each scored (a row each: `accuracy` and `valid_loss`
+        on the validation split, `cv_accuracy` and `cv_log_loss` when chosen by cross-validation, `kept`), for the
+        latest run that had several (or `run_id`). `attrs["kept_because"]` says why the kept one was chosen."""
+        runs = self.runs()
+        if runs.empty:
+            raise LookupError("no runs yet: train one with nbml.train(ds)")
+        with_cands = runs[runs["params"].map(lambda p: bool((p or {}).get("candidates")))]
+        row = with_cands.iloc[-1] if run_id is None and len(with_cands) else runs[runs["id"] == run_id]
+        if isinstance(row, pd.DataFrame):
+            if row.empty:
+                raise LookupError(f"run {run_id} trained one model only (candidates are a table project's)"
+                                  if run_id is not None else "no run trained several models (a table project's do)")
+            row = row.iloc[0]
+        params = row["params"] or {}
+        if not params.get("candidates"):
+            raise LookupError(f"run {row['id']} trained one model only (candidates are a table project's)")
+        frame = pd.DataFrame.from_dict(params["candidates"], orient="index").rename_axis("model").reset_index()
+        frame["kept"] = frame["model"] == params.get("kept")
+        frame.attrs.update(run_id=int(row["id"]), kept_because=params.get("kept_because"),
+                           chosen_by=params.get("chosen_by"))
+        return frame
+
     def load_run(self, run_id: int | None = None):
-        """The model a run saved (the latest completed run when no id is given)."""
+        """The model a run saved (the latest completed run when no id is given).
+
+        `run_id`: a run's id from `ds.runs()` (None: the latest completed run)."""
         frame = self.runs()
         done = frame[frame["model_path"].notna()] if not frame.empty else frame
         if done.empty:
@@ -115,6 +163,8 @@ class Dataset(Store):
         The loaded embeddings are kept (per backbone) and reused while the project's items and embeddings are
         unchanged, with labels and splits read afresh, so `similar`, `suggest` and the rest need not reload them;
         `ids=` loads those items only, every time.
+
+        `**kw` goes to nbml.embeddings.embed: `ids=`, `bs=`, `progress=`, `weights=`.
         """
         from .embeddings import embed
         if kw.get("ids") is not None:
@@ -126,6 +176,8 @@ class Dataset(Store):
 
         strategy: 'margin', 'entropy', 'least_confident', 'random' or 'diverse' (uncertain and spread out in
         embedding space). Without a model, a head fitted on the embeddings scores them; see nbml.analysis.suggest.
+
+        `n`: how many items. `**kw` goes to nbml.analysis.suggest: `backbone=`, `embeddings=`, `pool=`, `seed=`.
         """
         from .analysis import suggest
         return suggest(self, model, n=n, strategy=strategy, **kw)
@@ -133,19 +185,27 @@ class Dataset(Store):
     def similar(self, item_or_image, k: int = 20, **kw) -> pd.DataFrame:
         """The `k` items most like an item id, a list of ids (their mean), an image path, bytes or Pillow image:
         `id`, `similarity`, `label`, `split`, `path`. `labelled=False` searches the unlabelled items only.
-        The embeddings are loaded on the first call and reused while current (see `embed`)."""
+        The embeddings are loaded on the first call and reused while current (see `embed`).
+
+        `item_or_image`: the query (for texts, a string; for tables, a dict of column values). `**kw` goes to
+        nbml.analysis.similar: `labelled=`, `label=`, `backbone=`, `embeddings=`."""
         from .analysis import similar
         return similar(self, item_or_image, k=k, **kw)
 
     def duplicates(self, threshold: float | None = None, **kw) -> pd.DataFrame:
         """Pairs of items that are the same picture: exact (same content or pixels) and near (16x16 thumbnails that
         correlate >= pixel_threshold, or, with a pretrained backbone, embeddings with cosine similarity >=
-        threshold), flagging pairs that cross the train/valid/test split (`leak`); see nbml.analysis.duplicates."""
+        threshold), flagging pairs that cross the train/valid/test split (`leak`); see nbml.analysis.duplicates.
+
+        `**kw` goes to nbml.analysis.duplicates: `pixel_threshold=`, `backbone=`, `embeddings=`, `max_pairs=`."""
         from .analysis import duplicates
         return duplicates(self, threshold=threshold, **kw)
 
     def outliers(self, n: int | None = None, **kw) -> pd.DataFrame:
-        """Items far from everything else in embedding space, most isolated first: `id`, `score`, ..."""
+        """Items far from everything else in embedding space, most isolated first: `id`, `score`, ...
+
+        `n`: how many items (None: all of them). `**kw` goes to nbml.analysis.outliers: `k=` (neighbours), `backbone=`,
+        `embeddings=`, `labelled=`."""
         from .analysis import outliers
         return outliers(self, n=n, **kw)
 
@@ -155,6 +215,8 @@ class Dataset(Store):
         Every labelled item, those `model` trained on included: out-of-sample probabilities from cross-validated
         heads on the embeddings and on pixel thumbnails, and confident learning (cleanlab); see
         nbml.analysis.label_issues.
+
+        `**kw` goes to nbml.analysis.label_issues: `folds=`, `backbone=`, `embeddings=`, `seed=`, `C=`.
         """
         from .analysis import label_issues
         return label_issues(self, model, **kw)
@@ -165,6 +227,17 @@ class Dataset(Store):
         from .analysis import stats
         return stats(self)
 
+    def forecast(self, model=None, target: float | None = None, **kw):
+        """"Can ML solve my problem?": the accuracy `nbml.train(self)` is expected to reach now, with twice and four
+        times the labels (80% intervals), about how many labels reach `target` (0.9 for 90%), which classes hold it
+        back, or "not yet: label N more per class". Out-of-sample scores of the fast head at subsets of the labels,
+        a learning curve, and a correction to the trained model measured by a backtest; 'valid' and 'test' labels
+        are not read. `.summary`, `.frame`, `.per_class`, `.chart()`; see nbml.forecast.
+
+        `**kw` goes to nbml.forecast.forecast."""
+        from .forecast import forecast
+        return forecast(self, model, target, **kw)
+
     # -- widgets ----------------------------------------------------------------------------------------------
     def label(self, model=None, *, filter: str = "unlabelled", queue: str | None = None, strategy: str = "margin",
               page_size: int = 48, low_confidence: float = 0.6, rerank_every: int = 10):
@@ -172,7 +245,10 @@ class Dataset(Store):
         in order and type-ahead past nine; each chip shows its key), arrows move, Enter accepts the model's suggestion, Backspace or
         Ctrl+Z undoes, X marks unusable, shift-click selects. Filters: 'unlabelled', 'all', 'label:NAME',
         'predicted:NAME', 'low_confidence' (the last two need `model`). `queue="suggest"` works through
-        `ds.suggest(model, strategy=...)` instead, ranked again every `rerank_every` labels in the background."""
+        `ds.suggest(model, strategy=...)` instead, ranked again every `rerank_every` labels in the background.
+
+        `filter`: which items the grid shows, one of the filters above. `page_size`: items per page. `low_confidence`:
+        the confidence under which the 'low_confidence' filter shows an item."""
         from .widgets.label import LabelWidget
         if queue not in (None, "suggest"):
             raise ValueError(f"queue must be 'suggest' or None, not {queue!r}")
@@ -183,7 +259,10 @@ class Dataset(Store):
         """The data at a glance: a 2-D map of the embeddings (UMAP when installed, else PCA) coloured by label,
         where a free-hand lasso (or a box: a toggle above the map) selects items to label in bulk with the grid's
         keys and a click lists an item's neighbours; the class-frequency chart; and the duplicate and
-        likely-wrong-label lists, fixable with the grid's keys."""
+        likely-wrong-label lists, fixable with the grid's keys.
+
+        `backbone`: whose embeddings to map (as in `embed`; the default backbone otherwise). `projection`: 'auto' (UMAP
+        when installed, else PCA), 'umap' or 'pca'."""
         from .widgets.explore import ExploreWidget
         return ExploreWidget(self, backbone, projection=projection)
 
@@ -196,7 +275,10 @@ class Dataset(Store):
     def add_from_log(self, max_confidence: float = 0.6, limit: int | None = None, source=None,
                      model: str | None = None) -> IngestReport:
         """Add the served inputs the model was least sure of (confidence <= max_confidence, lowest first) as
-        unlabelled items, from this project's prediction log or `source` (an artifact folder); see nbml.predlog."""
+        unlabelled items, from this project's prediction log or `source` (an artifact folder); see nbml.predlog.
+
+        `limit`: at most this many inputs (None: every one under `max_confidence`). `model`: one model's predictions
+        when the log holds several."""
         from .predlog import add_from_log
         return add_from_log(self, max_confidence=max_confidence, limit=limit, source=source, model=model)
 

@@ -96,7 +96,7 @@ def _launch(n: int, kind: str, settings: dict, plan, handle, notes):
     """Start torchrun with `n` workers, relay rank 0's events to `handle` and Stop to the workers, and return the
     Model rank 0 saved (loaded with `nbml.load`). Runs like `nbml.training._run`: in the caller's thread or in the
     handle's background thread."""
-    from .training import _versions, record_failure
+    from .training_loop import record_failure, versions
     ds = plan.ds
     t0 = time.perf_counter()
     try:
@@ -104,7 +104,7 @@ def _launch(n: int, kind: str, settings: dict, plan, handle, notes):
         snapshot = ds.snapshot(plan.frame)
         params = dict(plan.params, world_size=n, launcher="torchrun")
         device = f"{kind} x{n}"
-        run_id = ds._start_run(plan.arch, params, snapshot, device, _versions())
+        run_id = ds._start_run(plan.arch, params, snapshot, device, versions())
     except BaseException as e:
         handle.status, handle.error = "failed", e
         handle._done.set()
@@ -433,7 +433,7 @@ def _train_rank(args: dict, rank: int, world: int, device, folder: Path) -> None
     from ._thirdparty import import_fastai
     from .dataset import Dataset
     from .data import Augment
-    from .training import TrainingHandle, _prepare, _run
+    from .training_loop import TrainingHandle, prepare, run
     settings = dict(args["settings"])
     if isinstance(settings.get("augment"), dict):
         settings["augment"] = Augment(**settings["augment"]["augment"])
@@ -447,7 +447,7 @@ def _train_rank(args: dict, rank: int, world: int, device, folder: Path) -> None
     _ON_KERNEL_GONE.append(partial(_record_kernel_gone, ds.runs, ds._update_run, int(args["run_id"])))
     try:
         main = rank == 0
-        plan, notes = _prepare(ds, settings["arch"], settings["epochs"], settings["size"], settings["bs"],
+        plan, notes = prepare(ds, settings["arch"], settings["epochs"], settings["size"], settings["bs"],
                                settings["lr"], settings["pretrained"], settings["weights"], settings["freeze_epochs"],
                                settings["valid_pct"], seed, str(device), settings["augment"], settings["save"])
         handle = TrainingHandle()
@@ -459,7 +459,7 @@ def _train_rank(args: dict, rank: int, world: int, device, folder: Path) -> None
         want_saved = plan.save
         plan.save = want_saved and main
         plan.params = dict(plan.params, world_size=world, launcher="torchrun")
-        model = _run(plan, handle, notes if main else [])
+        model = run(plan, handle, notes if main else [])
         if main:
             path, temporary = ds.home / "models" / f"run-{args['run_id']}", False
             if not want_saved:

@@ -21,92 +21,27 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from ._locks import file_lock
+from . import kinds
+from .backbone import Backbone, NoBackboneError
+from .embedding_store import Embeddings, VectorFile, _concat, _subset, safe_name, tag  # noqa: F401  (tag: re-exported)
+from .model_files import is_model
 
-__all__ = ["Backbone", "Embeddings", "EmbeddingCache", "NoBackboneError", "resolve_backbone", "embed",
-           "embed_images"]
+__all__ = ["Backbone", "Embeddings", "EmbeddingCache", "NoBackboneError", "resolve_backbone", "embed"]
 
 _NO_RANDOM = ("A randomly initialised network is never used: its features are close to useless for finding "
               "similar items, label errors or what to label next.")
-
-
-class NoBackboneError(RuntimeError):
-    """No backbone can compute embeddings: no pretrained weights and no trained model in the project."""
-
-
-@dataclass
-class Backbone:
-    """What computes embeddings: a body returning pooled features, its input size and normalisation, and ids."""
-    model_id: str              # the key of its embeddings in the store, e.g. "timm:resnet18.a1_in1k@224", "run-12@64"
-    source: str                # the same in words, shown wherever its embeddings are used
-    arch: str                  # the timm architecture of the body
-    size: int                  # input size in pixels
-    mean: tuple
-    std: tuple
-    weights: str               # where the body's weights came from: "timm:<tag>", "file:<path>", "run-12"
-    loader: Callable = field(repr=False)   # () -> nn.Module (the body); called once, on first use
-    device: object = None
-    fresh: bool = False        # the loader builds a new module each call (so a copy needs no deepcopy)
-    kind: str = "image"        # the kind of item it embeds (nbml.kinds)
-    _body: object = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def pretrained(self) -> bool:
-        return self.model_id.startswith(("timm:", "file:", "wordllama:", "table:"))   # label-free features
-
-    def body(self):
-        """The body module, loaded on first use, in eval mode on its device."""
-        with self._lock:
-            if self._body is None:
-                from .model import pick_device
-                body = self.loader()
-                self.device = pick_device(self.device) if not hasattr(self.device, "type") else self.device
-                self._body = body.to(self.device).eval()
-        return self._body
-
-    def body_copy(self):
-        """An independent copy of the body (on the CPU), for a new model to own."""
-        if self.fresh and self._body is None:
-            return self.loader().to("cpu")
-        return copy.deepcopy(self.body()).to("cpu")
-
-    def features(self, batch_u8: np.ndarray) -> np.ndarray:
-        """Pooled features, float32 [B, D], for uint8 images [B, size, size, 3]."""
-        import torch
-        from .data import normalize
-        body = self.body()
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=self.device)
-        std = torch.tensor(self.std, dtype=torch.float32, device=self.device)
-        with torch.inference_mode():
-            was_training = body.training
-            body.eval()
-            x = normalize(torch.from_numpy(np.ascontiguousarray(batch_u8)).to(self.device), mean, std)
-            if self.device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    out = body(x.contiguous(memory_format=torch.channels_last))
-            else:
-                out = body(x.contiguous())
-            if was_training:
-                body.train()
-            return out.float().cpu().numpy()
 
 
 # -- choosing the backbone ----------------------------------------------------------------------------------------
 _PRETRAINED: dict = {}   # (arch, weights key) -> (time, (body, source, digest) or the exception)
 _PRETRAINED_LOCK = threading.Lock()
 _RETRY_S = 60.0          # a failed load (offline, not cached) is not tried again for this long
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._@-]+", "_", text)
 
 
 def _load_pretrained(arch: str, weights=None):
@@ -135,7 +70,7 @@ def _load_pretrained(arch: str, weights=None):
 
 
 def _pretrained_backbone(arch: str, size: int | None, weights, device) -> Backbone:
-    from .training import IMAGENET_MEAN, IMAGENET_STD
+    from .nets import IMAGENET_MEAN, IMAGENET_STD
     body, source, digest = _load_pretrained(arch, weights)
     cfg = getattr(body, "pretrained_cfg", None) or {}
     size = int(size or (cfg.get("input_size") or (3, 224, 224))[-1])
@@ -162,8 +97,9 @@ def _config_backbone(ds, config: dict, loader: Callable, device, model_id: str |
                  f"body of run {run} ({config['arch']} fine-tuned on this project from {config.get('weights')}, "
                  f"{size} px)")
     weights = config.get("body_weights") or (f"run-{run}" if run is not None else "model")
-    if config.get("kind") == "text":
-        words = words.replace(" px", " tokens")
+    unit = kinds.get(config.get("kind")).UNIT
+    if unit != "px":
+        words = words.replace(" px", f" {unit}")
     return Backbone(model_id, words, config["arch"].split(".")[0], size, tuple(config.get("mean") or ()),
                     tuple(config.get("std") or ()), weights, loader=loader, device=device,
                     kind=config.get("kind") or "image")
@@ -184,8 +120,8 @@ def _run_backbone(ds, run_id: int | None, device) -> Backbone:
     config = json.loads(config_file.read_text())
 
     def loader():
-        from .model import load
-        return ds._embedding_cache.body(folder, lambda: load(folder, device="cpu").net[0])
+        from .model_files import read_model
+        return ds._embedding_cache.body(folder, lambda: read_model(folder, device="cpu").net[0])
     bb = _config_backbone(ds, config, loader, device)
     bb.fresh = True
     return bb
@@ -220,14 +156,12 @@ def resolve_backbone(ds, backbone=None, *, arch: str = "resnet18", size: int | N
     "pretrained" or a timm name (pretrained weights required), or a `Backbone`. `weights` is a local weights file
     for `arch`. `pretrained=False` skips the pretrained backbone. A randomly initialised backbone is never used.
     """
-    from .model import Model
     if isinstance(backbone, Backbone):
         return backbone
-    if getattr(ds, "kind", None) in ("text", "table") and (backbone in (None, "pretrained") and
-                                                           pretrained is not False):
-        from . import kinds
-        return kinds.get(ds.kind).pretrained_backbone(device)      # WordLlama's; a table's standardised rows
-    if isinstance(backbone, Model):
+    own = kinds.get(ds.kind).pretrained_backbone if getattr(ds, "kind", None) else None
+    if own is not None and backbone in (None, "pretrained") and pretrained is not False:
+        return own(device, arch)      # the kind's own: WordLlama's for texts, a table's standardised rows
+    if is_model(backbone):
         return _model_backbone(ds, backbone, device)
     if hasattr(backbone, "wait") and hasattr(backbone, "run_id"):       # a TrainingHandle
         return _model_backbone(ds, backbone.wait(), device)
@@ -264,194 +198,6 @@ def resolve_backbone(ds, backbone=None, *, arch: str = "resnet18", size: int | N
         raise NoBackboneError(
             f"No backbone to compute embeddings with: {why}, and {e}. Train a model first (nbml.train(ds)), whose "
             f"body then gives the embeddings, or pass weights='path/to/{arch}.safetensors'. {_NO_RANDOM}") from None
-
-
-# -- the float16 store ----------------------------------------------------------------------------------------------
-class _Store:
-    """One float16 [N, D] file per model id, rows indexed in the store's `embeddings` table."""
-
-    def __init__(self, ds, model_id: str):
-        self.ds, self.model_id = ds, model_id
-        self.folder = Path(ds.home) / "embeddings"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.file = self.folder / f"{_safe(model_id)}.f16"
-        self.info_file = self.folder / f"{_safe(model_id)}.json"
-
-    def lock(self):
-        return file_lock(self.folder / f"{_safe(self.model_id)}.lock")
-
-    def index(self) -> dict[str, int]:
-        return self.ds._embedding_rows(self.model_id)
-
-    @property
-    def dim(self) -> int | None:
-        if not self.info_file.exists():
-            return None
-        return int(json.loads(self.info_file.read_text())["dim"])
-
-    def array(self) -> np.ndarray:
-        dim = self.dim
-        n = self.file.stat().st_size // (2 * dim) if dim and self.file.exists() else 0
-        if n == 0:
-            return np.zeros((0, dim or 0), np.float16)
-        return np.memmap(self.file, np.float16, "r", shape=(n, dim))
-
-    def append(self, shas: list[str], vectors: np.ndarray, backbone: Backbone, index: dict) -> None:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float16)
-        if not np.isfinite(vectors).all():
-            raise RuntimeError(f"the backbone {self.model_id} gave features too large or not finite for float16; "
-                               f"its weights look broken")
-        dim = self.dim
-        if dim is None:
-            dim = vectors.shape[1]
-            tmp = self.info_file.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps({"model_id": self.model_id, "source": backbone.source, "dim": dim,
-                                       "dtype": "float16", "arch": backbone.arch, "size": backbone.size,
-                                       "created": time.time()}, indent=2))
-            os.replace(tmp, self.info_file)
-        elif dim != vectors.shape[1]:
-            raise RuntimeError(f"embeddings for {self.model_id} have {dim} dimensions on disk but the backbone gives "
-                               f"{vectors.shape[1]}; delete {self.file} and its .json to start again")
-        row_bytes = 2 * dim
-        with open(self.file, "ab") as out:
-            start = out.tell() // row_bytes
-            out.truncate(start * row_bytes)   # drop a partial row a crash may have left
-            out.seek(start * row_bytes)
-            out.write(vectors.tobytes())
-            out.flush()
-            os.fsync(out.fileno())
-        added = {h: start + i for i, h in enumerate(shas)}
-        self.ds._add_embedding_rows(self.model_id, added)
-        index.update(added)
-
-
-# -- embeddings -------------------------------------------------------------------------------------------------------
-class Embeddings:
-    """Embeddings of items: `ids`, `vectors` (float32, L2-normalised), `features` (float32 as the backbone gave
-    them), `frame` (id, label, split, path), and where they came from (`model_id`, `source`).
-
-    `computed` is how many were computed by the call that made this (the rest came from the store); `missing`
-    lists the ids that have none (their file could not be read), with one reason each in `warnings`.
-    """
-
-    def __init__(self, frame: pd.DataFrame, raw: np.ndarray, backbone: Backbone, computed: int = 0,
-                 missing: list | None = None, warnings: list | None = None):
-        self.frame = frame.reset_index(drop=True)
-        self.ids = self.frame["id"].to_numpy(np.int64)
-        self.raw = raw                      # float16 [n, dim], as stored
-        self.backbone = backbone
-        self.model_id, self.source = backbone.model_id, backbone.source
-        self.computed = int(computed)
-        self.missing = list(missing or [])
-        self.warnings = list(warnings or [])
-        self._lazy: dict = {}     # vectors, features, positions: computed once, shared by copies (`_sharing`)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __repr__(self) -> str:
-        dim = self.raw.shape[1] if self.raw.ndim == 2 else 0
-        extra = f", {len(self.missing)} without (unreadable)" if self.missing else ""
-        return (f"Embeddings({len(self)} items x {dim}, from {self.model_id}: {self.source}; "
-                f"{self.computed} computed now{extra})")
-
-    @property
-    def dim(self) -> int:
-        return int(self.raw.shape[1])
-
-    @property
-    def features(self) -> np.ndarray:
-        """float32, as the backbone gave them (to float16 precision)."""
-        if "features" not in self._lazy:
-            self._lazy["features"] = self.raw.astype(np.float32)
-        return self._lazy["features"]
-
-    @property
-    def vectors(self) -> np.ndarray:
-        """float32, each row scaled to unit length (cosine similarity is then a dot product)."""
-        if "vectors" not in self._lazy:
-            v = self.raw.astype(np.float32)
-            v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-            self._lazy["vectors"] = v
-        return self._lazy["vectors"]
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.frame["label"].to_numpy(object)
-
-    def _position_map(self) -> dict[int, int]:
-        """{item id: row}, built once."""
-        if "positions" not in self._lazy:
-            self._lazy["positions"] = {int(i): p for p, i in enumerate(self.ids)}
-        return self._lazy["positions"]
-
-    def positions(self, ids) -> np.ndarray:
-        """Row positions of these item ids; KeyError naming the first id without an embedding."""
-        where = self._position_map()
-        out = []
-        for i in np.atleast_1d(ids):
-            p = where.get(int(i))
-            if p is None:
-                why = next((w for w in self.warnings if w.startswith(f"item {int(i)} ")), None)
-                raise KeyError(f"item {int(i)} has no embedding" + (f" ({why})" if why else
-                               " (it is removed, unusable, or not in this project)"))
-            out.append(p)
-        return np.asarray(out, np.int64)
-
-    def _sharing(self, frame: pd.DataFrame | None = None, computed: int = 0) -> "Embeddings":
-        """The same vectors (shared, not copied, lazily computed ones included) with another `frame` (the same ids
-        in the same order, other labels or splits) or another `computed`."""
-        out = copy.copy(self)
-        if frame is not None:
-            out.frame = frame
-        out.computed = int(computed)
-        return out
-
-    def take(self, ids) -> "Embeddings":
-        """The embeddings of these ids only (in that order)."""
-        return _subset(self, self.positions(ids))
-
-    def rows(self, ds) -> np.ndarray:
-        """Each item's row in its backbone's float16 file (items of the same content share one), as `embed`
-        read them; looked up in `ds` for embeddings made otherwise."""
-        if "rows" not in self._lazy:
-            index = _Store(ds, self.model_id).index()
-            self._lazy["rows"] = self.frame["sha256"].map(index).to_numpy(np.int64)
-        return self._lazy["rows"]
-
-    def pca(self, n_components: int = 2) -> pd.DataFrame:
-        """A PCA map of the unit vectors: id, x, y (, z...), label, split, path; `attrs` say which backbone."""
-        v = self.vectors
-        names = ["x", "y", "z"][:n_components] if n_components <= 3 else [f"pc{i + 1}" for i in range(n_components)]
-        if len(v) == 0:
-            coords = np.zeros((0, n_components), np.float32)
-        else:
-            centred = v - v.mean(0)
-            _, _, vt = np.linalg.svd(centred, full_matrices=False)
-            coords = centred @ vt[:n_components].T
-            if coords.shape[1] < n_components:
-                coords = np.pad(coords, ((0, 0), (0, n_components - coords.shape[1])))
-        out = pd.DataFrame(coords, columns=names)
-        out.insert(0, "id", self.ids)
-        for col in ("label", "split", "path"):
-            out[col] = self.frame[col].to_numpy()
-        return tag(out, self)
-
-
-def tag(frame: pd.DataFrame, emb: Embeddings | Backbone) -> pd.DataFrame:
-    """Record in `frame.attrs` which backbone the embeddings behind it came from."""
-    frame.attrs["embeddings"] = emb.model_id
-    frame.attrs["backbone"] = emb.source
-    if isinstance(emb, Embeddings) and emb.backbone.kind == "text" and "content" in emb.frame:
-        for col, name in (("id", "text"), ("id_a", "text_a"), ("id_b", "text_b")):   # text items: show the text
-            if col in frame.columns and name not in frame.columns:
-                ids = frame[col].to_numpy(np.int64)
-                known = np.isin(ids, emb.ids)
-                texts = np.full(len(ids), None, object)
-                if known.any():
-                    texts[known] = emb.frame["content"].iloc[emb.positions(ids[known])].to_numpy(object)
-                frame[name] = texts
-    return frame
 
 
 _ITEM_COLUMNS = ["id", "kind", "path", "path_raw", "content", "sha256", "size_bytes", "mtime", "label", "split"]
@@ -578,42 +324,12 @@ class EmbeddingCache:
         return emb._sharing(frame, emb.computed)
 
 
-def _subset(emb: Embeddings, pos: np.ndarray) -> Embeddings:
-    """Rows `pos` of `emb`, carrying the unit vectors and features already computed."""
-    out = Embeddings(emb.frame.iloc[pos], emb.raw[pos], emb.backbone, 0, [], emb.warnings)
-    for key in ("vectors", "features", "rows"):
-        if key in emb._lazy:
-            out._lazy[key] = emb._lazy[key][pos]
-    return out
-
-
-def _concat(a: Embeddings, b: Embeddings) -> Embeddings:
-    """`a` and `b` together in id order (as `embed` gives them), carrying unit vectors already computed in `a`."""
-    frame = pd.concat([a.frame, b.frame], ignore_index=True)
-    raw = np.concatenate([a.raw, b.raw])
-    vectors = np.concatenate([a._lazy["vectors"], b.vectors]) if "vectors" in a._lazy else None
-    rows = np.concatenate([a._lazy["rows"], b._lazy["rows"]]) if "rows" in a._lazy and "rows" in b._lazy else None
-    ids = frame["id"].to_numpy(np.int64)
-    if len(ids) > 1 and not (np.diff(ids) > 0).all():      # restored items come back in their place
-        order = np.argsort(ids, kind="stable")
-        frame, raw = frame.iloc[order], raw[order]
-        vectors = None if vectors is None else vectors[order]
-        rows = None if rows is None else rows[order]
-    out = Embeddings(frame, raw, a.backbone, b.computed, b.missing, b.warnings)
-    if vectors is not None:
-        out._lazy["vectors"] = vectors
-    if rows is not None:
-        out._lazy["rows"] = rows
-    return out
-
-
 def embed(ds, backbone=None, *, ids=None, bs: int | None = None, progress: bool | None = None,
           **resolve_kw) -> Embeddings:
     """Embeddings of the project's usable items (or of `ids`), computing only those the store lacks.
 
     See `resolve_backbone` for `backbone` and its keywords (`arch`, `size`, `weights`, `pretrained`, `device`).
     """
-    from . import kinds
     ids = ds.query_ids(usable_only=True) if ids is None else [int(i) for i in np.atleast_1d(ids)]
     if not ids:
         raise ValueError(_NO_ITEMS)
@@ -626,7 +342,7 @@ def embed(ds, backbone=None, *, ids=None, bs: int | None = None, progress: bool 
     warnings += [f"item {i} skipped: a {k} item, and this backbone embeds {bb.kind}s" for i, k in
                  frame.loc[not_images, ["id", "kind"]].itertuples(index=False)]
     frame = frame[~not_images].reset_index(drop=True)
-    store = _Store(ds, bb.model_id)
+    store = VectorFile(ds, bb.model_id)
     index = store.index()
     computed = 0
     if (~frame["sha256"].isin(index.keys())).any():
@@ -650,8 +366,7 @@ def embed(ds, backbone=None, *, ids=None, bs: int | None = None, progress: bool 
     return out
 
 
-def _compute(ds, bb: Backbone, store: _Store, todo: pd.DataFrame, index: dict, warnings: list, bs, progress) -> int:
-    from . import kinds
+def _compute(ds, bb: Backbone, store: VectorFile, todo: pd.DataFrame, index: dict, warnings: list, bs, progress) -> int:
     show = sys.stderr.isatty() if progress is None else bool(progress)
     t0 = time.perf_counter()
     if show:
@@ -673,12 +388,3 @@ def _compute(ds, bb: Backbone, store: _Store, todo: pd.DataFrame, index: dict, w
     return done
 
 
-def embed_images(backbone: Backbone, images, max_pixels: int | None = None) -> np.ndarray:
-    """float32 features [n, D] for images given as paths, encoded bytes or Pillow images (not stored)."""
-    from ._imaging import open_rgb
-    from .data import to_square
-    squares = []
-    for im in images:
-        img = open_rgb(im) if max_pixels is None else open_rgb(im, max_pixels)
-        squares.append(to_square(img, backbone.size))
-    return backbone.features(np.stack(squares)) if squares else np.zeros((0, 0), np.float32)

@@ -13,6 +13,10 @@ __all__ = ["TrainStarted", "PhaseStarted", "LearningRateFound", "BatchEnded", "E
 
 @dataclass(frozen=True)
 class TrainStarted:
+    """Training began: `run_id` (its row in `ds.runs()`), `arch`, `device` (e.g. 'cuda', 'cpu x2'), `weights` (where the
+    starting weights came from), `classes`, `n_train` and `n_valid` items, `epochs` over all phases, `size` (pixels,
+    or tokens read per text: `unit` says which) and batch size `bs`. `kind` names the event in `as_dict`.
+    """
     run_id: int
     arch: str
     device: str
@@ -29,19 +33,28 @@ class TrainStarted:
 
 @dataclass(frozen=True)
 class PhaseStarted:
-    phase: str             # "lr_find" | "frozen" | "unfrozen" | "refit" (again on every label, after validation)
+    """A phase began: `phase` is 'lr_find', 'frozen', 'unfrozen', 'head' (a sentence encoder's classification head,
+    fitted on its embeddings after the pair phase) or 'refit' (trained again on every label after validation), for
+    `epochs` epochs. `kind` names the event.
+    """
+    phase: str             # "lr_find" | "frozen" | "unfrozen" | "head" | "refit" (again on every label, after it)
     epochs: int
     kind: str = "phase_started"
 
 
 @dataclass(frozen=True)
 class LearningRateFound:
+    """The learning rate `lr` that the search chose. `kind` names the event."""
     lr: float
     kind: str = "lr_found"
 
 
 @dataclass(frozen=True)
 class BatchEnded:
+    """A training batch ended: `phase`, `epoch` (counted over all phases), `batch` of `n_batches`, its `loss`, the
+    `smooth_loss` the monitor draws, the learning rate `lr`, `progress` (0 to 1 over the whole training), `elapsed_s`
+    and `eta_s` (None until it can be estimated). `kind` names the event.
+    """
     phase: str
     epoch: int             # index over all phases
     batch: int
@@ -57,6 +70,9 @@ class BatchEnded:
 
 @dataclass(frozen=True)
 class EpochEnded:
+    """An epoch ended: `phase`, `epoch` of `epochs`, `train_loss`, `valid_loss`, `metrics` (validation accuracy and the
+    rest), `elapsed_s` and `eta_s`. `kind` names the event.
+    """
     phase: str
     epoch: int
     epochs: int
@@ -70,12 +86,19 @@ class EpochEnded:
 
 @dataclass(frozen=True)
 class TrainWarning:
+    """Something the user should know about the run, in one sentence (`message`): no pretrained weights, a file that
+    vanished. `kind` names the event.
+    """
     message: str
     kind: str = "warning"
 
 
 @dataclass(frozen=True)
 class TrainEnded:
+    """Training ended: `run_id`, `status` ('completed', 'stopped' or 'failed'), the final `metrics`, `duration_s`,
+    `best_epoch` (whose weights were kept), `error` (why it failed), and `refit_on_all` (trained again on this many
+    labelled items after validation; the metrics are from before). `kind` names the event.
+    """
     run_id: int
     status: str            # "completed" | "stopped" | "failed"
     metrics: dict
@@ -87,6 +110,7 @@ class TrainEnded:
 
 
 def as_dict(event) -> dict:
+    """The `event` as a plain dict of its fields (`kind` included), for JSON or a DataFrame."""
     return asdict(event)
 
 
@@ -98,7 +122,10 @@ def _fmt_s(s: float | None) -> str:
 
 
 class ConsolePrinter:
-    """Prints one line per phase and per epoch, and a summary at the end."""
+    """Prints one line per phase and per epoch, and a summary at the end.
+
+    `stream`: where to print (default: sys.stdout). Pass it as `on_event`, or let `nbml.train` use it outside a
+    notebook."""
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
@@ -112,13 +139,15 @@ class ConsolePrinter:
             line = {"lr_find": "finding a learning rate...",
                     "frozen": f"training the head with the body frozen ({e.epochs} epoch{'s' * (e.epochs != 1)})",
                     "unfrozen": f"training all layers ({e.epochs} epoch{'s' * (e.epochs != 1)})",
-                    "refit": "training again on every label, validation included (the figures above stay)"}[e.phase]
+                    "head": "fitting the classification head on the encoder's embeddings",
+                    "refit": "training again on every label, validation included (the figures above stay)",
+                    }.get(e.phase, f"phase {e.phase}")
         elif isinstance(e, LearningRateFound):
             line = f"learning rate {e.lr:.2e}"
         elif isinstance(e, EpochEnded):
-            mets = "  ".join(f"{k} {v:.4f}" for k, v in e.metrics.items())
-            line = (f"epoch {e.epoch + 1}/{e.epochs}  train_loss {e.train_loss:.4f}  valid_loss {e.valid_loss:.4f}  "
-                    f"{mets}  elapsed {_fmt_s(e.elapsed_s)}  eta {_fmt_s(e.eta_s)}")
+            values = {"train_loss": e.train_loss, "valid_loss": e.valid_loss, **e.metrics}
+            mets = "  ".join(f"{k} {v:.4f}" for k, v in values.items() if v == v)     # a NaN was not measured
+            line = f"epoch {e.epoch + 1}/{e.epochs}  {mets}  elapsed {_fmt_s(e.elapsed_s)}  eta {_fmt_s(e.eta_s)}"
         elif isinstance(e, TrainWarning):
             line = f"warning: {e.message}"
         elif isinstance(e, TrainEnded):

@@ -30,18 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from . import kinds
-from .kinds.image import ONNX_INPUT, ONNX_OUTPUT, PREPROCESSING, TRITON_MAX_BATCH, onnx_wrapper  # noqa: F401
-from .kinds.image import triton_config  # noqa: F401
+from .kinds.base import ExportError
+from .notices import NbmlWarning
 
-__all__ = ["export", "ExportError", "QuantizationWarning", "onnx_wrapper", "check_onnx", "check_feeds", "model_card",
-           "triton_config"]
+__all__ = ["export", "ExportError", "QuantizationWarning", "check_feeds", "model_card"]
 
 ONNX_FILE = "model.onnx"
-class ExportError(RuntimeError):
-    """The export could not produce an artifact that predicts what the model predicts."""
-
-
-class QuantizationWarning(UserWarning):
+class QuantizationWarning(NbmlWarning):
     """int8 was asked for and not kept: the artifact holds the float32 graph; the message says why."""
 
 
@@ -114,13 +109,6 @@ def check_feeds(wrapper, path: Path, feeds: list[dict], output: str, atol: float
             "batch_sizes": sizes, "described": described}
 
 
-def check_onnx(wrapper, path: Path, size: int, atol: float) -> dict:
-    """An image model's check: sample images, in a batch of 1 and one of all."""
-    from .kinds import image
-    feeds, described = image.check_feeds(None, size)
-    return check_feeds(wrapper, path, feeds, ONNX_OUTPUT, atol, described)
-
-
 def _training_data(model) -> dict | None:
     """The data snapshot the model was trained on: id, item count and class counts per split."""
     snap = model.config.get("snapshot_id")
@@ -150,50 +138,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copyfile(src, dst)
-
-
-def validation_sample(model, limit: int, usable) -> list:
-    """What the export check runs on: `usable(frame)` of the project's validation items (a list), at most `limit`
-    of them (a fixed sample); empty without a project or validation items."""
-    if model.dataset is None:
-        return []
-    try:
-        frame = model.dataset.training_items(["valid"])
-    except Exception:
-        return []
-    values = usable(frame) if len(frame) else []
-    if len(values) > limit:
-        values = [values[i] for i in np.random.default_rng(0).choice(len(values), limit, replace=False)]
-    return values
-
-
-def triton_arrays_config(config: dict, inputs: list[tuple[str, str]], output: str = ONNX_OUTPUT,
-                         max_batch: int = 64) -> dict[str, str]:
-    """Triton's entry for a graph that takes encoded arrays of one variable dimension (texts, table rows): `inputs`
-    are (name, Triton data type); a front end (the client, or a Python-backend model in an ensemble) encodes."""
-    blocks = [f"""  {{
-    name: "{n}"
-    data_type: {t}
-    dims: [ -1 ]
-  }}""" for n, t in inputs]
-    nl = "\n"
-    pbtxt = f"""name: "{config['name']}"
-backend: "onnxruntime"
-max_batch_size: {max_batch}
-input [
-{("," + nl).join(blocks)}
-]
-output [
-  {{
-    name: "{output}"
-    data_type: TYPE_FP32
-    dims: [ {len(config['classes'])} ]
-    label_filename: "labels.txt"
-  }}
-]
-version_policy: {{ latest: {{ num_versions: 1 }} }}
-"""
-    return {"config.pbtxt": pbtxt, "labels.txt": "\n".join(config["classes"]) + "\n"}
 
 
 def _requirements(kind) -> str:
@@ -256,6 +200,13 @@ def model_card(config: dict) -> str:
                      f"model was exported without its project)")
     lines += ["", "## Metrics (validation split)", ""]
     lines += [f"- {k}: {_fmt_metric(v)}" for k, v in metrics.items()] or ["- none recorded"]
+    valid = (data or {}).get("class_counts_by_split", {}).get("valid") or {}
+    if "accuracy" in metrics and valid:
+        from .scores import interval_text
+        n, top = sum(valid.values()), max(valid, key=valid.get)
+        lines += [f"- measured on {n} validation items: the 95% interval of the accuracy is "
+                  f"{interval_text(metrics['accuracy'], n).split(' (')[0]}; always answering `{top}` would score "
+                  f"{valid[top] / n:.4f}"]
     lines += _quantization_lines(config["onnx"].get("quantization"))
     lines += ["", "## Input and preprocessing", "",
               f"Classes, in output order: {', '.join(f'`{c}`' for c in classes)}.", ""]
@@ -322,7 +273,7 @@ def export(model, path: str | os.PathLike, *, name: str | None = None, opset: in
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be None or 'int8', not {quantize!r}")
     kind = kinds.of(model)
-    if quantize and getattr(kind, "QUANTIZE_REFUSED", None):
+    if quantize and kind.QUANTIZE_REFUSED:
         raise ValueError(kind.QUANTIZE_REFUSED)
     path = Path(path).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
@@ -333,7 +284,7 @@ def export(model, path: str | os.PathLike, *, name: str | None = None, opset: in
     exporter = _export_onnx(graph, onnx_tmp, opset)
     try:
         feeds, described = kind.check_feeds(model)
-        check = check_feeds(graph["wrapper"], onnx_tmp, feeds, graph["output"], atol, described)
+        check = check_feeds(graph.get("reference", graph["wrapper"]), onnx_tmp, feeds, graph["output"], atol, described)
         quantization = quantize and _int8_in_place(model, kind, onnx_tmp, calibration_items=calibration_items,
                                                    max_accuracy_drop=max_accuracy_drop)
     except Exception:
@@ -356,6 +307,8 @@ def export(model, path: str | os.PathLike, *, name: str | None = None, opset: in
     _write_text(path / "config.json", json.dumps(config, indent=2, default=str))
     _write_text(path / "README.md", model_card(config))
     _write_text(path / "requirements.txt", _requirements(kind))
+    from .serving.ray_engine import write_serve_config
+    write_serve_config(path, config)     # serve_config.yaml: Ray Serve's `serve deploy` takes it as it is
 
     triton = path / "triton"
     if triton.exists():

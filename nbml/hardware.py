@@ -66,10 +66,14 @@ def hardware_report(ds=None, *, size: int | None = None, archs=None, bs: int | N
     The size is the one `nbml.train` would pick for `ds` (or `size`). The first backbone is always measured (at
     least one step of each kind); a later one is skipped, with the reason in `error`, once `budget_s` has gone by.
     Weights are random: speed does not depend on them.
+
+    `archs`: the timm names to measure (default: nbml's recommended backbones). `bs`: the batch size (64 on CUDA, 4 on
+    the CPU). `device`: as for `nbml.train` (default: CUDA, then MPS, then CPU). `verbose`: print a line per backbone as
+    it is measured.
     """
     import numpy as np
     import pandas as pd
-    from .model import pick_device
+    from .nets import pick_device
     from .pretrained import BACKBONES, fit_size
     device = pick_device(device)
     archs = list(archs or [b["arch"] for b in BACKBONES])

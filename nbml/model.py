@@ -13,73 +13,51 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 
-from ._imaging import open_rgb
-from .data import ImageCache, normalize, to_square
+from .nets import build_net, make_head, pick_device  # noqa: F401  (re-exported: old imports)
 
 __all__ = ["Model", "Prediction", "Evaluation", "load", "build_net", "make_head", "pick_device"]
 
-FORMAT = "nbml-model"
 HOLDOUT_FILE = "holdout.json"   # a model fitted again on every label: its validation items' probabilities from before
 
 
-def pick_device(device=None) -> torch.device:
-    """CUDA, then Apple MPS, then CPU, unless one is named."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def make_head(n_features: int, n_classes: int, hidden: int = 512, p: float = 0.5, type: str = "fastai") -> nn.Module:
-    """fastai's default head on pooled features: BN, dropout, linear, ReLU, BN, dropout, linear.
-
-    `type="linear"` gives one `nn.Linear` instead (the head `nbml.train(ds, mode="head")` fits on embeddings).
-    """
-    if type == "linear":
-        return nn.Linear(n_features, n_classes)
-    if type != "fastai":
-        raise ValueError(f"unknown head type {type!r}; expected 'fastai' or 'linear'")
-    return nn.Sequential(
-        nn.BatchNorm1d(n_features), nn.Dropout(p / 2), nn.Linear(n_features, hidden, bias=False),
-        nn.ReLU(inplace=True),
-        nn.BatchNorm1d(hidden), nn.Dropout(p), nn.Linear(hidden, n_classes, bias=False))
-
-
-def build_net(arch: str, n_classes: int, pretrained="auto", weights=None, head: dict | None = None):
-    """Sequential(body, head): the body returns pooled features, so embeddings are `net[0](x)`."""
-    from .pretrained import create_body
-    body, source = create_body(arch, pretrained=pretrained, weights=weights)
-    head = head or {"hidden": 512, "p": 0.5}
-    return nn.Sequential(body, make_head(body.num_features, n_classes, **head)), source, head
-
-
 class Prediction(NamedTuple):
+    """What `Model.predict` returns: the predicted `label` and `probabilities`, a dict of class name to probability."""
     label: str
     probabilities: dict
 
 
 @dataclass
 class Evaluation:
-    """Accuracy, per-class precision/recall, and the confusion matrix (rows: actual, columns: predicted)."""
+    """Accuracy, per-class precision/recall, and the confusion matrix (rows: actual, columns: predicted).
+
+    `split`: where it was measured ('valid' by default); `n`: how many items; `accuracy`: the share predicted right;
+    `per_class`: precision, recall, f1 and support per class; `confusion`: counts of actual (rows) against predicted
+    (columns); `scores`: the accuracy's 95% interval, the majority baseline, balanced accuracy and notes
+    (nbml.scores)."""
     split: str
     n: int
     accuracy: float
     per_class: pd.DataFrame
     confusion: pd.DataFrame
+    scores: dict = None       # nbml.scores.Scored: the 95% interval, the majority baseline, balanced accuracy, notes
 
     def __repr__(self) -> str:
-        return f"Evaluation({self.split}: accuracy {self.accuracy:.4f} on {self.n} items)\n{self.per_class}"
+        head = f"Evaluation({self.split}: accuracy {self.accuracy:.4f} on {self.n} items)"
+        if self.scores:
+            head += "\n" + self.scores.line.replace("validation items", f"{self.split} items")
+            head += "".join(f"\nnote: {n}" for n in self.scores["notes"])
+        return f"{head}\n{self.per_class}"
 
 
 class Model:
-    """A trained image classifier. `nbml.train` returns one; `nbml.load` reads one back."""
+    """A trained classifier of images, texts or table rows. `nbml.train` returns one; `nbml.load` reads one back.
+
+    `nbml.train` and `nbml.load` make it: `net` is the torch network, `config` its settings as JSON-ready data (kind,
+    arch, classes, size, normalisation, run id, metrics), `dataset` the project it reads items from (evaluate, losses
+    and the widgets need one), `learner` the fastai Learner that trained it (None once loaded), `device` where it
+    runs (default: CUDA, then MPS, then CPU)."""
 
     def __init__(self, net: nn.Module, config: dict, dataset=None, learner=None, device=None):
         from . import kinds
@@ -88,16 +66,14 @@ class Model:
         param = next(net.parameters(), None) if device is None and learner is not None else None
         self.device = param.device if param is not None else pick_device(device)
         self.net.to(self.device)
-        self._mean = torch.tensor(config.get("mean") or [], dtype=torch.float32, device=self.device)
-        self._std = torch.tensor(config.get("std") or [], dtype=torch.float32, device=self.device)
         # {item id: class probabilities} of the validation items, from the model before it was fitted again on every
         # label (nbml.training): evaluate, losses and the widgets read these, so they stay out-of-sample.
         self.holdout: dict[int, np.ndarray] = {}
 
-    classes = property(lambda self: list(self.config["classes"]))
-    arch = property(lambda self: self.config["arch"])
-    size = property(lambda self: int(self.config["size"]))
-    run_id = property(lambda self: self.config.get("run_id"))
+    classes = property(lambda self: list(self.config["classes"]), doc="The class names, in the order of its outputs.")
+    arch = property(lambda self: self.config["arch"], doc="The architecture it was trained with (a timm name, ...).")
+    size = property(lambda self: int(self.config["size"]), doc="Input size: pixels, or tokens read per text.")
+    run_id = property(lambda self: self.config.get("run_id"), doc="The run that trained it (`ds.runs()`), or None.")
 
     def __repr__(self) -> str:
         mets = self.config.get("metrics") or {}
@@ -106,32 +82,20 @@ class Model:
         return f"Model({self.arch}, {len(self.classes)} classes, {self.size}{unit}, run {self.run_id}{acc})"
 
     # -- inference ----------------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def _probs_u8(self, batch: np.ndarray) -> np.ndarray:
-        self.net.eval()
-        x = normalize(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device), self._mean, self._std)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                logits = self.net(x)
-        else:
-            logits = self.net(x.contiguous())
-        return torch.softmax(logits.float(), 1).cpu().numpy()
-
-    def _square(self, image) -> np.ndarray:
-        max_pixels = self.dataset.max_pixels if self.dataset is not None else None
-        img = open_rgb(image) if max_pixels is None else open_rgb(image, max_pixels)
-        return to_square(img, self.size)
-
     def predict(self, item) -> Prediction:
         """Label and class probabilities for one image (a path, encoded bytes or a Pillow image), one text, or one
-        table row (a dict of column: value)."""
+        table row (a dict of column: value).
+
+        `item`: the image, text or row."""
         probs = self.kind.predict_probs(self, [item])[0]
         return Prediction(self.classes[int(probs.argmax())], {c: float(p) for c, p in zip(self.classes, probs)})
 
     def predict_many(self, items: Sequence, bs: int = 64) -> pd.DataFrame:
         """One row per image, text or table row (a DataFrame gives one per row): `label`, `confidence`, then one
-        probability column per class."""
+        probability column per class.
+
+        `items`: a list of images, texts or rows, or a DataFrame of rows; `bs`: how many go through the network at
+        once."""
         items = items.to_dict("records") if isinstance(items, pd.DataFrame) else list(items)
         out = []
         for i in range(0, len(items), bs):
@@ -185,12 +149,16 @@ class Model:
             f1 = 2 * precision * recall / (precision + recall)
         per_class = pd.DataFrame({"precision": precision, "recall": recall, "f1": f1, "support": support},
                                  index=pd.Index(classes, name="class"))
-        return Evaluation(split, len(frame), float(tp.sum() / max(len(frame), 1)), per_class, confusion)
+        from .scores import scored
+        score = scored(frame["label"].to_numpy(object), np.asarray([classes[i] for i in probs.argmax(1)], object))
+        return Evaluation(split, len(frame), float(tp.sum() / max(len(frame), 1)), per_class, confusion, score)
 
     def losses(self, splits: Sequence[str] = ("train", "valid", "test")) -> pd.DataFrame:
         """Every labelled item's cross-entropy loss, highest first, with the label's and prediction's probability.
 
         Items whose label this model does not know get a NaN loss and come last.
+
+        `splits`: which splits' labelled items.
         """
         frame, probs = self._item_probs(self._need_dataset().training_items(splits))
         index = {c: i for i, c in enumerate(self.classes)}
@@ -211,6 +179,8 @@ class Model:
         """For store items by id, whatever their label: `id`, `predicted`, `confidence`, one column per class.
 
         Items that cannot be read (a missing file, no text) are left out.
+
+        `ids`: the item ids.
         """
         rows = self._need_dataset().item_rows(ids)
         columns = ["id", "path", "path_raw", "content", "sha256", "size_bytes", "mtime", "label", "split"]
@@ -220,14 +190,62 @@ class Model:
                             "confidence": probs.max(1) if len(probs) else []})
         return pd.concat([out, pd.DataFrame(probs, columns=self.classes)], axis=1)
 
+    @property
+    def summary(self) -> str:
+        """What this model is and how far to trust it, in a few lines: its architecture and data, the validation
+        accuracy with the number of items, a 95% interval and what always answering the most frequent class would
+        score, a note when the validation set is small or the model overfits, and (with its project) the forecast
+        of the accuracy with more labels (`ds.forecast()`)."""
+        cfg = self.config
+        lines = [f"{self.kind.NAME} classifier {self.arch}, {len(self.classes)} classes ({', '.join(self.classes[:8])}"
+                 f"{', ...' if len(self.classes) > 8 else ''}), run {self.run_id}"]
+        if self.dataset is not None:
+            trust = self.trust()
+            if trust:
+                lines += [trust["line"], *(f"note: {n}" for n in trust["notes"])]
+            from .forecast import headline
+            line = headline(self.dataset)
+            if line:
+                lines.append(line)
+        elif "accuracy" in (cfg.get("metrics") or {}):
+            lines.append(f"validation accuracy {cfg['metrics']['accuracy']:.3f} when trained (attach its project "
+                         f"with nbml.load(path, dataset=ds) for the details)")
+        if cfg.get("advice"):          # what would do better, in one line (a text model without its encoder)
+            lines.append(f"note: {cfg['advice']}")
+        return "\n".join(lines)
+
+    def trust(self) -> dict | None:
+        """How far to trust the validation accuracy (what `summary` and the monitor's summary show): `line`, the
+        accuracy with its count, 95% interval and majority baseline, and `notes` (a small validation set,
+        unbalanced classes, the run's training loss far below its validation loss); None without validation items
+        of a class it knows."""
+        from .scores import overfit_note
+        try:
+            scores = self.evaluate().scores
+        except ValueError:
+            return None
+        notes = list(scores["notes"])
+        runs = self.dataset.runs() if self.run_id is not None else None
+        row = runs[runs["id"] == self.run_id] if runs is not None and len(runs) else None
+        history = row.iloc[0]["history"] if row is not None and len(row) else None
+        if isinstance(history, list) and history:
+            note = overfit_note(history[-1].get("train_loss"), history[-1].get("valid_loss"))
+            if note:
+                notes.append(note)
+        return {"line": scores.line, "notes": notes}
+
     # -- widgets ----------------------------------------------------------------------------------------------
     def confusion(self, split: str = "valid", normalize: bool = False):
-        """The confusion matrix as a heatmap; click a cell to see its items and relabel or remove them."""
+        """The confusion matrix as a heatmap; click a cell to see its items and relabel or remove them.
+
+        `split`: the split it is measured on ('valid'); `normalize`: shares of each actual class instead of counts."""
         from .widgets.confusion import ConfusionWidget
         return ConfusionWidget(self, split=split, normalize=normalize)
 
     def top_losses(self, n: int | None = None, splits=("train", "valid")):
-        """The items with the highest loss, with label, prediction and both probabilities, to fix by key."""
+        """The items with the highest loss, with label, prediction and both probabilities, to fix by key.
+
+        `n`: at most this many items (None: every labelled one); `splits`: which splits' items."""
         from .widgets.cleaner import TopLossesWidget
         return TopLossesWidget(self, n=n, splits=splits)
 
@@ -235,13 +253,16 @@ class Model:
     def save(self, path: str | os.PathLike, *, holdout: bool = True) -> Path:
         """Write `model.safetensors` and `config.json` into a folder; `nbml.load(folder)` reads it back. With
         `holdout` (and a model fitted again on every label) also `holdout.json`: the validation items'
-        probabilities from before that fit, which `evaluate`, `losses` and the widgets use."""
+        probabilities from before that fit, which `evaluate`, `losses` and the widgets use.
+
+        `path`: the folder (created when missing); returns it."""
         from safetensors.torch import save_file
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.net.state_dict().items()}
         save_file(state, str(path / "model.safetensors"))
-        self.kind.save_extra(self, path)
+        if self.kind.save_extra is not None:
+            self.kind.save_extra(self, path)
         if holdout and self.holdout:
             ids = sorted(self.holdout)
             _write_json(path / HOLDOUT_FILE, {"ids": ids, "probs": [self.holdout[i].tolist() for i in ids]})
@@ -257,13 +278,18 @@ class Model:
 
         `quantize="int8"`: the ONNX graph in int8, calibrated on this project's training images and kept only if its
         validation accuracy is within `max_accuracy_drop` (0.5) points of float32's; a warning says when it is not.
+
+        `**kw` goes to nbml.export.export: `name=` (the model's name in the server and Triton), `opset=`, `atol=` (the
+        check against torch), `calibration_items=`, `max_accuracy_drop=`, `quiet=`.
         """
         from .export import export
         return export(self, path, quantize=quantize, **kw)
 
     def serve(self, path: str | os.PathLike | None = None, *, quantize: str | None = None, **kw):
         """Export (to `path`, or beside the project; `quantize="int8"` as in `export`) and serve this model in the
-        background; see `nbml.serve`."""
+        background; see `nbml.serve`.
+
+        `**kw` goes to `nbml.serve` (`port=`, `token=`, `log_images=`, ...)."""
         from .serving import serve
         if path is None:
             name = self.config.get("name") or f"model-run{self.run_id}"
@@ -279,6 +305,9 @@ def load(path: str | os.PathLike, dataset=None, *, trust: bool = False, device=N
     """Read a model saved by `Model.save` (safetensors + JSON, no pickle).
 
     A fastai `.pkl` export is refused unless `trust=True`, because unpickling runs arbitrary code.
+
+    `path`: the folder `save` or `export` wrote. `dataset`: the project the model's items come from (evaluate, losses
+    and the widgets need one). `device`: where it runs (default: CUDA, then MPS, then CPU).
     """
     path = Path(path).expanduser()
     if path.suffix == ".pkl":
@@ -289,18 +318,11 @@ def load(path: str | os.PathLike, dataset=None, *, trust: bool = False, device=N
         import_fastai()
         from fastai.learner import load_learner
         return load_learner(path, cpu=device in (None, "cpu"))
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{path} is not an nbml model folder (no config.json)")
-    config = json.loads(config_file.read_text())
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{config_file} is not an nbml model config (format {config.get('format')!r})")
-    from safetensors.torch import load_file
-    from . import kinds
-    kind = kinds.get(config.get("kind"))
-    net = kind.load_net(path, config, load_file(str(path / "model.safetensors")))
-    model = Model(net, config, dataset=dataset, device=device or pick_device())
-    kind.load_extra(model, path)
+    from .model_files import read_model
+    loaded = read_model(path, device)
+    model = Model(loaded.net, loaded.config, dataset=dataset, device=loaded.device)
+    if loaded.kind.load_extra is not None:
+        loaded.kind.load_extra(model, path)
     if (path / HOLDOUT_FILE).is_file():
         held = json.loads((path / HOLDOUT_FILE).read_text())
         model.holdout = {int(i): np.asarray(p, np.float32) for i, p in zip(held["ids"], held["probs"])}
@@ -315,4 +337,5 @@ def _write_json(path: Path, value, **kw) -> None:
 
 
 def new_config(**values) -> dict:
+    from .model_files import FORMAT
     return {"format": FORMAT, "created": time.time(), **values}

@@ -56,6 +56,15 @@ def _step(span_s: float, bins: int) -> str:
     return _STEPS[-1][0]
 
 
+# the time axis' labels for each bin size: whole seconds, minutes, hours or days, never ".800" or ":43" alone
+_TIME_FORMATS = [(60, "%H:%M:%S"), (86400, "%H:%M"), (None, "%b %d %H:%M")]
+
+
+def _time_format(freq: str) -> str:
+    seconds = dict(_STEPS)[freq]
+    return next(fmt for limit, fmt in _TIME_FORMATS if limit is None or seconds < limit)
+
+
 def _empty(message: str):
     import altair as alt
 
@@ -71,6 +80,9 @@ def monitor(source, model: str | None = None, since=None, bins: int = 48):
     per interval, latency p50/p95, the confidence distribution per interval, and the share of each predicted class
     next to its share in the training data. `model` picks one model when a project's log holds several; `since`
     is a time or Timestamp.
+
+    `source`: the server handle, folder, Dataset or Model whose prediction log to read. `bins`: how many time intervals
+    the charts split the log into.
     """
     import altair as alt
 
@@ -92,18 +104,29 @@ def monitor(source, model: str | None = None, since=None, bins: int = 48):
     per_bin["bin_end"] = per_bin["bin"] + pd.Timedelta(freq)
     title = f"{model or 'all models'}: {len(log):,} predictions, {log['time'].min():%Y-%m-%d %H:%M} to " \
             f"{log['time'].max():%Y-%m-%d %H:%M} (bins of {freq})"
-    x = alt.X("bin:T", title=None)
+    fmt = _time_format(freq)
+    x = alt.X("bin:T", title=f"time (UTC, bins of {freq})", axis=alt.Axis(format=fmt, labelAngle=0, tickCount=4))
+    few = len(per_bin) < 3       # one or two intervals: points with their counts, not bars as wide as the chart
 
-    volume = alt.Chart(per_bin).mark_bar(stroke="white", strokeWidth=1).encode(
-        x=x, x2="bin_end:T", y=alt.Y("predictions:Q", title="predictions"), y2=alt.datum(0),
-        tooltip=[alt.Tooltip("bin:T", title="from"), "predictions:Q"],
-    ).properties(title="Request volume", width=WIDTH, height=HEIGHT)
+    if few:
+        base = alt.Chart(per_bin).encode(x=x, y=alt.Y("predictions:Q", title="predictions",
+                                                       scale=alt.Scale(domainMin=0, nice=True)),
+                                         tooltip=[alt.Tooltip("bin:T", title="from", format=fmt), "predictions:Q"])
+        volume = (base.mark_point(filled=True, size=90) + base.mark_text(dy=-12).encode(text="predictions:Q"))
+        volume = volume.properties(title="Request volume", width=WIDTH, height=HEIGHT)
+    else:
+        volume = alt.Chart(per_bin).mark_bar(stroke="white", strokeWidth=1).encode(
+            x=x, x2="bin_end:T", y=alt.Y("predictions:Q", title="predictions"), y2=alt.datum(0),
+            tooltip=[alt.Tooltip("bin:T", title="from", format=fmt), "predictions:Q"],
+        ).properties(title="Request volume", width=WIDTH, height=HEIGHT)
 
     latency_long = per_bin.melt(id_vars="bin", value_vars=["p50", "p95"], var_name="quantile", value_name="ms")
-    latency = alt.Chart(latency_long).mark_line(point=True).encode(
+    lat = alt.Chart(latency_long).encode(
         x=x, y=alt.Y("ms:Q", title="latency (ms)"), color=alt.Color("quantile:N", title=None),
-        tooltip=[alt.Tooltip("bin:T", title="from"), "quantile:N", alt.Tooltip("ms:Q", format=".1f")],
-    ).properties(title="Latency in the server", width=WIDTH, height=HEIGHT)
+        tooltip=[alt.Tooltip("bin:T", title="from", format=fmt), "quantile:N", alt.Tooltip("ms:Q", format=".1f")])
+    latency = (lat.mark_point(filled=True, size=70) + lat.mark_text(dx=8, align="left").encode(
+        text=alt.Text("ms:Q", format=".1f"))) if few else lat.mark_line(point=True)
+    latency = latency.properties(title="Latency in the server", width=WIDTH, height=HEIGHT)
 
     edges = np.linspace(0, 1, 11)
     log["conf_bin"] = pd.cut(log["confidence"].clip(0, 1), edges, include_lowest=True,
@@ -111,12 +134,20 @@ def monitor(source, model: str | None = None, since=None, bins: int = 48):
     heat = log.groupby(["bin", "conf_bin"]).size().rename("n").reset_index()
     heat["conf_hi"] = heat["conf_bin"] + 0.1
     heat["bin_end"] = heat["bin"] + pd.Timedelta(freq)
-    confidence = alt.Chart(heat).mark_rect().encode(
-        x=alt.X("bin:T", title=None), x2="bin_end:T",
-        y=alt.Y("conf_bin:Q", title="confidence", scale=alt.Scale(domain=[0, 1])), y2="conf_hi:Q",
-        color=alt.Color("n:Q", title="predictions", scale=alt.Scale(scheme="blues")),
-        tooltip=[alt.Tooltip("bin:T", title="from"), alt.Tooltip("conf_bin:Q", title="confidence from"), "n:Q"],
-    ).properties(title="Confidence over time", width=WIDTH, height=HEIGHT)
+    heat["conf_mid"] = heat["conf_bin"] + 0.05
+    colour = alt.Color("n:Q", title="predictions", scale=alt.Scale(scheme="blues", domainMin=0),
+                       legend=alt.Legend(format="d", tickMinStep=1))
+    tip = [alt.Tooltip("bin:T", title="from", format=fmt), alt.Tooltip("conf_bin:Q", title="confidence from"), "n:Q"]
+    conf_y = alt.Y("conf_bin:Q", title="confidence", scale=alt.Scale(domain=[0, 1]))
+    if few:       # one or two intervals: a point per confidence band, not a band as wide as the chart
+        confidence = alt.Chart(heat).mark_circle(size=120).encode(
+            x=x, y=alt.Y("conf_mid:Q", title="confidence", scale=alt.Scale(domain=[0, 1])), color=colour,
+            tooltip=tip,
+        ).properties(title="Confidence over time", width=WIDTH, height=HEIGHT)
+    else:
+        confidence = alt.Chart(heat).mark_rect().encode(
+            x=x, x2="bin_end:T", y=conf_y, y2="conf_hi:Q", color=colour, tooltip=tip,
+        ).properties(title="Confidence over time", width=WIDTH, height=HEIGHT)
 
     served = log["label"].value_counts(normalize=True)
     rows = [{"class": c, "data": "served", "share": float(v)} for c, v in served.items()]

@@ -5,6 +5,8 @@ import os
 import warnings
 from pathlib import Path
 
+from .notices import NbmlWarning
+
 __all__ = ["backbones", "create_body", "BACKBONES", "PretrainedWeightsWarning"]
 
 # Kept as data so it is easy to update. `tag` is the timm pretrained tag used when weights are fetched.
@@ -24,34 +26,24 @@ BACKBONES = [
 ]
 
 
-class PretrainedWeightsWarning(UserWarning):
+class PretrainedWeightsWarning(NbmlWarning):
     """Training goes on from random initialisation because no pretrained weights could be had."""
 
 
-# Text backbones: the default ships inside the wordllama wheel; the Hugging Face encoders need their weights in the
-# local Hugging Face cache (nbml never downloads them).
-TEXT_BACKBONES = [
-    dict(arch="wordllama-tfidf", tier="fastest", max_tokens=256, params_m=8.2,
-         pretraining="WordLlama l2_supercat_256: static token embedding distilled from LLM token tables, plus "
-                     "TF-IDF n-grams learnt on your labels", licence="MIT", weights="inside the wordllama package"),
-    dict(arch="hf:sentence-transformers/all-MiniLM-L6-v2", tier="balanced", max_tokens=256, params_m=22.7,
-         pretraining="MiniLM sentence embeddings (1B sentence pairs)", licence="Apache-2.0",
-         weights="Hugging Face cache (download it where there is network)"),
-    dict(arch="hf:BAAI/bge-small-en-v1.5", tier="accurate", max_tokens=512, params_m=33.4,
-         pretraining="BGE small English embeddings", licence="MIT",
-         weights="Hugging Face cache (download it where there is network)"),
-]
-
-
 def backbones(kind: str = "image"):
-    """A short table of recommended backbones for `kind` ('image': timm; 'text'): speed tier, input size,
-    pretraining, licence, and where the weights come from."""
+    """A short table of recommended backbones for `kind` ('image': timm; 'text': sentence encoders, then the static
+    model): speed tier, input size, pretraining, licence, and where the weights come from (for texts, whether each
+    is available here)."""
     import pandas as pd
-    if kind == "text":
-        return pd.DataFrame(TEXT_BACKBONES)
-    if kind != "image":
-        raise ValueError(f"kind must be 'image' or 'text', not {kind!r}")
-    return pd.DataFrame(BACKBONES)
+    from . import kinds
+    if kind == "image":
+        return pd.DataFrame(BACKBONES)
+    if kind not in kinds.registered():
+        raise ValueError(f"kind must be one of {sorted(kinds.registered())}, not {kind!r}")
+    rows = kinds.get(kind).recommended_backbones
+    if rows is None:
+        raise ValueError(f"nbml recommends no backbones for {kind}s: they are read by their own features")
+    return pd.DataFrame(rows())
 
 
 def _pretrained_tag(arch: str) -> str:

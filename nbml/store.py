@@ -242,6 +242,9 @@ class Store:
             yield c
 
     def close(self) -> None:
+        """Close the project's database connections and free what this Dataset keeps in memory (loaded
+        embeddings). The project file stays as it is; open it again with `nbml.Dataset(path)`.
+        """
         for fn in self._on_close:
             fn()
         self._writer.dispose()
@@ -268,6 +271,7 @@ class Store:
     # -- classes --------------------------------------------------------------------------------------------
     @property
     def classes(self) -> list[str]:
+        """The project's class names, in the order they were added (the grid's keys 1-9 follow it)."""
         with self._read() as c:
             return list(c.execute(select(S.classes.c.name).order_by(S.classes.c.id)).scalars())
 
@@ -289,7 +293,9 @@ class Store:
         return new
 
     def add_class(self, name: str) -> None:
-        """Add a class to the class list (a no-op if it is there already)."""
+        """Add a class to the class list (a no-op if it is there already).
+
+        `name`: the new class's name."""
         name = self._check_class_name(name)
         with self._write() as c:
             self._ensure_classes(c, [name])
@@ -319,6 +325,9 @@ class Store:
             return int(c.execute(select(func.max(S.items.c.id))).scalar() or 0)
 
     def item(self, item_id: int) -> dict:
+        """One item's row of the store as a dict (id, kind, path or content, label, split, status, ...);
+        `item_id` is its id. Raises KeyError when the project has no such item.
+        """
         with self._read() as c:
             row = c.execute(select(S.items).where(S.items.c.id == int(item_id))).mappings().first()
         if row is None:
@@ -326,19 +335,27 @@ class Store:
         return dict(row)
 
     def file_path(self, item_id_or_row) -> str:
-        """The exact file-system path of an image item (undecodable names included)."""
+        """The exact file-system path of an image item (undecodable names included).
+
+        `item_id_or_row`: an item id, or the dict `item` returns."""
         row = item_id_or_row if isinstance(item_id_or_row, dict) else self.item(item_id_or_row)
         return os.fsdecode(row["path_raw"]) if row.get("path_raw") else row["path"]
 
     def history(self, item_id: int | None = None) -> pd.DataFrame:
-        """Every label change (value, source, time, author), for one item or for all."""
+        """Every label change (value, source, time as a UTC datetime, author, and the undo step `action_id`), for
+        one item or for all.
+
+        `item_id`: one item's history; None (the default) gives every item's."""
         q = select(S.labels.c.item_id, S.labels.c.value, S.labels.c.source, S.labels.c.time, S.labels.c.action_id,
                    S.labels.c.author)
         if item_id is not None:
             q = q.where(S.labels.c.item_id == int(item_id))
         with self._read() as c:
             rows = c.execute(q.order_by(S.labels.c.id)).all()
-        return _frame(rows, ["item_id", "label", "source", "time", "action_id", "author"])
+        frame = _frame(rows, ["item_id", "label", "source", "time", "action_id", "author"])
+        frame["time"] = pd.to_datetime(frame["time"].astype("float64"), unit="s", utc=True)   # when, in UTC
+        frame["action_id"] = frame["action_id"].astype("Int64")      # the undo step it belongs to; <NA>: none
+        return frame
 
     def item_rows(self, ids: Sequence[int]) -> list[dict]:
         """Full rows for these item ids, in the order given (unknown ids are left out)."""
@@ -372,7 +389,11 @@ class Store:
 
     def pager(self, *, labelled: bool | None = None, label: str | None = None, split: str | None = None,
               usable_only: bool = False, to_label_by: str | None = None) -> "Pager":
-        """Pages of `query_ids` with these filters by keyset (seek) instead of OFFSET: see `Pager`."""
+        """Pages of `query_ids` with these filters by keyset (seek) instead of OFFSET: see `Pager`.
+
+        Filters: `labelled` (True: labelled items only, False: unlabelled only, None: both), `label` (one class),
+        `split` ('train', 'valid', 'test'), `usable_only` (leave out items marked unusable), `to_label_by` (a person's
+        labelling queue, leaving out what others hold)."""
         return Pager(self, dict(labelled=labelled, label=label, split=split, usable_only=usable_only,
                                 to_label_by=to_label_by))
 
@@ -426,7 +447,9 @@ class Store:
                   usable_only: bool = False, offset: int = 0, limit: int | None = None,
                   to_label_by: str | None = None) -> list[int]:
         """Ids of live items, oldest first, filtered by labelled / label / split / usable; `offset`/`limit` page.
-        `to_label_by=user`: that person's labelling queue (see nbml.leases.to_label_by)."""
+        `to_label_by=user`: that person's labelling queue (see nbml.leases.to_label_by).
+
+        `usable_only=True` leaves out items marked unusable."""
         with self._read() as c:
             q = (select(S.items.c.id).where(*self._where(c, labelled, label, split, usable_only, to_label_by))
                  .order_by(S.items.c.id))
@@ -436,7 +459,9 @@ class Store:
 
     def count_ids(self, *, labelled: bool | None = None, label: str | None = None, split: str | None = None,
                   usable_only: bool = False, to_label_by: str | None = None) -> int:
-        """How many items `query_ids` would return with the same filters."""
+        """How many items `query_ids` would return with the same filters.
+
+        The filters are those of `query_ids`: `labelled`, `label`, `split`, `usable_only`, `to_label_by`."""
         with self._read() as c:
             filters = dict(labelled=labelled, label=label, split=split, usable_only=usable_only,
                            to_label_by=to_label_by)
@@ -572,7 +597,10 @@ class Store:
     def insert_items(self, kind: str, items: Iterable[NewItem], report: IngestReport | None = None,
                      chunk: int = 512, origin: str = "import") -> IngestReport:
         """Insert items of one kind, `chunk` per transaction; content already in the project (same sha256) is
-        reported as a duplicate, not added twice. Returns the report (ids added, duplicates)."""
+        reported as a duplicate, not added twice. Returns the report (ids added, duplicates).
+
+        `origin` records where the items came from ('import' for the `add_...` methods; the prediction log's items
+        another)."""
         report = IngestReport() if report is None else report
         batch: list[NewItem] = []
         for item in items:
@@ -686,7 +714,10 @@ class Store:
         """Label one item or a list of items (one undo step); `None` clears the label. New labels add a class.
 
         A person's label (`human`) or review (`review`) is also kept as that person's own (see `annotations`), and
-        the caller's leases on the items end."""
+        the caller's leases on the items end.
+
+        `item_id`: one id or a list of ids. `source`: who gave the label, 'human' (the default), 'review' (settling a
+        disagreement) or another name of your own ('model', say), kept in `history`."""
         if source not in LABEL_SOURCES:
             raise ValueError(f"source must be one of {LABEL_SOURCES}, not {source!r}")
         if label is not None:
@@ -718,19 +749,27 @@ class Store:
             self._bump(c, ITEMS_VERSION)
 
     def remove(self, item_id) -> None:
-        """Soft-delete one item or a list: it leaves `df` and training, and `restore` or `undo` brings it back."""
+        """Soft-delete one item or a list: it leaves `df` and training, and `restore` or `undo` brings it back.
+
+        `item_id`: one id or a list of ids."""
         self._set_status(item_id, "removed", "remove")
 
     def restore(self, item_id) -> None:
-        """Bring removed or unusable items back."""
+        """Bring removed or unusable items back.
+
+        `item_id`: one id or a list of ids."""
         self._set_status(item_id, "ok", "restore")
 
     def mark_unusable(self, item_id) -> None:
-        """Keep the item but leave it out of training (blurred, wrong kind of picture, ...)."""
+        """Keep the item but leave it out of training (blurred, wrong kind of picture, ...).
+
+        `item_id`: one id or a list of ids (one undo step)."""
         self._set_status(item_id, "unusable", "unusable")
 
     def set_split(self, item_id, split: str | None) -> None:
-        """Put items in `train`, `valid` or `test`, or back to unassigned (`None`)."""
+        """Put items in `train`, `valid` or `test`, or back to unassigned (`None`).
+
+        `item_id`: one id or a list of ids; `split`: 'train', 'valid', 'test' or None."""
         if split is not None and split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS} or None, not {split!r}")
         ids = _ids(item_id)
@@ -803,14 +842,18 @@ class Store:
     # -- several people: leases on the queue, overlap, each person's labels, agreement ---------------------------
     def lease(self, item_ids, ttl: float = _leases.LEASE_TTL, release=()) -> list[int]:
         """Hold items of the labelling queue for `ttl` seconds so nobody else is handed them (the caller's own
-        leases are renewed), after releasing `release`; returns the ids obtained, sorted."""
+        leases are renewed), after releasing `release`; returns the ids obtained, sorted.
+
+        `item_ids`: the ids wanted."""
         ids = [int(i) for i in item_ids]
         with self._write() as c:
             _leases.release(c, self.user, release)
             return _leases.take(c, ids, self.user, float(ttl))
 
     def release(self, item_ids=None) -> None:
-        """End the caller's leases on these items (skipped, no longer shown), or on every item when None."""
+        """End the caller's leases on these items (skipped, no longer shown), or on every item when None.
+
+        `item_ids`: the ids to let go, or None for all of the caller's."""
         with self._write() as c:
             _leases.release(c, self.user, None if item_ids is None else _ids(item_ids))
 
@@ -891,6 +934,9 @@ class Store:
         """Give labelled items that have no split a stratified train/valid split; returns how many were assigned.
 
         Classes with a single unassigned item send it to train. Already assigned items never move.
+
+        `valid_pct`: the share of each class that goes to `valid` (0.2); `seed`: the random seed of the draw, so the
+        same labels give the same split.
         """
         import numpy as np
         frame = self._items_frame(S.items.c.status == "ok", S.items.c.label.is_not(None), S.items.c.split.is_(None))
@@ -930,7 +976,9 @@ class Store:
         return resolve(frame, self._annotations_raw() if has_people else pd.DataFrame(), overlap > 1)
 
     def snapshot(self, frame: pd.DataFrame) -> str:
-        """Record the labelled data a run saw; returns its id (a hash of ids, contents, labels and splits)."""
+        """Record the labelled data a run saw; returns its id (a hash of ids, contents, labels and splits).
+
+        `frame`: the labelled items the run trained and validated on (id, content hash, label, split)."""
         # column lists zipped: the same JSON as rows of [id, sha256, label, split], without an object array
         listing = list(zip(frame["id"].astype("int64").tolist(), frame["sha256"].tolist(), frame["label"].tolist(),
                            frame["split"].tolist()))
@@ -947,6 +995,9 @@ class Store:
         return snap_id
 
     def snapshot_items(self, snapshot_id: str) -> pd.DataFrame:
+        """The items of a data snapshot that a run recorded (`ds.runs()['snapshot_id']`): id, sha256, label and split of
+        each. `snapshot_id` is the id `snapshot` returned; a KeyError names an unknown one.
+        """
         with self._read() as c:
             blob = c.execute(select(S.snapshots.c.listing).where(S.snapshots.c.id == snapshot_id)).scalar()
         if blob is None:

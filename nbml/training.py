@@ -1,520 +1,21 @@
-"""`nbml.train`: fine-tune a timm backbone with a fastai Learner on a Dataset, with defaults for people new to ML.
+"""`nbml.train`: fine-tune a network on a Dataset with defaults for people new to ML, or fit a head on its cached
+embeddings (`mode="head"`), in this process or several (`devices=`), with a live monitor in a notebook.
 
-The core knows nothing of widgets: it emits the plain events of `nbml.events` to subscribers.
+This module chooses; the loop itself is nbml.training_loop, the head nbml.head_training, the processes
+nbml.distributed.
 """
 from __future__ import annotations
 
-import math
-import platform
 import threading
-import time
-import warnings
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from . import events as E
-from ._threads import set_torch_threads
+from .learner import SCRATCH_LR  # noqa: F401  (re-exported: old imports)
+from .training_loop import TrainingHandle, prepare, run as _run
 
 __all__ = ["train", "TrainingHandle"]
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-class TrainingHandle:
-    """What `train(..., background=True)` returns at once: `stop()`, `wait()`, `done`, `status`, `events`."""
-
-    def __init__(self):
-        self._stop = threading.Event()
-        self._done = threading.Event()
-        self._subscribers: list[Callable] = []
-        self._lock = threading.Lock()
-        self.events: list = []
-        self.model = None
-        self.error: BaseException | None = None
-        self.run_id: int | None = None
-        self.status = "starting"
-        self.thread: threading.Thread | None = None
-
-    def subscribe(self, fn: Callable) -> None:
-        """Call `fn(event)` for every event from now on."""
-        with self._lock:
-            self._subscribers.append(fn)
-
-    def emit(self, event) -> None:
-        with self._lock:
-            self.events.append(event)
-            subscribers = list(self._subscribers)
-        for fn in subscribers:
-            try:
-                fn(event)
-            except Exception as e:   # a broken display must never stop training
-                warnings.warn(f"an nbml event subscriber failed and was dropped: {e!r}")
-                with self._lock:
-                    self._subscribers.remove(fn)
-
-    def stop(self) -> None:
-        """End training after the current batch; the best epoch's weights are kept."""
-        self._stop.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def wait(self, timeout: float | None = None):
-        """Block until training ends; returns the Model, or raises what made training fail."""
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"training still running after {timeout}s")
-        if self.error is not None:
-            raise self.error
-        return self.model
-
-    def __repr__(self) -> str:
-        return f"TrainingHandle(run {self.run_id}, {self.status})"
-
-    def __getattr__(self, name: str):
-        """Model methods on the handle wait for training to end: `handle.evaluate()` is `handle.wait().evaluate()`."""
-        if name.startswith("_"):
-            raise AttributeError(name)
-        from .model import Model
-        if not hasattr(Model, name):
-            raise AttributeError(f"'TrainingHandle' object has no attribute {name!r}")
-        return getattr(self.wait(), name)
-
-
-@dataclass
-class _Plan:
-    ds: object
-    arch: str
-    frame: object                 # training_items() of train + valid
-    classes: list
-    size: int
-    bs: int
-    epochs: int
-    freeze_epochs: int
-    lr: float | None
-    device: object
-    net: object
-    weights_source: str
-    mean: tuple
-    std: tuple
-    augment: object
-    seed: int | None
-    save: bool
-    params: dict = field(default_factory=dict)
-    default_lr: float | None = None   # the kind's learning rate when none is given (else lr_find / SCRATCH_LR)
-    dist: object = None               # this process's rank in a distributed run (nbml.distributed), else None
-    handle: object = None             # the run's TrainingHandle: a kind's own extra work checks Stop
-    threads: int | None = None        # torch's intra-op threads for the run (a kind's small network: 1), else as set
-
-
-def _default_bs(n_train: int) -> int:
-    return int(max(2, min(64, 2 ** int(math.log2(max(n_train // 4, 2))))))
-
-
-def _versions() -> dict:
-    """Package versions recorded with a run; fastai's and timm's from their metadata, so head mode need not import
-    fastai (seconds)."""
-    from importlib.metadata import PackageNotFoundError, version
-    import torch
-    from . import __version__
-    out = {"nbml": __version__, "torch": torch.__version__}
-    for name in ("fastai", "timm"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    out["python"] = platform.python_version()
-    return out
-
-
-def run_name(ds, run_id: int) -> str:
-    """The name a run's model gets: `<project>-run<id>`."""
-    return f"{ds.path.stem if ds.path else 'nbml'}-run{run_id}"
-
-
-def _prepare(ds, arch, epochs, size, bs, lr, pretrained, weights, freeze_epochs, valid_pct, seed, device,
-             augment, save) -> tuple[_Plan, list[str]]:
-    from .model import pick_device
-    from .store import Store
-    from . import kinds
-    if not isinstance(ds, Store):
-        raise TypeError(f"train() takes an nbml.Dataset, not {type(ds).__name__}")
-    if pretrained not in ("auto", True, False):
-        raise ValueError(f"pretrained must be 'auto', True or False, not {pretrained!r}")
-    kind = kinds.of(ds)
-    ds.assign_validation_split(valid_pct, seed=42 if seed is None else seed)
-    frame, notes = kind.usable(ds.training_items(("train", "valid")))
-    if frame.empty:
-        raise ValueError("no labelled items to train on: label some first (ds.set_label or ds.label())")
-    counts = frame["label"].value_counts()
-    if len(counts) < 2:
-        raise ValueError(f"training needs at least two classes with labelled items; found only {list(counts.index)}")
-    n_valid = int((frame["split"] == "valid").sum())
-    if n_valid == 0:
-        raise ValueError("the validation split is empty: label at least 4 items per class, or put some items in "
-                         "'valid' with ds.set_split(ids, 'valid')")
-    tiny = counts[counts < 2]
-    if len(tiny):
-        notes.append(f"classes with a single labelled item cannot be learnt well: {list(tiny.index)}")
-    classes = [c for c in ds.classes if c in counts.index]
-    parts = kind.plan(ds, frame, classes, arch=arch, size=size, bs=bs, pretrained=pretrained, weights=weights,
-                      epochs=epochs, freeze_epochs=freeze_epochs, augment=augment)
-    plan = _Plan(ds=ds, frame=frame, classes=classes, lr=lr, device=pick_device(device), seed=seed, save=save,
-                 **parts)
-    n_train = int((frame["split"] == "train").sum())
-    plan.params = dict(kind=kind.NAME, arch=plan.arch, epochs=plan.epochs, freeze_epochs=plan.freeze_epochs,
-                       size=plan.size, bs=plan.bs, lr=lr, pretrained=pretrained, weights=plan.weights_source,
-                       augment=vars(plan.augment) if plan.augment else None, seed=seed, mode="finetune",
-                       valid_pct=valid_pct, n_train=n_train, n_valid=n_valid, classes=classes)
-    return plan, notes
-
-
-def _learner_cbs(plan: _Plan, stop_cb) -> list:
-    """The callbacks every Learner of a run starts with: its own Stop (a fastai callback reads `self.training` from
-    the Learner it was last added to, so one instance shared by the head's Learner and the whole network's never
-    stopped the unfrozen phase), and in a distributed run the one that wraps the network in DistributedDataParallel
-    and gives each process its shard of every epoch."""
-    stop = type(stop_cb)()
-    return [stop] if plan.dist is None else [stop, plan.dist.callback()]
-
-
-def basic_learner(plan: _Plan, train_dl, valid_dl, net, stop_cb, splitter):
-    """The fastai Learner every kind trains with: cross-entropy, accuracy, AdamW, no progress bar, losses kept on
-    the device; the kind gives the loaders, the network and how its parameters split into body and head."""
-    import fastai.callback.fp16  # noqa: F401  (patches Learner.to_bf16)
-    import fastai.callback.schedule  # noqa: F401  (patches Learner.lr_find and fit_one_cycle)
-    from fastai.callback.progress import ProgressCallback
-    from fastai.data.core import DataLoaders
-    from fastai.learner import Learner
-    from fastai.losses import CrossEntropyLossFlat
-    from fastai.metrics import accuracy
-    learn = Learner(DataLoaders(train_dl, valid_dl), net, loss_func=CrossEntropyLossFlat(), metrics=accuracy,
-                    opt_func=_adamw(plan.device.type == "cuda"), splitter=splitter, path=plan.ds.home / "tmp",
-                    model_dir=".", cbs=_learner_cbs(plan, stop_cb))
-    learn.remove_cb(ProgressCallback)
-    learn.logger = lambda *a, **k: None
-    _keep_losses_on_device(learn)
-    return learn
-
-
-# The learning rate for a network trained from random weights. lr_find's valley is unreliable on an untrained
-# network: on generated shapes it chose 2e-4 to 7e-4, and 1e-3 trained better every time (resnet50 on an H100:
-# 0.76 against 0.29 accuracy after 4 epochs; resnet18 on 2 CPU cores: 0.35 against 0.31). It also saves the search,
-# which costs about an epoch here (every step a full forward and backward pass).
-SCRATCH_LR = 1e-3
-
-
-def _keep_losses_on_device(learn) -> None:
-    """fastai's Recorder copies the smoothed loss to the CPU after every batch, which makes the host wait for the
-    GPU at each step. Here it stays on the device; the recorded losses come to the CPU once, at the end of a fit."""
-    import torch
-    from fastai.callback.core import Callback
-    from fastai.learner import AvgSmoothLoss
-
-    class DeviceSmoothLoss(AvgSmoothLoss):
-        def accumulate(self, learn):
-            loss = learn.loss.detach().float().mean()
-            if self.count == 0 or self.val.device != loss.device:
-                self.val = torch.zeros((), device=loss.device)
-            self.count += 1
-            self.val = torch.lerp(loss, self.val, self.beta)
-
-    class LossesToCpu(Callback):
-        order = -10      # before LRFinder reads the losses in its after_fit
-
-        def after_fit(self):
-            losses = list(self.recorder.losses)
-            if losses and isinstance(losses[0], torch.Tensor) and losses[0].device.type != "cpu":
-                self.recorder.losses = list(torch.stack(losses).cpu().unbind(0))
-
-    learn.recorder.smooth_loss = DeviceSmoothLoss(beta=learn.recorder.smooth_loss.beta)
-    learn.add_cb(LossesToCpu())
-
-
-def _find_lr(learn, handle: TrainingHandle, num_it: int = 100) -> float:
-    """fastai's lr_find (valley) over `num_it` batches, or 1e-3 when it finds nothing usable."""
-    handle.emit(E.PhaseStarted("lr_find", 0))
-    try:
-        lr = float(learn.lr_find(num_it=num_it, show_plot=False).valley)
-    except (IndexError, ValueError):       # the search stopped too early to suggest anything
-        lr = math.nan
-    if not math.isfinite(lr) or lr <= 0:
-        lr = 1e-3
-    handle.emit(E.LearningRateFound(lr))
-    return lr
-
-
-def _adamw(cuda: bool):
-    """torch's AdamW (fused on CUDA) behind fastai's OptimWrapper, with fastai's Adam defaults (betas 0.9/0.99,
-    eps 1e-5, decoupled weight decay 0.01): one kernel per step instead of fastai's per-parameter Python loop."""
-    from functools import partial
-    import torch
-    from fastai.optimizer import OptimWrapper
-    extra = {"fused": True} if cuda else {"foreach": True}
-    return partial(OptimWrapper, opt=partial(torch.optim.AdamW, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01,
-                                             **extra))
-
-
-def _head_learner(plan: _Plan, learn, stop_cb):
-    """A Learner for the head alone, fed the frozen body's features computed once (train items unaugmented)."""
-    import torch
-    from fastai.callback.progress import ProgressCallback
-    from fastai.data.core import DataLoaders
-    from fastai.learner import Learner
-    from fastai.losses import CrossEntropyLossFlat
-    from fastai.metrics import accuracy
-    from .data import TensorLoader
-    body, head = learn.model[0], learn.model[1]
-    loaders = learn.nbml_loaders
-    body.eval()
-    feats = []
-    with torch.inference_mode():
-        for dl in loaders:
-            xs, ys = [], []
-            for x, y in dl:
-                if plan.device.type == "cuda":
-                    with torch.autocast("cuda", dtype=torch.bfloat16):
-                        xs.append(body(x).float())
-                else:
-                    xs.append(body(x))
-                ys.append(y)
-            feats.append((torch.cat(xs).clone(), torch.cat(ys).clone()))
-    (xt, yt), (xv, yv) = feats
-    train = TensorLoader(xt, yt, plan.bs, shuffle=True, drop_last=len(yt) > plan.bs, seed=plan.seed)
-    valid = TensorLoader(xv, yv, plan.bs * 2)
-    head_learn = Learner(DataLoaders(train, valid), head, loss_func=CrossEntropyLossFlat(), metrics=accuracy,
-                         opt_func=_adamw(plan.device.type == "cuda"), path=plan.ds.home / "tmp", model_dir=".",
-                         cbs=_learner_cbs(plan, stop_cb))
-    head_learn.remove_cb(ProgressCallback)
-    head_learn.logger = lambda *a, **k: None
-    _keep_losses_on_device(head_learn)
-    return head_learn
-
-
-def _callbacks(plan: _Plan, handle: TrainingHandle, run_id: int, t0: float):
-    """The fastai callbacks: one that stops on request, one that turns Learner state into nbml events."""
-    import torch
-    from fastai.callback.core import Callback, CancelFitException
-
-    class StopOnRequest(Callback):
-        order = 0
-
-        def after_batch(self):
-            if handle.stopping and self.training:
-                raise CancelFitException()
-
-    class EmitEvents(Callback):
-        order = 70   # after Recorder, so its smoothed loss and epoch values are ready
-        total = plan.freeze_epochs + plan.epochs
-
-        def __init__(self):
-            self.phase, self.offset, self.last_emit = "frozen", 0, -1.0
-            self.pending = []      # (losses, copy-done event, event fields) not yet emitted
-            self.history, self.best, self.best_state, self.best_epoch = [], math.inf, None, None
-
-        def start_phase(self, phase, offset):
-            self.phase, self.offset = phase, offset
-
-        def _progress(self):
-            done = self.offset + self.epoch + (self.iter + 1) / max(self.n_iter, 1)
-            return min(done / self.total, 1.0)
-
-        def after_batch(self):
-            if not self.training:
-                return
-            elapsed = time.perf_counter() - t0
-            last = self.iter + 1 == self.n_iter
-            # at most every 0.1 s, and on each epoch's last batch
-            if not last and elapsed - self.last_emit < 0.1:
-                self._flush(block=False)
-                return
-            self.last_emit = elapsed
-            progress = self._progress()
-            eta = elapsed * (1 - progress) / progress if progress > 0 else None
-            meta = (self.phase, self.offset + self.epoch, self.iter, self.n_iter, float(self.opt.hypers[-1]["lr"]),
-                    progress, elapsed, eta)
-            loss = self.learn.loss.detach().float().reshape(())
-            losses = torch.stack([loss, torch.as_tensor(self.learn.smooth_loss, device=loss.device).float().reshape(())])
-            if losses.is_cuda:
-                # read the losses without making the host wait for the GPU: a copy that lands later
-                host = torch.empty(2, pin_memory=True)
-                host.copy_(losses, non_blocking=True)
-                done = torch.cuda.Event()
-                done.record()
-                self.pending.append((host, done, meta))
-            else:
-                self.pending.append((losses, None, meta))
-            self._flush(block=last)
-
-        def after_fit(self):
-            self._flush(block=True)       # a Stop mid-epoch leaves losses in flight
-
-        def _flush(self, block: bool):
-            while self.pending and (block or self.pending[0][1] is None or self.pending[0][1].query()):
-                host, done, (phase, epoch, it, n_iter, lr, progress, elapsed, eta) = self.pending.pop(0)
-                if done is not None:
-                    done.synchronize()
-                loss, smooth = host.tolist()
-                handle.emit(E.BatchEnded(phase, epoch, it, n_iter, loss, smooth, lr, progress, elapsed, eta))
-
-        def after_epoch(self):
-            names = self.recorder.metric_names[1:-1]
-            values = dict(zip(names, self.recorder.values[-1]))
-            epoch = self.offset + self.epoch
-            train_loss, valid_loss = float(values.pop("train_loss")), float(values.pop("valid_loss", math.nan))
-            metrics = {k: float(v) for k, v in values.items()}
-            elapsed = time.perf_counter() - t0
-            progress = (epoch + 1) / self.total
-            self.history.append(dict(epoch=epoch, phase=self.phase, train_loss=train_loss, valid_loss=valid_loss,
-                                     elapsed_s=elapsed, **metrics))
-            plan.ds._update_run(run_id, history=self.history)
-            if valid_loss < self.best:
-                self.best, self.best_epoch = valid_loss, epoch
-                # the whole network, also while only the head is being trained on cached features
-                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in plan.net.state_dict().items()}
-            handle.emit(E.EpochEnded(self.phase, epoch, self.total, train_loss, valid_loss, metrics, elapsed,
-                                     elapsed * (1 - progress) / progress))
-
-        def restore_best(self, model):
-            if self.best_state is not None:
-                with torch.no_grad():
-                    model.load_state_dict(self.best_state)
-                return True
-            return False
-
-    return StopOnRequest(), EmitEvents()
-
-
-def _run(plan: _Plan, handle: TrainingHandle, notes: list[str]):
-    from .model import Model, new_config
-    ds = plan.ds
-    t0 = time.perf_counter()
-    snapshot = ds.snapshot(plan.frame)
-    run_id = ds._start_run(plan.arch, plan.params, snapshot, str(plan.device), _versions())
-    handle.run_id, handle.status = run_id, "running"
-    plan.handle = handle
-    stop_cb, events_cb = _callbacks(plan, handle, run_id, t0)
-    restore_threads = set_torch_threads(plan.threads)
-    try:
-        from . import kinds
-        kind = kinds.of(ds)
-        learn, frame, more_notes = kind.make_learner(plan, plan.frame, stop_cb)
-        for note in notes + more_notes:
-            warnings.warn(note)
-            handle.emit(E.TrainWarning(note))
-        n_train = int((frame["split"] == "train").sum())
-        handle.emit(E.TrainStarted(run_id, plan.arch, str(plan.device), plan.weights_source, plan.classes, n_train,
-                                   len(frame) - n_train, plan.freeze_epochs + plan.epochs, plan.size, plan.bs,
-                                   unit=kind.UNIT))
-        lr = plan.lr
-        if plan.freeze_epochs:
-            # While the body is frozen its output does not change: one pass caches it, and the learning-rate
-            # search and the frozen epochs train the head on those features (no body pass per step).
-            head_learn = _head_learner(plan, learn, stop_cb)
-            if lr is None:
-                lr = _find_lr(head_learn, handle)
-            plan.params["lr"] = lr
-            ds._update_run(run_id, params=plan.params)
-            if not handle.stopping:
-                handle.emit(E.PhaseStarted("frozen", plan.freeze_epochs))
-                events_cb.start_phase("frozen", 0)
-                head_learn.fit_one_cycle(plan.freeze_epochs, lr, pct_start=0.99, cbs=[events_cb])
-            lr /= 2
-        else:
-            if lr is None and plan.default_lr is not None:
-                lr = plan.default_lr
-            elif lr is None and plan.weights_source == "random":
-                lr = SCRATCH_LR
-            elif lr is None:
-                # every step of the search is a full forward and backward pass here: about one epoch's worth
-                lr = _find_lr(learn, handle, num_it=int(min(100, max(20, len(learn.dls.train)))))
-            plan.params["lr"] = lr
-            ds._update_run(run_id, params=plan.params)
-        if plan.epochs and not handle.stopping:
-            handle.emit(E.PhaseStarted("unfrozen", plan.epochs))
-            learn.unfreeze()
-            events_cb.start_phase("unfrozen", plan.freeze_epochs)
-            if plan.freeze_epochs:
-                learn.fit_one_cycle(plan.epochs, slice(lr / 100, lr), pct_start=0.3, div=5.0, cbs=[events_cb])
-            else:
-                learn.fit_one_cycle(plan.epochs, lr, cbs=[events_cb])
-        status = "stopped" if handle.stopping else "completed"
-        best_epoch = None
-        if status == "stopped" and events_cb.restore_best(learn.model):
-            best_epoch = events_cb.best_epoch
-        history = events_cb.history
-        final = (history[best_epoch] if best_epoch is not None else history[-1]) if history else {}
-        metrics = {k: v for k, v in final.items() if k not in ("epoch", "phase", "elapsed_s")}
-        finish = getattr(kind, "finish", None)
-        if finish is not None:        # a kind that trained two candidates keeps the better (tables: network, trees)
-            metrics = finish(plan, learn, metrics)
-            ds._update_run(run_id, params=plan.params)
-        holdout = _refit_on_all(kind, plan, learn, handle) if status == "completed" else None
-        config = new_config(name=run_name(ds, run_id), arch=plan.arch,
-                            classes=plan.classes, size=plan.size, mean=list(plan.mean), std=list(plan.std),
-                            weights=plan.weights_source, run_id=run_id, snapshot_id=snapshot, metrics=metrics,
-                            versions=_versions(), **kind.config(plan),
-                            **({"refit_on_all": plan.params["refit_on_all"]} if holdout is not None else {}))
-        model = Model(learn.model, config, dataset=ds, learner=learn)
-        model.holdout = holdout or {}
-        duration = time.perf_counter() - t0
-        record_success(ds, handle, model, run_id, status, metrics, duration, best_epoch, plan.save)
-        return model
-    except BaseException as e:
-        record_failure(ds, handle, run_id, t0, e)
-        raise
-    finally:
-        restore_threads()
-        handle._done.set()
-
-
-def refits_on_all(kind, n_labelled: int, arch: str) -> bool:
-    """Whether a run of `arch` on `n_labelled` items of this kind trains again on every label once validated (the
-    kind decides: `kind.refits`; texts, up to a size)."""
-    refits = getattr(kind, "refits", None)
-    return refits is not None and refits(n_labelled, arch)
-
-
-def _refit_on_all(kind, plan: _Plan, learn, handle: TrainingHandle) -> dict | None:
-    """A kind with few labels trains again on every label once validated (`kind.refit_on_all`, texts): returns the
-    validation items' probabilities from before, or None when it did not. Stop during that fit keeps the validated
-    weights."""
-    if plan.dist is not None or not refits_on_all(kind, len(plan.frame), plan.arch):
-        return None
-    validated = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
-    holdout = kind.refit_on_all(plan, learn)
-    if handle.stopping:
-        learn.model.load_state_dict(validated)
-        return None
-    plan.params["refit_on_all"] = len(plan.frame)
-    plan.ds._update_run(handle.run_id, params=plan.params)
-    return holdout
-
-
-def record_success(ds, handle: TrainingHandle, model, run_id: int, status: str, metrics: dict, duration: float,
-                   best_epoch: int | None, save: bool, **run_values) -> None:
-    """Save the run's model beside the project, close the run in the store, and tell the subscribers."""
-    model_path = str(model.save(ds.home / "models" / f"run-{run_id}")) if save else None
-    ds._update_run(run_id, status=status, finished_at=time.time(), duration_s=duration, metrics=metrics,
-                   model_path=model_path, **run_values)
-    handle.model, handle.status = model, status
-    handle.emit(E.TrainEnded(run_id, status, metrics, duration, best_epoch,
-                             refit_on_all=model.config.get("refit_on_all")))
-
-
-def record_failure(ds, handle: TrainingHandle, run_id: int, t0: float, error: BaseException) -> None:
-    """Mark the run failed in the store and on the handle, and tell the subscribers."""
-    duration = time.perf_counter() - t0
-    message = f"{type(error).__name__}: {error}"
-    ds._update_run(run_id, status="failed", finished_at=time.time(), duration_s=duration, error=message)
-    handle.status, handle.error = "failed", error
-    handle.emit(E.TrainEnded(run_id, "failed", {}, duration, None, message))
 
 
 def train(ds, arch: str | None = None, epochs: int | None = None, size: int | None = None, bs: int | None = None,
@@ -524,11 +25,12 @@ def train(ds, arch: str | None = None, epochs: int | None = None, size: int | No
           mode: str = "finetune", devices=None):
     """Fine-tune a network on the labelled items of `ds`; returns an `nbml.Model`.
 
-    Images: `arch` is a timm name (default resnet18). Texts: WordLlama's pretrained token embedding with a TF-IDF
-    n-gram layer (default), or `arch="hf:<repo>"` for a Hugging Face encoder in the local cache (see nbml.kinds).
+    Images: `arch` is a timm name (default resnet18). Texts: a sentence encoder (all-MiniLM-L6-v2, or
+    `arch="hf:<repo or folder>"`) fine-tuned on pairs of the labelled texts, then a logistic head; without one,
+    `arch="wordllama-tfidf"`, nbml's static model (see nbml.kinds.text_setfit).
 
     `mode="head"` instead fits only a linear head on the cached embeddings (pretrained `arch`, else the body of
-    the latest trained model): about a second once the embeddings exist; see `nbml.head.train_head`.
+    the latest trained model): about a second once the embeddings exist; see `nbml.head_training.train_head`.
 
     Defaults: a stratified validation split when none is set; with pretrained weights, one frozen epoch (the
     body's features computed once, the learning rate from fastai's `lr_find` on them) then `epochs` unfrozen ones;
@@ -545,15 +47,19 @@ def train(ds, arch: str | None = None, epochs: int | None = None, size: int | No
 
     `devices=N` (or `"all"` GPUs) trains in N worker processes started by torchrun, with DistributedDataParallel:
     `bs` is per process, events, Stop and the run record work as in one process (see `nbml.distributed`).
+
+    Parameters not named above: `lr` (None: chosen as said above), `freeze_epochs` (epochs with the body frozen; None: 1
+    with pretrained weights, else 0), `valid_pct` (the share of each class put in `valid` when the labelled items have
+    no split yet), `seed` (makes the split, the order and the initialisation repeatable), `device` ('cuda', 'mps',
+    'cpu'; None: the best there is), `augment` (images: 'auto' picks from the images' size, None or False for none),
+    `save` (keep the run's model beside the project so `ds.load_run()` finds it).
     """
     if mode == "head":
         if devices not in (None, 1):
             raise ValueError("mode='head' fits a linear head in one process in about a second; devices= is for "
                              "mode='finetune'")
-        from .head import train_head
-        if arch is None and getattr(ds, "kind", None) in (None, "image"):
-            arch = "resnet18"
-        return train_head(ds, arch, epochs, size, bs, lr, pretrained, background, weights=weights,
+        from .head_training import train_head
+        return train_head(ds, arch or "resnet18", epochs, size, bs, lr, pretrained, background, weights=weights,
                           freeze_epochs=freeze_epochs, valid_pct=valid_pct, seed=seed, device=device, augment=augment,
                           on_event=on_event, quiet=quiet, save=save)
     if mode != "finetune":
@@ -573,7 +79,7 @@ def train(ds, arch: str | None = None, epochs: int | None = None, size: int | No
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-    plan, notes = _prepare(ds, arch, epochs, size, bs, lr, pretrained, weights, freeze_epochs, valid_pct, seed,
+    plan, notes = prepare(ds, arch, epochs, size, bs, lr, pretrained, weights, freeze_epochs, valid_pct, seed,
                            device, augment, save)
     handle = TrainingHandle()
     subscribers = on_event if isinstance(on_event, (list, tuple)) else [on_event] if on_event else []

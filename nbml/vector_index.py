@@ -166,11 +166,11 @@ class VectorIndex:
 def index_for(ds, emb) -> VectorIndex | None:
     """The index over `emb`'s backbone, in step with its embeddings file, when `emb` has `MIN_ITEMS` items or more
     (kept with the project's loaded embeddings); None below that, where exact search is as quick."""
-    from .embeddings import _Store
+    from .embedding_store import VectorFile
     if len(emb) < MIN_ITEMS:
         return None
     cache = ds._embedding_cache
-    store = _Store(ds, emb.model_id)
+    store = VectorFile(ds, emb.model_id)
     with cache._lock:
         found = cache.indexes.get(emb.model_id)
         if found is None:

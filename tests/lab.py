@@ -1,6 +1,7 @@
 """A real JupyterLab on loopback driven by Debian's Chromium through Playwright (used by tests and benchmarks)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -115,3 +116,31 @@ def block_outside(context) -> list[str]:
 
 def launch(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / ".cache" / "screenshots"
+
+
+@contextlib.contextmanager
+def notebook_page(lab: "Lab", name: str, cells: list[str], viewport=(1400, 1000)):
+    """A notebook of `cells` written into `lab` and opened in a fresh Chromium with every request outside 127.0.0.1
+    blocked: yields (page, blocked URLs, page errors). When the body fails, the page's screenshot goes to
+    .cache/screenshots/<name>-page.png."""
+    from playwright.sync_api import sync_playwright
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = launch(p)
+        context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+        outside = block_outside(context)
+        page = context.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        lab.write_notebook(name, cells)
+        lab.open(page, name)
+        try:
+            yield page, outside, errors
+        except Exception:
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOTS / f"{Path(name).stem}-page.png"), full_page=True)
+            raise
+        finally:
+            browser.close()

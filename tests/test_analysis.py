@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 import nbml
 import nbml.embeddings as embeddings_module
 from nbml.embeddings import NoBackboneError
+from nbml.kinds import image as image_kind
 
 from conftest import COLOURS, make_images
 
@@ -114,9 +115,9 @@ def test_embeddings_are_float16_on_disk_and_only_new_items_are_computed(trained,
     # the stored vectors are the body's pooled features (to float16 precision)
     item = ds.item(int(emb.ids[0]))
     with torch.no_grad():
-        x = model._square(item["path"])[None]
+        x = image_kind.square(model, item["path"])[None]
         from nbml.data import normalize
-        body = model.net[0].eval()(normalize(torch.from_numpy(x), model._mean, model._std))
+        body = model.net[0].eval()(normalize(torch.from_numpy(x), torch.tensor(model.config["mean"]), torch.tensor(model.config["std"])))
     assert np.allclose(emb.features[0], body[0].numpy(), rtol=2e-2, atol=2e-2)
 
     again = ds.embed()

@@ -126,3 +126,27 @@ def test_panel_lists_projects_and_servers_proxies_and_stops(lab, page):
                            ".getSource()")
     assert source == 'import nbml\nds = nbml.Dataset("colours.nbml")\nds.label()'
     assert page.blocked == []
+
+
+def test_each_address_works_where_it_is_shown(lab, page):
+    """Issue 26: the server's notebook display links `server.browser_url` (proxied, opened by the logged-in browser),
+    and `server.url` answers from the kernel, the tour's `requests.post(server.url + "/predict")`."""
+    lab.write_notebook("show.ipynb", ["import nbml\nserver = nbml.serve('colours-model', port=0)\nserver"])
+    lab.open(page, "show.ipynb")
+    lab.wait_run_all(page, timeout=120)
+    link = page.wait_for_selector(".jp-OutputArea-output a[target=_blank]", timeout=30_000)
+    href = link.get_attribute("href")
+    assert re.fullmatch(rf"http://127\.0\.0\.1:{lab.port}/nbml/models/[\w.-]+/", href), href
+    opened = page.context.new_page()
+    response = opened.goto(href)                          # what a click opens: the proxied page, logged in
+    assert response.status == 200 and "POST /predict" in opened.content()      # the server's own index
+    opened.close()
+    code = ("import json, urllib.request\n"
+            "req = urllib.request.Request(server.url + '/predict', data=open('images/red/0.png', 'rb').read(),"
+            " headers={'Content-Type': 'image/png'})\n"
+            "print(json.load(urllib.request.urlopen(req))['label'], server.url)")
+    status, out = page.evaluate(KERNEL, code)
+    label, url = out.split()
+    assert label in {"red", "green", "blue"} and url.startswith("http://127.0.0.1:") and "/nbml/" not in url
+    page.evaluate(KERNEL, "server.stop()")
+    assert page.blocked == []

@@ -116,3 +116,48 @@ def test_grid_widget_specs_stay_inline(ds, tmp_path, monkeypatch):
     for spec in specs:
         assert [s for s in strings(spec) if "://" in s or s == "url"] == []
     assert list(work.iterdir()) == []
+
+
+def marks(node) -> list[str]:
+    """Every mark type in a spec, however deep its layers and concatenations."""
+    out = []
+    if isinstance(node, dict):
+        mark = node.get("mark")
+        if mark is not None:
+            out.append(mark["type"] if isinstance(mark, dict) else mark)
+        for value in node.values():
+            out += marks(value)
+    elif isinstance(node, list):
+        for value in node:
+            out += marks(value)
+    return out
+
+
+def test_monitor_after_one_request_draws_a_point_and_its_count(ds):
+    log_predictions(ds, n=1)
+    spec = offline_spec(nbml.monitor(ds))
+    volume, latency = spec["vconcat"][0]["hconcat"]
+    assert marks(volume) == ["point", "text"] and marks(latency) == ["point", "text"]   # not a block, not a lone dot
+    axis = volume["layer"][0]["encoding"]["x"]["axis"]
+    assert axis["format"] == "%H:%M:%S" and volume["layer"][0]["encoding"]["x"]["title"].startswith("time (UTC")
+    heat = spec["vconcat"][1]["hconcat"][0]
+    assert heat["encoding"]["color"]["legend"]["format"] == "d"        # counts, not 1.000000
+    assert marks(heat) == ["circle"]                                    # a point per band, not a chart-wide band
+    log_predictions(ds, n=40)
+    busy = offline_spec(nbml.monitor(ds))
+    assert marks(busy["vconcat"][0]["hconcat"][0]) == ["bar"] and marks(busy["vconcat"][1]["hconcat"][0]) == ["rect"]
+
+
+def test_colours_keep_one_meaning_and_unlabelled_is_grey():
+    from nbml.widgets.chart import UNLABELLED, UNLABELLED_COLOUR, class_scale, split_scale
+    from nbml.widgets.explore import map_spec
+    classes = [str(d) for d in range(10)]
+    points = pd.DataFrame({"id": range(11), "x": range(11), "y": range(11),
+                           "label": classes + [None], "split": ["train"] * 10 + [None]})
+    scale = map_spec(points, "map", classes=classes)["encoding"]["color"]["scale"]
+    colour = dict(zip(scale["domain"], scale["range"]))
+    assert colour[UNLABELLED] == UNLABELLED_COLOUR and colour["9"] != UNLABELLED_COLOUR
+    assert len(set(colour.values())) == 11                       # every class its own colour
+    splits = split_scale()
+    assert not set(splits["range"][:4]) & set(class_scale(classes)["range"])   # splits and classes never share one
+    assert dict(zip(splits["domain"], splits["range"]))["unlabelled"] == UNLABELLED_COLOUR

@@ -16,7 +16,15 @@ from conftest import trained_and_exported
 import nbml
 from nbml._imaging import open_rgb
 from nbml.data import to_square
-from nbml.export import ExportError, QuantizationWarning, check_onnx, onnx_wrapper
+from nbml.export import ExportError, QuantizationWarning, check_feeds
+from nbml.kinds import image as image_kind
+from nbml.kinds.image import onnx_wrapper
+
+
+def _check_onnx(wrapper, path, size: int, atol: float) -> dict:
+    """An image model's export check: the kind's sample images, in a batch of 1 and one of all."""
+    feeds, described = image_kind.check_feeds(None, size)
+    return check_feeds(wrapper, path, feeds, "probabilities", atol, described)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +58,7 @@ def test_artifact_files_and_config(env):
     folder, model = env.folder, env.model
     names = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     assert names == {"config.json", "model.safetensors", "model.onnx", "README.md", "requirements.txt",
-                     "triton/colour-model/config.pbtxt", "triton/colour-model/labels.txt",
+                     "serve_config.yaml", "triton/colour-model/config.pbtxt", "triton/colour-model/labels.txt",
                      "triton/colour-model/1/model.onnx"}
     config = json.loads((folder / "config.json").read_text())
     assert config["name"] == "colour-model"                     # the folder's name by default
@@ -98,10 +106,10 @@ def test_triton_repository_layout(env):
 def test_round_trip_torch_and_onnx_agree(env):
     paths = sorted(env.images.rglob("*.png"))[::4]
     pixels = pixels_of(paths)
-    torch_probs = env.model._probs_u8(pixels)
+    torch_probs = image_kind.probs_u8(env.model, pixels)
     loaded = nbml.load(env.folder)                               # safetensors + config.json, no pickle
     assert loaded.classes == env.model.classes
-    np.testing.assert_allclose(loaded._probs_u8(pixels), torch_probs, atol=1e-5)
+    np.testing.assert_allclose(image_kind.probs_u8(loaded, pixels), torch_probs, atol=1e-5)
     session = ort.InferenceSession(str(env.folder / "model.onnx"), providers=["CPUExecutionProvider"])
     onnx_probs = session.run(["probabilities"], {"pixels": pixels})[0]
     np.testing.assert_allclose(onnx_probs, torch_probs, atol=1e-4)
@@ -115,9 +123,9 @@ def test_export_check_catches_a_graph_that_disagrees(env, tmp_path):
     wrapper = onnx_wrapper(net, env.model.config["mean"], env.model.config["std"])
     other = onnx_wrapper(torch.nn.Sequential(net[0], torch.nn.Linear(net[1][2].in_features, 3)),
                          env.model.config["mean"], env.model.config["std"])
-    check_onnx(wrapper, env.folder / "model.onnx", 32, atol=1e-4)      # the exported graph passes
+    _check_onnx(wrapper, env.folder / "model.onnx", 32, atol=1e-4)      # the exported graph passes
     with pytest.raises(ExportError, match="differ from torch's"):
-        check_onnx(other.eval(), env.folder / "model.onnx", 32, atol=1e-4)
+        _check_onnx(other.eval(), env.folder / "model.onnx", 32, atol=1e-4)
 
 
 def test_pickles_are_refused(env, tmp_path):
@@ -184,7 +192,7 @@ def test_int8_artifact_serves_unchanged_over_http(env, int8):
     served = np.array([[a["probabilities"][c] for c in env.model.classes] for a in answers])
     np.testing.assert_allclose(served, bare, atol=1e-6)                   # the int8 graph, as it is
     assert [a["label"] for a in answers] == [p.parent.name for p in paths]   # and it still gets every image right
-    float_probs = env.model._probs_u8(pixels_of(paths))
+    float_probs = image_kind.probs_u8(env.model, pixels_of(paths))
     assert 0 < np.abs(served - float_probs).max() < 0.05                   # int8's rounding, and only that
     assert meta["name"] == "colour-int8" and meta["outputs"][0]["shape"] == [-1, 3]
     assert index["runner"] == "onnxruntime/cpu" and index["precision"] == "int8"
@@ -212,7 +220,7 @@ def test_int8_that_loses_accuracy_falls_back_to_float32(env, tmp_path):
     paths = sorted(env.images.rglob("*.png"))[::3]
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(["probabilities"], {"pixels": pixels_of(paths)})[0],
-                               model._probs_u8(pixels_of(paths)), atol=1e-4)
+                               image_kind.probs_u8(model, pixels_of(paths)), atol=1e-4)
 
 
 def test_int8_needs_the_project_and_a_known_setting(env, tmp_path):

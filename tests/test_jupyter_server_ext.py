@@ -250,26 +250,41 @@ async def test_projects_listing_is_read_only_and_confined(exported, jp_fetch, jp
         assert r.code == code and "error" in body_json(r), path
 
 
-async def test_server_url_on_a_jupyter_server(served, exported, jp_serverapp, http_server, monkeypatch):
-    """The kernel finds its Jupyter server (JPY_PARENT_PID in the runtime dir's server list) and `server.url` is the
-    proxied address, which a client with the Jupyter token reaches."""
+@pytest.fixture
+def jp_base_url():
+    return "/lab-base/"       # the URLs must work under a base URL, as on JupyterHub or behind a proxy
+
+
+async def test_server_url_on_a_jupyter_server(served, exported, jp_serverapp, http_server, monkeypatch, tmp_path):
+    """The kernel finds its Jupyter server (JPY_PARENT_PID in the runtime dir's server list). Each address works
+    where it is shown: `server.url` from the kernel, `server.browser_url` (proxied, behind Jupyter's login) from a
+    browser with the Jupyter token, and the curl line pasted into a terminal on this machine."""
     for var in ("JUPYTERHUB_SERVICE_PREFIX", "JPY_SESSION_NAME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("JPY_PARENT_PID", str(os.getpid()))     # what jupyter_client sets for a kernel
     address = locate(served.proxy_name, served.direct_url, served.port)
     assert address.where == "jupyter"
-    assert address.url == f"http://localhost:{jp_serverapp.port}{jp_serverapp.base_url}nbml/models/colours"
-    token = jp_serverapp.identity_provider.token
-    r = await fetch_url(address.url + "/predict", method="POST", body=exported["png"][0],
-                        headers={"Content-Type": "image/png", "Authorization": f"token {token}"})
-    assert r.code == 200
-    assert body_json(r)["label"] in ("red", "green", "blue")
+    assert address.url == f"http://localhost:{jp_serverapp.port}/lab-base/nbml/models/colours"
     served._address = address
-    assert address.url in served._html() and served.direct_url in served._html()
-    assert served.curl() == (f'curl -H "Authorization: token $JUPYTER_TOKEN" -F file=@photo.jpg '
-                             f'{address.url}/predict')
-    assert served.curl(direct=True).endswith(f"{served.direct_url}/predict")
-    assert "Bearer $NBML_TOKEN" in served.curl(direct=True)
+    assert served.browser_url == address.url and served.url == served.direct_url
+    token = jp_serverapp.identity_provider.token
+    r = await fetch_url(served.browser_url + "/predict", method="POST", body=exported["png"][0],
+                        headers={"Content-Type": "image/png", "Authorization": f"token {token}"})
+    assert r.code == 200 and body_json(r)["label"] in ("red", "green", "blue")
+    # the tour's line, from the kernel: server.url + "/predict" with the model server's own token
+    r = await fetch_url(served.url + "/predict", method="POST", body=exported["png"][0],
+                        headers={"Content-Type": "image/png", "Authorization": "Bearer model-secret"})
+    assert r.code == 200
+    assert address.url in served._html() and served.url in served._html()
+    assert served.curl() == f'curl -H "Authorization: Bearer $NBML_TOKEN" -F file=@photo.jpg {served.url}/predict'
+    assert served.curl(browser=True) == (f'curl -H "Authorization: token $JUPYTER_TOKEN" -F file=@photo.jpg '
+                                         f'{address.url}/predict')
+    (tmp_path / "photo.jpg").write_bytes(exported["png"][0])      # what the line names, as a user would have it
+    for line, env in ((served.curl(), {"NBML_TOKEN": "model-secret"}),
+                      (served.curl(browser=True), {"JUPYTER_TOKEN": token})):
+        done = await asyncio.to_thread(subprocess.run, ["bash", "-c", line + " --silent --max-time 30"],
+                                       cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **env})
+        assert json.loads(done.stdout)["label"] in ("red", "green", "blue"), (line, done.stdout, done.stderr)
 
 
 def test_server_url_on_jupyterhub_and_outside_jupyter(monkeypatch):

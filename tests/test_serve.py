@@ -445,7 +445,8 @@ WITHOUT_TRAINING_STACK = ("import sys\n"
 
 # `nbml serve` as it runs on a CPU machine; at exit it prints which of the training stack's packages it imported
 REPORTS_HEAVY_MODULES = ("import atexit, sys\n"
-                         "heavy = ('torch', 'torchvision', 'fastai', 'timm', 'pandas')\n"
+                         "heavy = ('torch', 'torchvision', 'fastai', 'timm', 'pandas', 'nbml.model', 'nbml.widgets', "
+                         "'nbml.training', 'nbml.kinds.image')\n"
                          "atexit.register(lambda: print('imported:', [m for m in heavy if m in sys.modules]))\n"
                          "from nbml.cli import main\n"
                          "sys.exit(main())\n")

@@ -68,7 +68,7 @@ def test_artifact_is_self_contained_and_described(env):
     folder = env.folder
     names = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     assert names == {"config.json", "model.safetensors", "model.onnx", "tokenizer.json", "README.md",
-                     "requirements.txt", "triton/sms-model/config.pbtxt", "triton/sms-model/labels.txt",
+                     "serve_config.yaml", "requirements.txt", "triton/sms-model/config.pbtxt", "triton/sms-model/labels.txt",
                      "triton/sms-model/1/model.onnx"}
     json.loads((folder / "tokenizer.json").read_text())              # JSON, never a pickle
     config = json.loads((folder / "config.json").read_text())
@@ -113,8 +113,8 @@ def test_onnx_and_torch_agree_on_held_out_texts(env):
     np.testing.assert_allclose(text_kind.probs(loaded, texts), want, atol=1e-5)
 
 
-def test_int8_is_refused_with_a_clear_message(env, tmp_path):
-    with pytest.raises(ValueError, match="int8 is not offered for text models"):
+def test_int8_is_refused_for_the_static_model_with_a_clear_message(env, tmp_path):
+    with pytest.raises(ValueError, match="int8 is not offered for nbml.s static text model"):
         env.model.export(tmp_path / "q", quantize="int8", quiet=True)
     assert not (tmp_path / "q" / "model.onnx").exists()
 
@@ -264,7 +264,7 @@ def test_model_serve_for_a_text_model_logs_to_the_project(env):
 # `nbml serve` on a CPU machine: at exit it prints which of the training stack's packages it imported. (pandas is
 # not among them: scikit-learn, whose hashing the text server uses, imports it itself.)
 REPORTS_HEAVY_MODULES = ("import atexit, sys\n"
-                         "heavy = ('torch', 'fastai', 'timm', 'nbml.kinds.text', 'nbml.model')\n"
+                         "heavy = ('torch', 'fastai', 'timm', 'nbml.kinds.text', 'nbml.model', 'nbml.widgets', 'nbml.training')\n"
                          "atexit.register(lambda: print('imported:', [m for m in heavy if sys.modules.get(m)]))\n"
                          "from nbml.cli import main\n"
                          "sys.exit(main())\n")

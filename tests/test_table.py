@@ -13,7 +13,7 @@ import pytest
 
 import nbml
 from nbml.datasets import titanic
-from nbml.kinds import table
+from nbml.kinds import table, table_model
 from nbml.kinds.table_encoding import ColumnError
 
 
@@ -128,16 +128,16 @@ def test_cross_validation_is_deterministic_and_stops(env):
     handle = SimpleNamespace(stopping=False)
     plan = SimpleNamespace(frame=frame, classes=params["classes"], ds=env.ds, seed=0, epochs=3,
                            params={"lr": params["lr"]}, handle=handle)
-    again = table.cross_validate(plan, ["lightgbm", "linear"])
+    again = table_model.cross_validate(plan, ["lightgbm", "linear"])
     for name in ("lightgbm", "linear"):
         assert again[name]["cv_accuracy"] == params["candidates"][name]["cv_accuracy"]
         assert again[name]["cv_log_loss"] == pytest.approx(params["candidates"][name]["cv_log_loss"], rel=1e-6)
     handle.stopping = True
-    assert table.cross_validate(plan, ["network", "lightgbm", "linear"]) is None
+    assert table_model.cross_validate(plan, ["network", "lightgbm", "linear"]) is None
 
 
 def test_a_larger_table_is_chosen_on_the_validation_split(tmp_path, monkeypatch):
-    monkeypatch.setattr(table, "CV_MAX_ROWS", 100)       # Titanic's 714 rows count as large
+    monkeypatch.setattr(table_model, "CV_MAX_ROWS", 100)       # Titanic's 714 rows count as large
     ds = nbml.Dataset(tmp_path / "large.nbml")
     ds.add_table(titanic(), label_col="survived", progress=False)
     nbml.train(ds, quiet=True, epochs=1, seed=0)

@@ -12,7 +12,8 @@ import pytest
 
 import nbml
 from nbml.datasets import sms_spam, trec6
-from nbml.kinds import text as T
+from nbml.kinds import text_export
+from nbml.kinds import text_model as T
 from nbml.store import KindMismatchError
 
 
@@ -48,7 +49,8 @@ def test_add_texts_bad_input_reasons(ds, tmp_path):
     assert df.loc[rep.added[3], "content"] == "x" * 30_000           # kept whole
     assert df.loc[rep.added[2], "label"] is None or pd.isna(df.loc[rep.added[2], "label"])   # NaN label: unlabelled
     assert "\ufffd" in df.loc[rep.added[4], "content"]
-    assert T.shown_text("bell\x07 here") == "bell\\x07 here"
+    from nbml.widgets._text import shown_text
+    assert shown_text("bell\x07 here") == "bell\\x07 here"
     assert ds.kind == "text"
 
 
@@ -363,7 +365,7 @@ def test_few_labels_self_train_on_the_unlabelled_texts(tmp_path, monkeypatch):
         assert model.classes[int(p.argmax())] == "refund"
         assert 30 <= model.config["self_trained"] <= 60             # recorded (config.json, the model card)
     check = dict(max_abs_diff=0, tolerance=1e-4, described="x")
-    card = T.card({**model.config, "onnx": {"check": check}, "exported_with": "0", "name": "m", "preprocessing": {}})
+    card = text_export.card({**model.config, "onnx": {"check": check}, "exported_with": "0", "name": "m", "preprocessing": {}})
     assert "learnt from" in card["limits"][1]
     monkeypatch.setattr(T, "SELF_TRAIN_MAX", 0)          # labels only
     model = nbml.train(ds, mode="head", quiet=True, seed=0)
@@ -401,7 +403,7 @@ def test_a_model_saved_without_the_opening_words_still_loads_predicts_and_export
     assert "character n-grams, a linear head" in (out / "README.md").read_text()       # the card says what it has
     # the server's runner encodes for the exported model's buckets
     from nbml.kinds.text_encoding import tokenizer
-    from nbml.serving.decode_text import TextOnnxRunner
+    from nbml.kinds.text_serving import TextOnnxRunner
     runner = TextOnnxRunner(out, exported, 1, tokenizer((out / "tokenizer.json").read_text()), 256)
     np.testing.assert_allclose(runner(np.array(texts, dtype=object)), T.probs(old, texts), atol=1e-4)
 

@@ -58,7 +58,8 @@ def test_full_text_on_request_escaped_and_split_where_the_model_stops(tds):
 
 
 def test_full_text_of_a_huge_text_is_capped_and_says_so():
-    msg = full(1, "a" * 300_000)
+    from nbml.kinds import text as text_kind
+    msg = full(1, "a" * 300_000, text_kind)
     assert msg["chars"] == 300_000 and msg["shown_chars"] == 200_000 and msg["cut"]
     assert len(msg["read"]) + len(msg["unread"]) == 200_000
 

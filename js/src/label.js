@@ -29,8 +29,14 @@ function render({ model, el }) {
   model.on("change:queue_source", showSource);
   model.on("change:error", showSource);
   model.on("change:filter", showSource);
+  const forecast = document.createElement("span");
+  forecast.className = "nbml-muted nbml-forecast";
+  forecast.title = "the accuracy nbml.train(ds) would reach with more labels: ds.forecast() for the details";
+  const showForecast = () => { forecast.textContent = model.get("forecast") || ""; };
+  showForecast();
+  model.on("change:forecast", showForecast);
   const extra = document.createElement("span");
-  extra.append(filter, source);
+  extra.append(filter, source, forecast);
   const help = (key) => `${key("label")} · arrows move · Enter accept suggestion · Backspace/Ctrl+Z undo · ` +
     `${key("unusable")} unusable · shift-click selects`;
   mountGrid(model, root, { extraBar: extra, help });

@@ -66,7 +66,10 @@ function render({ model, el }) {
       (s.best_epoch !== null && s.best_epoch !== undefined ? ` (weights of epoch ${s.best_epoch + 1} kept)` : "") +
       (s.error ? ` <span class="nbml-error">${escapeHtml(s.error)}</span>` : "") +
       (s.refit_on_all ? `<br><span class="nbml-muted">measured on the validation split, then trained again on all ` +
-        `${Number(s.refit_on_all)} labelled items</span>` : "") + `</p><table>${metrics}</table>`;
+        `${Number(s.refit_on_all)} labelled items</span>` : "") + `</p><table>${metrics}</table>` +
+      (s.scores ? `<p class="nbml-trust">${escapeHtml(s.scores.line)}</p>` +
+        (s.scores.notes || []).map((n) => `<p class="nbml-muted nbml-note">note: ${escapeHtml(n)}</p>`).join("") : "") +
+      (s.forecast ? `<p class="nbml-muted nbml-forecast">${escapeHtml(s.forecast)}</p>` : "");
   }
 
   // Rows come as they happen; the history (asked once the chart exists) covers what came before. Steps and

@@ -18,6 +18,7 @@ function render({ model, el }) {
   injectStyle(root);
   const chart = document.createElement("div");
   const table = document.createElement("div");
+  table.className = "nbml-scroll";       // a wide table scrolls sideways instead of being cut off
   root.append(chart, table);
   el.append(root);
   const draw = () => {

@@ -82,6 +82,11 @@ describe("text cards", () => {
     expect(note).toContain("first 256 tokens");
   });
 
+  it("a table row's card says nothing of characters and opens all its columns", () => {
+    expect(cardNote({ chars: 92, more: false, cut: false, noun: "row" })).toBe("");
+    expect(cardNote({ chars: 900, more: true, cut: false, noun: "row" })).toContain("all columns");
+  });
+
   it("a snippet that starts past the beginning shows an ellipsis", () => {
     const items = textItems(1);
     items[0].text = { ...items[0].text, start: 400, more: true };

@@ -9,9 +9,28 @@ import pandas as pd
 
 from ..ingest import Candidate, Progress, display_path, find_candidates, inspect_files
 from ..store import SPLITS, NewItem
+from .base import ONNX_OUTPUT
 
 NAME = "image"
 UNIT = "px"          # what a model's `size` counts
+NOUN = "image"
+CARD = "thumbnail"
+READ_LIMIT = None
+pretrained_backbone = None   # nbml.embeddings chooses a timm body for images
+recommended_backbones = None   # nbml.pretrained.BACKBONES (timm)
+NEAR_EMBEDDING = None
+item_stats = None            # ds.stats() of images is counted in the store
+finish = refits = refit_on_all = None
+save_extra = load_extra = None   # the weights and config.json are all
+QUANTIZE_REFUSED = None
+
+
+def card_text(ds):
+    return None
+
+
+def read_chars(text: str) -> int:
+    return len(text)
 
 
 def _new_item(cand: Candidate, split: str | None = None) -> NewItem:
@@ -42,6 +61,14 @@ def ingest(ds, candidates, splits: dict | None = None, progress=None, origin: st
         ThumbCache(ds).fill(report.added)
     pbar.close(report.summary())
     return report
+
+
+def add(ds, values, labels=None, *, label_from="folder", progress=None, **kw):
+    """`ds.add(...)` for images: a folder, a file or a list of paths (`labels`: class folders give them)."""
+    if labels is not None:
+        raise ValueError("images take their labels from class folders (label_from='folder') or from a DataFrame "
+                         "with ds.add_dataframe(df, path_col=..., label_col=...)")
+    return add_images(ds, values, label_from, progress=progress)
 
 
 def add_images(ds, folder_or_paths, label_from="folder", *, progress=None):
@@ -84,9 +111,10 @@ def _default_size(ds, frame, pretrained: bool) -> int:
 def plan(ds, frame, classes, *, arch, size, bs, pretrained, weights, epochs, freeze_epochs, augment) -> dict:
     """This kind's part of a training plan: a timm body with fastai's head, image size, batch, augmentation."""
     from ..data import Augment
-    from ..model import build_net
+    from ..nets import build_net
     from ..pretrained import fit_size
-    from ..training import IMAGENET_MEAN, IMAGENET_STD, _default_bs
+    from ..learner import default_bs
+    from ..nets import IMAGENET_MEAN, IMAGENET_STD
     arch = arch or "resnet18"
     net, source, _ = build_net(arch, len(classes), pretrained=pretrained, weights=weights)
     is_pretrained = source != "random"
@@ -98,7 +126,7 @@ def plan(ds, frame, classes, *, arch, size, bs, pretrained, weights, epochs, fre
         augment = Augment.for_image_size(float(np.median(np.minimum(dims["width"], dims["height"]))))
     elif augment in (None, False):
         augment = None
-    return dict(arch=arch, net=net, size=size, bs=int(bs or _default_bs(n_train)),
+    return dict(arch=arch, net=net, size=size, bs=int(bs or default_bs(n_train)),
                 epochs=int(epochs if epochs is not None else 4 if is_pretrained else 10),
                 freeze_epochs=int(freeze_epochs if freeze_epochs is not None else 1 if is_pretrained else 0),
                 weights_source=source, mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
@@ -109,7 +137,7 @@ def make_learner(plan, frame, stop_cb):
     """Decoded images (in GPU memory when they fit), the batch loaders and the Learner."""
     import torch
     from ..data import BatchLoader, ImageCache, to_device_images
-    from ..training import basic_learner
+    from ..learner import basic_learner
     cuda = plan.device.type == "cuda"
     array, rows, kept, notes = ImageCache(plan.ds, plan.size).rows(frame)
     on_device = to_device_images(array, rows, plan.device) if cuda else None
@@ -159,9 +187,40 @@ def head_model(ds, backbone, X, frame, target, is_train, classes, C=None):
 
 
 # -- a model's inputs ---------------------------------------------------------------------------------------------
+def probs_u8(model, batch: np.ndarray) -> np.ndarray:
+    """Class probabilities for uint8 images [N, size, size, 3] (decoded squares): normalised on the model's device,
+    bf16 autocast and channels_last on CUDA. `model` is anything with `net`, `config` and `device` (an
+    `nbml.Model`, or what `nbml.model_files.read_model` gives the server's torch runner)."""
+    import torch
+    from ..data import normalize
+    net, device = model.net, model.device
+    mean = torch.tensor(model.config.get("mean") or [], dtype=torch.float32, device=device)
+    std = torch.tensor(model.config.get("std") or [], dtype=torch.float32, device=device)
+    net.eval()
+    with torch.inference_mode():
+        x = normalize(torch.from_numpy(np.ascontiguousarray(batch)).to(device), mean, std)
+        if device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                logits = net(x.contiguous(memory_format=torch.channels_last))
+        else:
+            logits = net(x.contiguous())
+        return torch.softmax(logits.float(), 1).cpu().numpy()
+
+
+batch_probs = probs_u8      # the server's torch runner: batches as nbml.kinds.image_serving decodes them
+
+
+def square(model, image) -> np.ndarray:
+    """One image (a path, encoded bytes or a Pillow image) as the model's uint8 square."""
+    from .._imaging import open_rgb, to_square
+    dataset = getattr(model, "dataset", None)
+    img = open_rgb(image) if dataset is None else open_rgb(image, dataset.max_pixels)
+    return to_square(img, int(model.config["size"]))
+
+
 def predict_probs(model, values) -> "np.ndarray":
     """Class probabilities for images given as paths, encoded bytes or Pillow images."""
-    return model._probs_u8(np.stack([model._square(v) for v in values]))
+    return probs_u8(model, np.stack([square(model, v) for v in values]))
 
 
 def item_probs(model, frame, bs: int = 256):
@@ -172,7 +231,7 @@ def item_probs(model, frame, bs: int = 256):
         return frame, np.zeros((0, len(model.classes)), np.float32)
     array, rows, kept, _ = ImageCache(model._need_dataset(), model.size).rows(frame)
     frame = frame.iloc[kept].reset_index(drop=True)
-    probs = [model._probs_u8(array[rows[i:i + bs]]) for i in range(0, len(rows), bs)]
+    probs = [probs_u8(model, array[rows[i:i + bs]]) for i in range(0, len(rows), bs)]
     return frame, np.concatenate(probs)
 
 
@@ -191,18 +250,10 @@ def model_probs(model, emb) -> np.ndarray:
 
 
 def load_net(folder, config: dict, state: dict):
-    from ..model import build_net
+    from ..nets import build_net
     net, _, _ = build_net(config["arch"], len(config["classes"]), pretrained=False, head=config.get("head"))
     net.load_state_dict(state)
     return net
-
-
-def save_extra(model, folder) -> None:
-    pass
-
-
-def load_extra(model, folder) -> None:
-    pass
 
 
 # -- the data-centric loop: what is specific to images in nbml.analysis -------------------------------------------
@@ -244,7 +295,7 @@ def _is_image_like(query) -> bool:
         isinstance(query, str) and not query.strip().lstrip("-").isdigit())
 
 
-def _image_query(ds, emb: Embeddings, image):
+def _image_query(ds, emb, image):
     from PIL import Image
     exclude = set()
     data = None
@@ -261,7 +312,6 @@ def _image_query(ds, emb: Embeddings, image):
         same = emb.frame.loc[emb.frame["sha256"] == digest, "id"]
         exclude = set(int(i) for i in same)
         image = data
-    from ..embeddings import embed_images
     vec = embed_images(emb.backbone, [image], max_pixels=ds.max_pixels)[0]
     return vec, exclude
 
@@ -313,9 +363,8 @@ def surface_probs(ds, ids: list[int], y: np.ndarray, n_classes: int, folds: int,
 # -- export and serving -------------------------------------------------------------------------------------------
 # What nbml.export asks of a kind: the ONNX graph (what follows decoding and resizing), the inputs it is checked on,
 # the config and model-card parts, the Triton entry. The server's half (decoding requests) is
-# nbml/serving/decode_image.py: the server never imports this module.
+# nbml/kinds/image_serving.py: the server never imports this module.
 ONNX_INPUT = "pixels"
-ONNX_OUTPUT = "probabilities"
 TRITON_MAX_BATCH = 64
 PREPROCESSING = {
     "decode": "RGB; EXIF orientation applied; first frame of animations; alpha over white; 16-bit scaled to 8-bit",
@@ -473,3 +522,13 @@ def add_logged(ds, logged: dict):
             os.replace(tmp, path)
         paths.append(str(path))
     return ds.add_images(paths, label_from=None, progress=False)
+
+
+def embed_images(backbone, images, max_pixels: int | None = None) -> np.ndarray:
+    """float32 features [n, D] for images given as paths, encoded bytes or Pillow images (not stored)."""
+    from .._imaging import open_rgb, to_square
+    squares = []
+    for im in images:
+        img = open_rgb(im) if max_pixels is None else open_rgb(im, max_pixels)
+        squares.append(to_square(img, backbone.size))
+    return backbone.features(np.stack(squares)) if squares else np.zeros((0, 0), np.float32)

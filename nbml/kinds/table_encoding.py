@@ -15,6 +15,7 @@ server) refuses a value of the wrong type with a `ColumnError` naming the column
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 
 import numpy as np
@@ -205,3 +206,16 @@ def encode(rows: list[dict], prep: dict, strict: bool = False) -> tuple[np.ndarr
 def features(cats: np.ndarray, conts: np.ndarray) -> np.ndarray:
     """The gradient-boosted trees' input: numbers (with flags) then category codes, float32 [N, F]."""
     return np.hstack([conts, cats.astype(np.float32)]).astype(np.float32, copy=False)
+
+
+def rows_of(frame) -> list[dict]:
+    """The rows of store items (their `content` column, JSON) as dicts; {} for an item without content."""
+    return [json.loads(c) if isinstance(c, str) else {} for c in frame["content"]]
+
+
+def tree_probs(booster, X: np.ndarray, n_classes: int) -> np.ndarray:
+    """A LightGBM booster's class probabilities as float32 [N, classes] (a binary booster gives one column)."""
+    p = np.asarray(booster.predict(X), np.float64)
+    if p.ndim == 1:
+        p = np.column_stack([1 - p, p])
+    return p.astype(np.float32)

@@ -2,12 +2,12 @@
 `cats` int64 [N, categories] and `conts` float32 [N, numbers] (TorchScript export), the trees' graph takes
 `features` float32 [N, numbers + categories] (LightGBM through onnxmltools). The encoding itself (category maps,
 normalisation statistics, column order and types) is data in config.json (`prep`), never a pickle; the server's
-half is nbml/serving/decode_table.py, on `table_encoding` alone."""
+half is nbml/kinds/table_serving.py, on `table_encoding` alone."""
 from __future__ import annotations
 
-import numpy as np
 
-ONNX_OUTPUT = "probabilities"
+from .base import ONNX_OUTPUT
+
 CHECK_ROWS = 256                  # validation rows the ONNX graph is compared with the trained model on at export
 SERVE_REQUIREMENTS = ()
 QUANTIZE_REFUSED = ("int8 is not offered for table models: their graphs are small and already fast on a CPU. "
@@ -49,7 +49,7 @@ def onnx_graph(model, net) -> dict:
 
         class TreeProbabilities(torch.nn.Module):
             def forward(self, x):
-                from .table import tree_probs
+                from .table_encoding import tree_probs
                 return torch.from_numpy(tree_probs(net.booster, x.numpy(), n_classes))
         sample = torch.from_numpy(features(cats, conts))
         return dict(wrapper=TreeProbabilities().eval(), sample=(sample,), inputs=inputs, output=ONNX_OUTPUT,
@@ -76,8 +76,8 @@ def onnx_graph(model, net) -> dict:
 
 def check_rows(model, limit: int = CHECK_ROWS) -> tuple[list[dict], str]:
     """The project's validation rows (at most `limit`, a fixed sample), or two rows of missing values."""
-    from ..export import validation_sample
-    from .table import rows_of
+    from .export_parts import validation_sample
+    from .table_encoding import rows_of
     rows = validation_sample(model, limit, rows_of)
     if rows:
         return rows, f"{len(rows)} validation rows"
@@ -122,7 +122,7 @@ def v2_inputs(prep: dict) -> list[dict]:
 def triton_entry(config: dict) -> dict[str, str]:
     """Triton's entry runs the ONNX graph on the encoded arrays: the client encodes rows with
     `nbml.kinds.table_encoding.encode(rows, prep)`."""
-    from ..export import triton_arrays_config
+    from .export_parts import triton_arrays_config
     return triton_arrays_config(config, [(n, "TYPE_INT64" if n == "cats" else "TYPE_FP32")
                                          for n in config["onnx"]["inputs"]], ONNX_OUTPUT)
 

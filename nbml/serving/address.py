@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-__all__ = ["Address", "locate"]
+__all__ = ["Address", "locate", "Reachable"]
 
 
 @dataclass(frozen=True)
@@ -98,3 +98,53 @@ def colab_iframe(port: int, path: str = "/", height: int = 300) -> bool:
     from google.colab import output
     output.serve_kernel_port_as_iframe(int(port), path=path, height=height)
     return True
+
+
+class Reachable:
+    """The addresses of a running model server, each for where it is used (shared by the one-process ServerHandle
+    and the Ray Serve handle): `.url` for requests from code on this machine (http://127.0.0.1:<port>, the same as
+    `.direct_url`), `.browser_url` for a browser (through Jupyter's proxy or Colab's where the kernel runs in one),
+    `.curl()` for a terminal. A subclass sets `proxy_name`, `direct_url`, `port`, `_address = None`, and says
+    `_has_token()` and `_try_it()` (the curl arguments that send one input)."""
+
+    @property
+    def address(self) -> Address:
+        """Where the user reaches this server (worked out once: in Colab it asks the front end)."""
+        if self._address is None:
+            self._address = locate(self.proxy_name, self.direct_url, self.port)
+        return self._address
+
+    @property
+    def url(self) -> str:
+        """http://127.0.0.1:<port>: for requests from code in this notebook or on this machine (the same as
+        `.direct_url`); `.browser_url` is the link to open in a browser."""
+        return self.direct_url
+
+    @property
+    def browser_url(self) -> str:
+        """The link to open in your browser: through Jupyter's proxy (JupyterHub, Binder, a Jupyter server; behind
+        its login) or Colab's port proxy, where the kernel runs in one; `.url` elsewhere."""
+        return self.address.url
+
+    def iframe(self, path: str = "/", height: int = 300):
+        """The server's page in the output: Colab's port proxy in Colab, else an IFrame of `.browser_url`.
+
+        `path`: the page under the server (its index by default); `height`: the frame's height in pixels."""
+        if colab_iframe(self.port, path, height):
+            return None
+        from IPython.display import IFrame
+        return IFrame(self.browser_url + path, width="100%", height=height)
+
+    def curl(self, browser: bool = False, *, direct: bool | None = None) -> str:
+        """A curl line that works pasted into a terminal on this machine: `.url`, with the server's own token as
+        `$NBML_TOKEN` when it has one. `browser=True`: the line for `.browser_url` (from another machine, with
+        Jupyter's token as a shell variable; the proxy adds the server's own). `direct` is the older name of
+        `not browser`."""
+        a = self.address
+        if direct is not None:
+            browser = not direct
+        if not browser or not a.proxied:
+            auth = ' -H "Authorization: Bearer $NBML_TOKEN"' if self._has_token() else ""
+            return f"curl{auth} {self._try_it()} {self.direct_url}/predict"
+        auth = f' -H "{a.auth}"' if a.auth else ""
+        return f"curl{auth} {self._try_it()} {a.url}/predict"

@@ -9,7 +9,6 @@ import asyncio
 import base64
 import binascii
 import hmac
-import importlib
 import json
 import logging
 import re
@@ -55,13 +54,16 @@ class Settings:
 
 
 def inputs_for(folder: Path, config: dict, settings: Settings):
-    """The kind's half of the server (nbml/serving/decode_<kind>.py): how requests become the runner's batches. The
-    kinds themselves (nbml.kinds.<kind>) are not imported: they need pandas, which the server does without."""
-    from ..kinds import KINDS
+    """The kind's half of the server (its serving module, nbml.kinds.serving): how requests become the runner's
+    batches. The kinds' own modules are not imported: they need pandas, which the server does without."""
+    from .. import kinds
     kind = config.get("kind") or "image"
-    if kind not in KINDS:
-        raise ValueError(f"{folder} holds a model of an unknown kind {kind!r}; this nbml serves {list(KINDS)}")
-    return importlib.import_module(f"nbml.serving.decode_{kind}").Inputs(folder, config, settings)
+    try:
+        module = kinds.serving(kind)
+    except ValueError:
+        raise ValueError(f"{folder} holds a model of an unknown kind {kind!r}; this nbml serves "
+                         f"{kinds.registered()}") from None
+    return module.Inputs(folder, config, settings)
 
 
 class HTTPError(Exception):

@@ -36,7 +36,40 @@ def parser() -> argparse.ArgumentParser:
                    help="text models: characters of each text the log keeps (default 2000)")
     p.add_argument("--max-text-chars", type=int, default=100_000,
                    help="text models: longest text accepted, in characters (default 100000; 400 above it)")
+    ray = p.add_argument_group("Ray Serve (--engine ray): the same server in replicas, on a local Ray or a cluster")
+    ray.add_argument("--engine", choices=["process", "ray"], default="process",
+                     help="process: one process (default); ray: Ray Serve replicas")
+    ray.add_argument("--replicas", type=int, default=None, help="a fixed number of replicas (default 2)")
+    ray.add_argument("--min-replicas", type=int, default=None, help="autoscaling: fewest replicas (0: none when idle)")
+    ray.add_argument("--max-replicas", type=int, default=None, help="autoscaling: most replicas")
+    ray.add_argument("--ray-address", default=None, help="the Ray cluster to serve on (default: a local Ray)")
     return p
+
+
+def _ray_engine(args, kw: dict) -> int:
+    """`--engine ray`: serve on Ray Serve until Ctrl-C or SIGTERM, then delete the application."""
+    import signal
+    import threading
+    from .server import serve
+    autoscale = None
+    if args.min_replicas is not None or args.max_replicas is not None:
+        if args.replicas is not None:
+            print("nbml serve: give --replicas or --min-replicas/--max-replicas, not both", file=sys.stderr)
+            return 2
+        low = args.min_replicas if args.min_replicas is not None else 1
+        autoscale = (low, args.max_replicas if args.max_replicas is not None else max(low, 1))
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    handle = serve(args.folder, engine="ray", replicas=args.replicas, autoscale=autoscale,
+                   ray_address=args.ray_address, **kw)
+    shape = f"{autoscale[0]}-{autoscale[1]} replicas (autoscaling)" if autoscale else f"{handle.replicas} replicas"
+    print(f"nbml: serving {handle.name} on Ray Serve at {handle.direct_url} ({shape})\n"
+          f"  POST {handle.direct_url}/predict   GET {handle.direct_url}/metrics\n  Ctrl-C to stop", flush=True)
+    done.wait()
+    handle.stop()
+    print("nbml: stopped; the prediction log is written", flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     if dataset is not None:
         kw["max_pixels"] = dataset.max_pixels
     try:
+        if args.engine == "ray":
+            return _ray_engine(args, kw)
         run_foreground(args.folder, **kw)
-    except (FileNotFoundError, ValueError, OSError) as e:
+    except (FileNotFoundError, ValueError, OSError, RuntimeError, ImportError) as e:
         print(f"nbml serve: {e}", file=sys.stderr)
         return 1
     return 0

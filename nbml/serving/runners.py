@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["OnnxRunner", "TorchRunner", "choose_runner", "make_runner", "default_threads", "gpu_present"]
+__all__ = ["cpu_session", "OnnxRunner", "TorchRunner", "choose_runner", "make_runner", "default_threads",
+           "gpu_present"]
 
 
 def default_threads() -> int:
@@ -24,28 +25,34 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def cpu_session(path, threads: int | None = None):
+    """An ONNX Runtime session on the CPU as nbml runs every graph: `threads` intra-op threads (default: the cores
+    this process may use), one inter-op, sequential, every graph optimisation, and no spinning: idle threads spinning
+    for work would take the CPU from the threads decoding or tokenising the next inputs."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxRunner:
     """`model.onnx` in an ONNX Runtime session on the CPU."""
     kind = "onnxruntime"
 
     def __init__(self, folder: Path, config: dict, threads: int | None = None):
-        import onnxruntime as ort
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle threads spinning for work would take the CPU from the threads decoding the next images.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         onnx = config.get("onnx") or {}
         path = Path(folder) / onnx.get("file", "model.onnx")
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: serve a folder written by model.export(folder)")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
         self.input, self.output = onnx.get("input", "pixels"), onnx.get("output", "probabilities")
         self.precision = onnx.get("precision", "float32")     # int8 after export(..., quantize="int8")
         self.device = "cpu"
-        self.threads = options.intra_op_num_threads
+        self.threads = threads or default_threads()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output], {self.input: batch})[0]
@@ -55,17 +62,20 @@ class OnnxRunner:
 
 
 class TorchRunner:
-    """The safetensors weights in torch, through `Model`'s own inference path (bf16 autocast on CUDA)."""
+    """The safetensors weights in torch (bf16 autocast on CUDA), through the kind's `batch_probs`: batches as the
+    kind's serving module prepares them. Reads the folder with nbml.model_files, never the `Model` or its widgets."""
     kind = "torch"
 
     def __init__(self, folder: Path, config: dict, device: str = "cuda"):
-        from ..model import load
-        self.model = load(folder, device=device)
+        from ..model_files import read_model
+        self.model = read_model(folder, device=device)
+        if self.model.kind.batch_probs is None:
+            raise ValueError(f"a {self.model.kind.NAME} model is served by ONNX Runtime only: use device='cpu'")
         self.device = str(self.model.device)
         self.precision = "bfloat16 autocast" if self.model.device.type == "cuda" else "float32"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.model._probs_u8(batch).astype(np.float32, copy=False)
+        return self.model.kind.batch_probs(self.model, batch).astype(np.float32, copy=False)
 
     def __repr__(self) -> str:
         return f"TorchRunner({self.device})"

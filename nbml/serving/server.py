@@ -6,8 +6,6 @@ import atexit
 import contextlib
 import errno
 import html
-import json
-import os
 import secrets
 import signal
 import socket
@@ -17,52 +15,13 @@ import warnings
 from pathlib import Path
 
 from . import registry
-from .address import Address, colab_iframe, locate
-from .app import Service, Settings, build_app, inputs_for
+from .address import Address, Reachable
+from .app import Service, Settings, build_app
+from .service import open_service, read_artifact as _read_artifact  # noqa: F401  (_read_artifact: old imports)
 
 __all__ = ["serve", "ServerHandle", "open_service", "run_foreground"]
 
 DEFAULT_PORT = 8000
-
-
-def _read_artifact(folder) -> tuple[Path, dict]:
-    folder = Path(os.fspath(folder)).expanduser().resolve()
-    if folder.suffix == ".pkl":
-        raise ValueError(f"{folder} is a pickle; nbml never serves pickles. Load the model from its nbml folder and "
-                         f"export it: nbml.load(folder).export('my-model')")
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{folder} is not an exported nbml model (no config.json): write one with "
-                                f"model.export('{folder.name}')")
-    config = json.loads(config_file.read_text())
-    if config.get("format") != "nbml-model":
-        raise ValueError(f"{config_file} is not an nbml model config (format {config.get('format')!r})")
-    if "onnx" not in config:
-        raise ValueError(f"{folder} holds a saved model but not an exported one (no ONNX graph): run "
-                         f"nbml.load('{folder}').export('{folder}') first")
-    return folder, config
-
-
-def open_service(folder, *, dataset=None, device: str = "auto", threads: int | None = None, log=True,
-                 log_images: int = 0, log_image_bytes: int = 2_000_000, log_images_below: float = 1.01,
-                 log_texts: int = 10_000, flush_s: float = 1.0, **settings) -> Service:
-    """Load the artifact, pick the runner, open the prediction log: everything but the HTTP socket."""
-    from ..predlog import LOG_FILE, PredictionLog
-    folder, config = _read_artifact(folder)
-    settings = Settings(**settings)
-    inputs = inputs_for(folder, config, settings)      # the kind's half: images or texts
-    runner = inputs.make_runner(folder, config, device, threads)
-    prediction_log = None
-    if log:
-        target = dataset if dataset is not None else (Path(log) if isinstance(log, (str, os.PathLike))
-                                                      else folder / LOG_FILE)
-        keep, largest = inputs.log_budget(log_images=log_images, log_image_bytes=log_image_bytes,
-                                          log_texts=log_texts, log_text_chars=settings.log_text_chars)
-        prediction_log = PredictionLog(target, model=config["name"], log_images=keep, max_image_bytes=largest,
-                                       images_below=log_images_below, flush_s=flush_s)
-    service = Service(folder, config, runner, settings, prediction_log, inputs)
-    service.warm_up()
-    return service
 
 
 def _bind(host: str, port: int | None) -> socket.socket:
@@ -111,12 +70,20 @@ def _register(service: Service, host: str, port: int) -> registry.Registration |
         return None
 
 
-class ServerHandle:
-    """A server running in a background thread: `.url`, `.stop()`, `.requests`; shows itself in a notebook.
+class ServerHandle(Reachable):
+    """A server running in a background thread: `.url`, `.browser_url`, `.curl()`, `.stop()`, `.requests`; shows
+    itself in a notebook.
 
-    `.url` is the address the user can open (through Jupyter's proxy on JupyterHub, Binder or a Jupyter server, or
-    Colab's port proxy; see nbml.serving.address); `.direct_url` is http://127.0.0.1:<port>, for code running in
-    the kernel itself."""
+    Three addresses, each for where it is used:
+    - `.url` (the same as `.direct_url`): http://127.0.0.1:<port>, for requests from code in this notebook or on
+      this machine (`requests.post(server.url + "/predict", ...)`);
+    - `.browser_url`: the link to open in your browser, through Jupyter's proxy on JupyterHub, Binder or a Jupyter
+      server (behind Jupyter's login) or Colab's port proxy (see nbml.serving.address); `.url` elsewhere;
+    - `.curl()`: a curl line for a terminal on this machine (`.curl(browser=True)`: for `.browser_url`, with
+      Jupyter's token as a shell variable, from another machine).
+
+    `nbml.serve` and `model.serve()` make it (`service`: the loaded model and its settings; `host` and `sock`: the
+    address and the bound socket it listens on); it is not made by hand."""
 
     def __init__(self, service: Service, host: str, sock: socket.socket):
         self.service, self.host = service, host
@@ -154,29 +121,13 @@ class ServerHandle:
             self._error = e
 
     @property
-    def address(self) -> Address:
-        """Where the user reaches this server (worked out once: in Colab it asks the front end)."""
-        if self._address is None:
-            self._address = locate(self.proxy_name, self.direct_url, self.port)
-        return self._address
-
-    @property
-    def url(self) -> str:
-        return self.address.url
-
-    def iframe(self, path: str = "/", height: int = 300):
-        """The server's page in the output: Colab's port proxy in Colab, else an IFrame of `.url`."""
-        if colab_iframe(self.port, path, height):
-            return None
-        from IPython.display import IFrame
-        return IFrame(self.url + path, width="100%", height=height)
-
-    @property
     def log(self):
+        """The prediction log this server writes (nbml.predlog), or None when logging is off."""
         return self.service.log
 
     @property
     def folder(self) -> Path:
+        """The exported artifact folder being served."""
         return self.service.folder
 
     @property
@@ -186,14 +137,18 @@ class ServerHandle:
 
     @property
     def predictions(self) -> int:
+        """Predictions made so far (an image, text or row each; a batch request counts each)."""
         return self.service.metrics.prediction_count
 
     @property
     def running(self) -> bool:
+        """Whether the server still answers: False after `stop()`, after Stop in the side panel, or when it failed."""
         return self._thread.is_alive() and not self._stopped.is_set()
 
     def stop(self, timeout: float = 30) -> None:
-        """Stop accepting requests, finish those in flight, write the prediction log, free the port."""
+        """Stop accepting requests, finish those in flight, write the prediction log, free the port.
+
+        `timeout`: seconds to wait for requests in flight before the server is made to exit."""
         if self._stopped.is_set():
             return
         self._stopped.set()
@@ -219,39 +174,33 @@ class ServerHandle:
     def __exit__(self, *exc):
         self.stop()
 
-    def curl(self, direct: bool = False) -> str:
-        """A curl line for `.url` (Jupyter's token for a proxied address: the proxy adds the server's own token),
-        or for `.direct_url`."""
-        a = self.address
-        if direct or not a.proxied:
-            auth = ' -H "Authorization: Bearer $NBML_TOKEN"' if self.service.settings.token else ""
-            return f"curl{auth} {self.service.inputs.try_it} {self.direct_url}/predict"
-        auth = f' -H "{a.auth}"' if a.auth else ""
-        return f"curl{auth} {self.service.inputs.try_it} {a.url}/predict"
+    def _has_token(self) -> bool:
+        return bool(self.service.settings.token)
+
+    def _try_it(self) -> str:
+        return self.service.inputs.try_it
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        also = f" (direct: {self.direct_url})" if self.address.proxied else ""
+        also = f"; open {self.browser_url}/ in a browser" if self.address.proxied else ""
         return (f"ServerHandle({self.name} at {self.url}{also}, {state}, {self.requests} requests)\n"
                 f"  try: {self.curl()}")
 
-    # -- notebook display: the URL, a curl line to copy, and a request count that updates itself -------------------
+    # -- notebook display: the link, the URL for code, a curl line to copy, a request count that updates itself -----
     def _html(self) -> str:
         state = "running" if self.running else "stopped"
         colour = "#1a7f37" if self.running else "#888"
         a = self.address
-        url = html.escape(a.url)
-        also = ""
-        if a.proxied:
-            also = f' (in the kernel: <code>{html.escape(self.direct_url)}</code>)'
-            if a.redirect_url:
-                also += f' &middot; <a href="{html.escape(a.redirect_url)}" target="_blank">link to share</a>'
+        link = html.escape(a.url)
+        share = (f' &middot; <a href="{html.escape(a.redirect_url)}" target="_blank">link to share</a>'
+                 if a.redirect_url else "")
         return (f'<div style="font-family:var(--jp-ui-font-family,sans-serif);line-height:1.6">'
                 f'<b>nbml server</b> <span style="color:{colour}">&#9679; {state}</span> &middot; model '
-                f'<code>{html.escape(self.name)}</code> &middot; <a href="{url}/" target="_blank">{url}</a>{also} '
-                f'&middot; '
-                f'<b>{self.requests}</b> requests, {self.predictions} predictions &middot; '
+                f'<code>{html.escape(self.name)}</code> &middot; open <a href="{link}/" target="_blank">{link}</a>'
+                f'{share} &middot; <b>{self.requests}</b> requests, {self.predictions} predictions &middot; '
                 f'{html.escape(self.service.metrics.runner)}<br>'
+                f'from code in this notebook: <code>{html.escape(self.url)}</code> (<code>server.url</code>); '
+                f'in a terminal on this machine:'
                 f'<pre style="user-select:all;margin:4px 0;padding:4px 8px;background:rgba(128,128,128,.12)">'
                 f'{html.escape(self.curl())}</pre>'
                 f'<small>Click the line once to select it. Stop with <code>.stop()</code>; charts with '
@@ -296,7 +245,8 @@ def serve(folder, *, host: str = "127.0.0.1", port: int | None = None, dataset=N
           device: str = "auto", max_batch: int = 32, max_wait_ms: float = 5.0, max_body_bytes: int = 16 * 2**20,
           max_pixels: int | None = None, threads: int | None = None, log=True, log_images: int = 0,
           log_image_bytes: int = 2_000_000, log_images_below: float = 1.01, max_text_chars: int = 100_000,
-          log_texts: int = 10_000, log_text_chars: int = 2_000) -> ServerHandle:
+          log_texts: int = 10_000, log_text_chars: int = 2_000, engine: str = "process", replicas: int | None = None,
+          autoscale: tuple[int, int] | None = None, ray_address: str | None = None, **ray_options):
     """Serve an exported model (a folder written by `model.export`) in the background; returns a handle at once.
 
     - `host`: 127.0.0.1 (this machine only) unless told otherwise; `port`: 8000 if free, else any free port
@@ -305,6 +255,7 @@ def serve(folder, *, host: str = "127.0.0.1", port: int | None = None, dataset=N
     - `device`: "auto" (torch on a GPU if there is one, else ONNX Runtime on the CPU), "cpu", "cuda", ...
     - `max_batch`, `max_wait_ms`: dynamic batching of concurrent requests.
     - `max_body_bytes` (413 above it), `max_pixels` (decompression-bomb limit; the project's when `dataset` is given).
+    - `threads`: ONNX Runtime's threads per call (default: the cores this process may use).
     - `log`: each prediction goes to `dataset`'s store if given, else to `<folder>/predictions.sqlite` (or a path
       given here; `log=False` for none). `log_images=N` also keeps up to N input images (each at most
       `log_image_bytes`, only below confidence `log_images_below`) for `ds.add_from_log`. Rows reach the disk at
@@ -313,7 +264,23 @@ def serve(folder, *, host: str = "127.0.0.1", port: int | None = None, dataset=N
       Inference Protocol; a text over `max_text_chars` characters is refused (400). The log keeps the first
       `log_text_chars` characters of each text, for `log_texts` texts in all (below `log_images_below`), so
       `ds.add_from_log` can bring them back.
+    - `engine="ray"`: the same app on Ray Serve (nbml.serving.ray_engine): `replicas` (default 2) or
+      `autoscale=(min, max)` (min 0: none while idle), on a local Ray or the cluster at `ray_address`; each
+      answered request is logged before its answer is sent. Returns a RayServerHandle (`.scale(n)`, `.replicas`).
+      `**ray_options` go to nbml.serving.ray_engine.serve_ray (`num_cpus` per replica, `idle_s`, ...).
     """
+    if engine == "ray":
+        from .ray_engine import serve_ray
+        return serve_ray(folder, replicas=2 if replicas is None and autoscale is None else replicas,
+                         autoscale=autoscale, ray_address=ray_address, host=host, port=port, dataset=dataset,
+                         token=token, device="cpu" if device == "auto" else device, threads=threads, log=log,
+                         log_images=log_images, log_image_bytes=log_image_bytes, log_images_below=log_images_below,
+                         log_texts=log_texts, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                         max_body_bytes=max_body_bytes, max_pixels=max_pixels, max_text_chars=max_text_chars,
+                         log_text_chars=log_text_chars, **ray_options)
+    if engine != "process" or replicas is not None or autoscale is not None or ray_address or ray_options:
+        raise ValueError(f"engine must be 'process' (one process, the default) or 'ray'; replicas, autoscale, "
+                         f"ray_address and {sorted(ray_options) or 'the Ray options'} are for engine='ray'")
     if max_pixels is None:
         max_pixels = getattr(dataset, "max_pixels", None) or Settings.max_pixels
     service, sock = _open_and_bind(folder, host, port, dataset=dataset, device=device, threads=threads, log=log,

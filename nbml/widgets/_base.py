@@ -8,7 +8,8 @@ from pathlib import Path
 import anywidget
 import traitlets as t
 
-from . import _text
+from .. import kinds
+from ._text import card, full, matching
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -66,21 +67,22 @@ class GridWidget(Widget):
     n_total = t.Int(0).tag(sync=True)
     drops_decided = t.Bool(False).tag(sync=True)   # True when decided items leave the list (unlabelled filter)
     item_kind = t.Unicode("image").tag(sync=True)  # 'text': cards carry their preview, no thumbnail is asked for
+    item_noun = t.Unicode("image").tag(sync=True)  # what one item is called on screen ('image', 'text', 'row')
     search = t.Unicode("").tag(sync=True)          # text items: only those containing this (any case) are listed
 
     def __init__(self, ds, *, page_size: int = 48, thumb_size: int = 128, **traits):
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, not {page_size}")
         self.ds = ds
-        kind = ds.kind or "image"
+        self._kind = kinds.get(ds.kind)
         # a table row is shown as a text card of `column: value` lines, the columns the model uses most first
-        self._row_text = _text.table_rows(ds) if kind == "table" else None
-        kind = "text" if kind == "table" else kind
+        self._row_text = self._kind.card_text(ds)
+        kind = "text" if self._kind.CARD == "text" else "image"
         self._thumb_size = thumb_size
         self._thumbs_cache = None
         self._listed: dict[str, dict] = {}    # sha256 -> item row, for every page this widget has listed
         self._refresh_pending = False
-        super().__init__(page_size=page_size, item_kind=kind, **traits)
+        super().__init__(page_size=page_size, item_kind=kind, item_noun=self._kind.NOUN, **traits)
         self.refresh()
 
     @property
@@ -125,7 +127,7 @@ class GridWidget(Widget):
             self._remember(rows)
         items = []
         for row, extra in zip(rows, self._extra(rows)):
-            shown = {"text": _text.card(self._content(row), self.search)} if self._texts else {"thumb": row["sha256"]}
+            shown = {"text": card(self._content(row), self._kind, self.search)} if self._texts else {"thumb": row["sha256"]}
             items.append({"id": row["id"], "label": row["label"], "status": row["status"], "split": row["split"],
                           **shown, **extra})
         counts = {k: v for k, v in self.ds.label_counts().items() if k is not None}   # every class, in order
@@ -139,7 +141,7 @@ class GridWidget(Widget):
     def _searched_page_ids(self, offset: int, limit: int) -> tuple[list[int], int]:
         if not (self._texts and self.search):
             return self._page_ids(offset, limit)
-        ids = _text.matching(self.ds, self._ids(), self.search, self._row_text)
+        ids = matching(self.ds, self._ids(), self.search, self._row_text)
         return ids[offset:offset + limit], len(ids)
 
     def _content(self, row: dict) -> str | None:
@@ -161,14 +163,14 @@ class GridWidget(Widget):
         rows = self.ds.item_rows([item_id])
         if not rows:
             raise LookupError(f"no item with id {item_id}: it was removed from the project")
-        self.send(_text.full(item_id, self._content(rows[0])))
+        self.send(full(item_id, self._content(rows[0]), self._kind))
 
     def _on_search(self, content):
         """Show only the texts containing `query` (any case), from the first page."""
         if not self._texts:
             raise ValueError("search looks in texts; this project holds images")
         self.search = str(content.get("query") or "")
-        return f"{self.n_total} texts contain {self.search!r}" if self.search else ""
+        return f"{self.n_total} {self.item_noun}s contain {self.search!r}" if self.search else ""
 
     @t.observe("search")
     def _search_set(self, change) -> None:

@@ -8,6 +8,10 @@ from ._review import ReviewWidget, scores_from_losses
 
 
 class TopLossesWidget(ReviewWidget):
+    """What `model.top_losses()` returns: the items with the highest loss, to relabel (a class's key), remove (`Delete`)
+    or keep (`K`). `model`: the Model; `splits`: which splits' items; `n`: at most this many (None: every labelled
+    item); `page_size`: items per page; `filter`: 'all', 'label:NAME' or 'split:NAME'.
+    """
     _esm = bundle("cleaner")
     filter = t.Unicode("all").tag(sync=True)
     filter_options = t.List().tag(sync=True)

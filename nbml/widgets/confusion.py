@@ -29,6 +29,10 @@ def confusion_spec(confusion, normalize: bool) -> dict:
 
 
 class ConfusionWidget(ReviewWidget):
+    """What `model.confusion()` returns: the confusion matrix as a heatmap; a click on a cell lists its items to relabel
+    or remove with the grid's keys. `model`: the Model; `split`: the split it is measured on; `normalize`: rows as
+    shares instead of counts (a toggle too); `page_size`: items listed per page.
+    """
     _esm = bundle("confusion")
     spec = t.Dict().tag(sync=True)
     normalize = t.Bool(False).tag(sync=True)

@@ -35,11 +35,11 @@ HOVER_CHARS = 200   # characters of a text shown when the pointer rests on its p
 
 def hover_texts(ds, ids) -> dict[int, str]:
     """id -> the start of each item's text, control characters escaped, for the map's tooltip."""
-    from ..kinds.text import shown_text
-    from ._text import table_rows
+    from .. import kinds
+    from ._text import shown_text
     out = {}
     ids = [int(i) for i in ids]
-    shown = table_rows(ds) if ds.kind == "table" else (lambda content: content)
+    shown = kinds.get(ds.kind).card_text(ds) or (lambda content: content)
     for start in range(0, len(ids), 2000):
         for row in ds.item_rows(ids[start:start + 2000]):
             text = shown(row.get("content")) or ""
@@ -47,9 +47,12 @@ def hover_texts(ds, ids) -> dict[int, str]:
     return out
 
 
-def map_spec(points, title: str, texts: dict[int, str] | None = None) -> dict:
-    """The map; with `texts` (id -> text) a point's tooltip shows its text as well."""
+def map_spec(points, title: str, texts: dict[int, str] | None = None, classes=None) -> dict:
+    """The map; with `texts` (id -> text) a point's tooltip shows its text as well. `classes` (the project's, in
+    order) keep each class's colour, unlabelled items grey."""
     import altair as alt
+
+    from .chart import class_scale
     brush = alt.selection_interval(name="brush", encodings=["x", "y"])   # the box tool; the lasso is drawn over it
     values = [{"id": int(p.id), "x": float(p.x), "y": float(p.y), "label": p.label if isinstance(p.label, str)
                else "(unlabelled)", "split": p.split if isinstance(p.split, str) else ""}
@@ -60,12 +63,16 @@ def map_spec(points, title: str, texts: dict[int, str] | None = None) -> dict:
             v["text"] = texts.get(v["id"], "")
         tooltip.append("text:N")
     return inline_spec(alt.Chart(alt.InlineData(values=values)).mark_circle(size=28, opacity=0.75, cursor="pointer").encode(
-        alt.X("x:Q", axis=None), alt.Y("y:Q", axis=None), alt.Color("label:N", title="label"),
+        alt.X("x:Q", axis=None), alt.Y("y:Q", axis=None), alt.Color("label:N", title="label", scale=alt.Scale(**class_scale(
+            classes if classes is not None else sorted({v["label"] for v in values})))),
         tooltip=tooltip).add_params(brush).properties(
         width=420, height=320, title=title))
 
 
 class ExploreWidget(GridWidget):
+    """What `ds.explore()` returns (see `Dataset.explore`). `ds`: the project; `backbone`: whose embeddings to map;
+    `projection`: 'auto', 'umap' or 'pca'; `page_size`: items per page of the lists.
+    """
     _esm = bundle("explore")
     spec = t.Dict().tag(sync=True)
     classes_spec = t.Dict().tag(sync=True)
@@ -89,7 +96,7 @@ class ExploreWidget(GridWidget):
                          info=f"embeddings from {source} ({self._points.attrs['projection']} map)")
         texts = hover_texts(ds, self._points["id"]) if self.item_kind == "text" else None
         self.spec = map_spec(self._points, f"{len(self._points)} items, {self._points.attrs['projection']} of "
-                                           f"{source} embeddings", texts)
+                                           f"{source} embeddings", texts, ds.classes)
         self.points = [{"id": int(p.id), "x": float(p.x), "y": float(p.y)} for p in self._points.itertuples()]
         self.classes_spec = stats(ds).spec
         self.observe(lambda _: self._mode_set(), "mode")

@@ -16,10 +16,18 @@ LEASED = ("unlabelled", "queue")   # filters whose items are leased while shown
 
 
 class LabelWidget(GridWidget):
+    """The keyboard labelling grid that `ds.label()` returns (see `Dataset.label` for its keys and filters). `ds`: the
+    project; `model`: a Model whose suggestions and confidences the cards show (and the model filters need);
+    `filter`: the items shown; `page_size`: cards per page; `low_confidence`: the 'low_confidence' filter's
+    threshold; `thumb_size`: thumbnail pixels; `strategy` and `rerank_every`: how the 'queue' filter ranks what to
+    label next and how often it ranks again; `lease_ttl`: seconds the items on screen are held for you in a team
+    project.
+    """
     _esm = bundle("label")
     filter = t.Unicode("unlabelled").tag(sync=True)
     filter_options = t.List().tag(sync=True)
     queue_source = t.Unicode("").tag(sync=True)   # the backbone whose embeddings ranked the queue
+    forecast = t.Unicode("").tag(sync=True)       # one line: the accuracy expected with more labels (nbml.forecast)
     error = t.Unicode("").tag(sync=True)
 
     def __init__(self, ds, model=None, *, filter: str = "unlabelled", page_size: int = 48,
@@ -35,13 +43,17 @@ class LabelWidget(GridWidget):
         self._predictions = None       # id -> (label, confidence), for the filters that need every item
         self._page_predictions = {}
         self._leases = LeaseHolder(ds, lease_ttl)
+        self._forecasting = threading.Lock()
+        self._forecast_stale = False
         self._check_filter(filter)
         super().__init__(ds, page_size=page_size, thumb_size=thumb_size, filter=filter)
         self.observe(self._filter_set, "filter")
         if self.comm is not None:   # the front end went away (cell cleared, notebook closed): free the items
             self.comm.on_close(lambda _msg: self._leases.close())
+        self._forecast_soon()
 
     def close(self) -> None:
+        """Close the widget and release the items it held for you in a team project."""
         self._leases.close()
         super().close()
 
@@ -106,7 +118,27 @@ class LabelWidget(GridWidget):
                 self._ranking.release()
         threading.Thread(target=work, name="nbml-rerank", daemon=True).start()
 
+    def _forecast_soon(self) -> None:
+        """Bring the header's forecast line up to date in a background thread (one at a time; labels given while
+        it runs start another pass when it ends), so a key press never waits for it."""
+        self._forecast_stale = True
+        if not self._forecasting.acquire(blocking=False):
+            return
+
+        def work():
+            from ..forecast import headline
+            try:
+                while self._forecast_stale:
+                    self._forecast_stale = False
+                    self.forecast = headline(self.ds)
+            finally:
+                self._forecasting.release()
+            if self._forecast_stale:          # a label came between the last pass and the release
+                self._forecast_soon()
+        threading.Thread(target=work, name="nbml-forecast", daemon=True).start()
+
     def _after_decision(self, n: int) -> None:
+        self._forecast_soon()
         if self.filter == "queue":
             self._since_rank += n
             if self._since_rank >= self.rerank_every:
@@ -123,6 +155,11 @@ class LabelWidget(GridWidget):
     def _on_accept(self, content):
         super()._on_accept(content)
         self._after_decision(len(content.get("ids") or []))
+
+    def _on_undo(self, content):
+        message = super()._on_undo(content)
+        self._forecast_soon()
+        return message
 
     def _ids(self) -> list[int]:
         kind, _, value = self.filter.partition(":")
@@ -177,6 +214,7 @@ class LabelWidget(GridWidget):
         return pred[0] if pred else None
 
     def refresh(self) -> None:
+        """Read the page, the counts and the filters from the store again (the grid does it after each change)."""
         self._overlap = self.ds.overlap
         self.filter_options = self._filter_options()
         self.drops_decided = self.filter.split(":", 1)[0] in ("unlabelled", "predicted", "low_confidence", "queue",

@@ -1,6 +1,8 @@
 """The live training monitor that `nbml.train` shows in a notebook: it subscribes to the training events."""
 from __future__ import annotations
 
+import math
+
 import threading
 import time
 
@@ -31,7 +33,11 @@ def monitor_spec() -> dict:
 
 
 class TrainingMonitor(Widget):
-    """Subscribe it to a TrainingHandle (`handle.subscribe(monitor)`); it throttles rows to the front end."""
+    """Subscribe it to a TrainingHandle (`handle.subscribe(monitor)`); it throttles rows to the front end.
+
+    `nbml.train(ds)` in a notebook shows one: the live losses, validation accuracy, progress with ETA, a Stop button and
+    a summary. `handle`: the TrainingHandle to follow (None: subscribe it later); `interval`: at most one update of the
+    front end per this many seconds."""
 
     _esm = bundle("monitor")
     spec = t.Dict().tag(sync=True)
@@ -70,16 +76,21 @@ class TrainingMonitor(Widget):
         elif isinstance(event, E.EpochEnded):
             row = {"step": self._step, "epoch": event.epoch, "epoch_number": event.epoch + 1,
                    "train_loss": event.train_loss, "valid_loss": event.valid_loss, **event.metrics}
+            # no point for a loss that was not measured (NaN is not JSON: null is, and the charts skip it)
+            row = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
             with self._lock:
                 self._epochs.append(row)
                 self._pending_e.append(row)
             status.update(epoch=event.epoch, eta_s=event.eta_s, elapsed_s=event.elapsed_s)
+            if self._batches:        # the status line shows the plotted (smoothed) loss as of the epoch's end
+                status["loss"] = self._batches[-1]["smooth_loss"]
         elif isinstance(event, E.TrainEnded):
             status.update(state=event.status, progress=1.0 if event.status == "completed" else status.get("progress"),
                           elapsed_s=event.duration_s)
             self.summary = {"run_id": event.run_id, "status": event.status, "metrics": event.metrics,
                             "duration_s": event.duration_s, "best_epoch": event.best_epoch, "error": event.error,
                             "refit_on_all": event.refit_on_all}
+            self._forecast_after(event)
         else:
             return
         now = time.monotonic()
@@ -88,6 +99,28 @@ class TrainingMonitor(Widget):
             self._last_flush = now
             self._flush()
             self.status = status
+
+    def _forecast_after(self, event) -> None:
+        """After a run that ended with a model in a project: how far to trust its accuracy (the count it was measured
+        on, a 95% interval, the majority baseline, notes: nbml.scores) and the forecast's line (nbml.forecast) join
+        the summary when ready, computed in a background thread so the summary shows at once."""
+        model = getattr(self.handle, "model", None) if event.status != "failed" else None
+        ds = getattr(model, "dataset", None)
+        if ds is None:
+            return
+
+        def work():
+            from ..forecast import headline
+            try:
+                trust = model.trust()
+            except Exception:        # a summary without it: the run itself is recorded
+                trust = None
+            if trust:
+                self.summary = {**self.summary, "scores": trust}
+            line = headline(ds)
+            if line:
+                self.summary = {**self.summary, "forecast": line}
+        threading.Thread(target=work, name="nbml-forecast", daemon=True).start()
 
     def _flush(self) -> None:
         with self._lock:

@@ -10,12 +10,15 @@ PARAMS = ("arch", "epochs", "freeze_epochs", "size", "bs", "lr", "weights", "n_t
 
 
 def runs_table(runs) -> tuple[list, list]:
-    columns = ["run", "status", *PARAMS, "accuracy", "valid_loss", "duration_s", "started"]
+    from ..scores import interval_text
+    columns = ["run", "status", *PARAMS, "accuracy", "accuracy 95%", "valid_loss", "duration_s", "started"]
     rows = []
     for r in runs.itertuples(index=False):
         params, metrics = r.params or {}, r.metrics or {}
         rows.append({"run": int(r.id), "status": r.status, **{p: params.get(p) for p in PARAMS},
-                     "accuracy": metrics.get("accuracy"), "valid_loss": metrics.get("valid_loss"),
+                     "accuracy": metrics.get("accuracy"),
+                     "accuracy 95%": interval_text(metrics.get("accuracy"), params.get("n_valid")),
+                     "valid_loss": metrics.get("valid_loss"),
                      "duration_s": None if r.duration_s != r.duration_s else r.duration_s,
                      "started": str(r.started_at)[:19]})
     return columns, rows
@@ -35,6 +38,9 @@ def runs_spec(runs) -> dict:
 
 
 class RunsWidget(Widget):
+    """What `ds.compare_runs()` returns: every run's validation loss and accuracy curves overlaid, and a table of
+    parameters and final metrics. `ds`: the project whose runs to show.
+    """
     _esm = bundle("runs")
     spec = t.Dict().tag(sync=True)
     columns = t.List().tag(sync=True)
@@ -46,6 +52,7 @@ class RunsWidget(Widget):
         self.refresh()
 
     def refresh(self) -> None:
+        """Read the runs from the project again (a run trained since shows up)."""
         runs = self.ds.runs()
         columns, rows = runs_table(runs) if not runs.empty else ([], [])
         with self.hold_sync():

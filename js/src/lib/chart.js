@@ -12,5 +12,6 @@ export async function insertRows(view, rowsByName) {
   for (const [name, rows] of Object.entries(rowsByName)) {
     if (rows && rows.length) view.insert(name, rows);
   }
+  view.resize();          // lay the chart out again for its new data: axis titles stay inside the view
   await view.runAsync();
 }

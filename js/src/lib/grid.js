@@ -81,7 +81,8 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
   helpLine.className = "nbml-muted nbml-help";
   // text items: a search box, cards with the start of each text, and a reader with the whole text of the cursor's
   const texts = model.get("item_kind") === "text";
-  const search = Object.assign(document.createElement("input"), { type: "search", placeholder: "search texts",
+  const search = Object.assign(document.createElement("input"), { type: "search",
+    placeholder: `search ${model.get("item_noun") || "text"}s`,
     size: 14, value: model.get("search") || "" });
   search.className = "nbml-search";
   bar.append(classBar, typing, addInput, pager, message);
@@ -289,7 +290,8 @@ export function mountGrid(model, root, { caption = defaultCaption, extraBar = nu
     }));
     typing.textContent = typed ? `${typed}▏ ${pick >= 0 ? `Enter labels ${names[pick]}` : "no class starts so"}` : "";
     const key = (name) => (["label", "relabel"].includes(name) ? labelHelp(names, name) : actionKey(name, names));
-    helpLine.textContent = help ? help(key) + (texts ? " · Space full text · Shift+Space selects" : "") : "";
+    const whole = model.get("item_noun") === "row" ? "all columns" : "full text";
+    helpLine.textContent = help ? help(key) + (texts ? ` · Space ${whole} · Shift+Space selects` : "") : "";
     const page = model.get("page"), pages = Math.max(1, Math.ceil((model.get("n_total") || 0) / model.get("page_size")));
     pager.innerHTML = "";
     const prev = Object.assign(document.createElement("button"), { textContent: "‹", disabled: page <= 0 });

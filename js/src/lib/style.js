@@ -26,6 +26,7 @@ export const CSS = `
 .nbml-reader { border: 1px solid var(--jp-border-color2, #ddd); border-radius: 4px; padding: 4px 8px; margin-bottom: 6px;
   max-height: 40vh; overflow: auto; }
 .nbml-fulltext { white-space: pre-wrap; overflow-wrap: anywhere; }
+.nbml-scroll { max-width: 100%; overflow-x: auto; }
 .nbml-unread { opacity: .45; }
 .nbml mark { background: #ffe082; color: inherit; padding: 0; border-radius: 2px; }
 .nbml-cap { font-size: 11px; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }

@@ -24,8 +24,9 @@ const count = (n) => Number(n || 0).toLocaleString("en-US");
 
 /** The note under a card: its length, the link to the full text, and whether the model reads only its start. */
 export function cardNote(text) {
-  const parts = [`${count(text.chars)} chars`];
-  if (text.more) parts.push(`<a class="nbml-more" role="button">full text</a>`);
+  const row = text.noun === "row";        // a table row's card: its columns, not a text with a length
+  const parts = row ? [] : [`${count(text.chars)} chars`];
+  if (text.more) parts.push(`<a class="nbml-more" role="button">${row ? "all columns" : "full text"}</a>`);
   if (text.cut) parts.push(`<span class="nbml-cut" title="the model reads only the first ${text.max_tokens || 256} ` +
     `tokens of this text">cut</span>`);
   return parts.join(" · ");

@@ -1,5 +1,5 @@
 """Not the real `rfc3987_syntax`: put first on PYTHONPATH for the processes of a local Ray that
-`nbml.predict_files(engine="ray")` starts (see `nbml.batch_predict._local_ray_env`), so that their
+`nbml.predict_files(engine="ray")` starts (see `nbml._ray.local_ray_env`), so that their
 `import ray` -> `import jsonschema` skips it, as if it were not installed.
 
 jsonschema imports each optional format checker's package it finds when it is first imported; this one (installed

@@ -1,4 +1,5 @@
-"""The server's text half: request bodies to texts, texts to the ONNX graph's four arrays (WordLlama's tokenizer and
+"""The server's text half: request bodies to texts, texts to the ONNX graph's inputs (a sentence encoder's token ids
+and mask through nbml.kinds.text_encoder_runtime; the static model's four arrays, WordLlama's tokenizer and
 scikit-learn's hashing, through nbml.kinds.text_encoding: no torch, no pandas), the runners.
 
 A text is refused with 400 when it is not valid UTF-8, empty or only whitespace, longer than `max_text_chars`, or
@@ -11,12 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from .._imaging import read_file
-from ..kinds.text_encoding import INPUT_NAMES, MAX_TOKENS, buckets_of, encode, tokenizer
-from . import v2
-from .app import HTTPError, json_body
-from .runners import OnnxRunner, TorchRunner, choose_runner
+from .text_encoder_runtime import INPUTS as ENCODER_INPUTS
+from .text_encoder_runtime import length_batches, load_tokenizer, pad_id, padded, token_ids
+from .text_encoding import INPUT_NAMES, MAX_TOKENS, buckets_of, encode, tokenizer
+from ..serving import v2
+from ..serving.app import HTTPError, json_body
+from ..serving.runners import OnnxRunner, TorchRunner, choose_runner
 
-__all__ = ["Inputs", "TextOnnxRunner", "TextTorchRunner"]
+__all__ = ["Inputs", "TextOnnxRunner", "EncoderOnnxRunner"]
 
 
 class TextOnnxRunner(OnnxRunner):
@@ -31,16 +34,25 @@ class TextOnnxRunner(OnnxRunner):
         return self.session.run([self.output], {k: feeds[k] for k in INPUT_NAMES})[0]
 
 
-class TextTorchRunner(TorchRunner):
-    """The safetensors weights in torch (a GPU), through nbml.kinds.text.probs."""
+class EncoderOnnxRunner(OnnxRunner):
+    """A sentence-encoder model's texts: the encoder's tokenizer (with its special tokens), padded to the longest
+    text of each group of similar length, then the ONNX graph (encoder and head)."""
 
-    def __init__(self, folder: Path, config: dict, device: str = "cuda"):
-        super().__init__(folder, config, device)
-        self.precision = "float32"
+    def __init__(self, folder: Path, config: dict, threads: int | None, tok, max_tokens: int):
+        super().__init__(folder, config, threads)
+        self.tok, self.max_tokens = tok, max_tokens
+        self.pad = int(config.get("pad_id", pad_id(tok)))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        from ..kinds.text import probs
-        return probs(self.model, list(batch)).astype(np.float32, copy=False)
+        seqs = token_ids(self.tok, list(batch), self.max_tokens)
+        out = None
+        for idx in length_batches([len(s) for s in seqs], 32):
+            ids, mask = padded([seqs[i] for i in idx], self.pad)
+            probs = self.session.run([self.output], {ENCODER_INPUTS[0]: ids, ENCODER_INPUTS[1]: mask})[0]
+            if out is None:
+                out = np.zeros((len(seqs), probs.shape[1]), np.float32)
+            out[idx] = probs
+        return out
 
 
 def _text_of(value, i: int, n: int, max_chars: int) -> str:
@@ -98,13 +110,15 @@ class Inputs:
         tok_file = Path(folder) / config.get("tokenizer", "tokenizer.json")
         if not tok_file.is_file():
             raise FileNotFoundError(f"{tok_file} is missing: serve a folder written by model.export(folder)")
-        self.tok = tokenizer(tok_file.read_text(encoding="utf-8"))
+        self.encoder = "encoder" in config        # a sentence-encoder model (nbml.kinds.text_setfit)
+        self.tok = load_tokenizer(tok_file) if self.encoder else tokenizer(tok_file.read_text(encoding="utf-8"))
 
     def make_runner(self, folder, config: dict, device: str, threads: int | None):
         kind, dev = choose_runner(device)
         if kind == "onnxruntime":
-            return TextOnnxRunner(folder, config, threads, self.tok, self.max_tokens)
-        return TextTorchRunner(folder, config, dev)
+            runner = EncoderOnnxRunner if self.encoder else TextOnnxRunner
+            return runner(folder, config, threads, self.tok, self.max_tokens)
+        return TorchRunner(folder, config, dev)   # texts in, through nbml.kinds.text.batch_probs
 
     def warm_up_batch(self) -> np.ndarray:
         return np.array(["A short text to warm the model up."], dtype=object)

@@ -1,5 +1,5 @@
 """The server's image half: request bodies to encoded images, encoded images to uint8 squares, the ONNX runner.
-The server picks this module or nbml/serving/decode_text.py by the artifact's kind (`inputs_for`)."""
+The server picks a kind's serving module through the registry (`nbml.kinds.serving`, in `inputs_for`)."""
 from __future__ import annotations
 
 import asyncio
@@ -8,8 +8,8 @@ import hashlib
 import numpy as np
 
 from .._imaging import IMAGE_EXTENSIONS, ImageError, decode, read_file, to_square
-from . import v2
-from .app import HTTPError, parse_json_images, parse_multipart
+from ..serving import v2
+from ..serving.app import HTTPError, parse_json_images, parse_multipart
 
 __all__ = ["Inputs"]
 
@@ -27,7 +27,7 @@ class Inputs:
         self.size, self.settings = int(config["size"]), settings
 
     def make_runner(self, folder, config: dict, device: str, threads: int | None):
-        from .runners import make_runner
+        from ..serving.runners import make_runner
         return make_runner(folder, config, device, threads)
 
     def warm_up_batch(self) -> np.ndarray:

@@ -12,10 +12,10 @@ import json
 
 import numpy as np
 
-from ..kinds.table_encoding import ColumnError, Encoder, check_row, features
-from . import v2
-from .app import HTTPError, json_body
-from .runners import OnnxRunner
+from .table_encoding import ColumnError, Encoder, check_row, features
+from ..serving import v2
+from ..serving.app import HTTPError, json_body
+from ..serving.runners import OnnxRunner
 
 __all__ = ["Inputs", "TableOnnxRunner"]
 
