@@ -244,6 +244,11 @@ class Store:
     def close(self) -> None:
         """Close the project's database connections and free what this Dataset keeps in memory (loaded
         embeddings). The project file stays as it is; open it again with `nbml.Dataset(path)`.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.close()
         """
         for fn in self._on_close:
             fn()
@@ -271,7 +276,13 @@ class Store:
     # -- classes --------------------------------------------------------------------------------------------
     @property
     def classes(self) -> list[str]:
-        """The project's class names, in the order they were added (the grid's keys 1-9 follow it)."""
+        """The project's class names, in the order they were added (the grid's keys 1-9 follow it).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.classes
+        """
         with self._read() as c:
             return list(c.execute(select(S.classes.c.name).order_by(S.classes.c.id)).scalars())
 
@@ -295,7 +306,14 @@ class Store:
     def add_class(self, name: str) -> None:
         """Add a class to the class list (a no-op if it is there already).
 
-        `name`: the new class's name."""
+        `name`: the new class's name.
+
+        Raises:
+            ValueError: `name` is not a non-empty string.
+
+        Examples:
+            >>> ds.add_class("cat")
+        """
         name = self._check_class_name(name)
         with self._write() as c:
             self._ensure_classes(c, [name])
@@ -303,7 +321,13 @@ class Store:
     # -- reading items --------------------------------------------------------------------------------------
     @property
     def df(self) -> pd.DataFrame:
-        """One row per live item (removed items excluded): id, path, label, split, label_source, status, ..."""
+        """One row per live item (removed items excluded): id, path, label, split, label_source, status, ...
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.df[["id", "label", "split"]].head()
+        """
         return self._items_frame(S.items.c.status != "removed")
 
     def _items_frame(self, *where) -> pd.DataFrame:
@@ -327,6 +351,12 @@ class Store:
     def item(self, item_id: int) -> dict:
         """One item's row of the store as a dict (id, kind, path or content, label, split, status, ...);
         `item_id` is its id. Raises KeyError when the project has no such item.
+
+        Raises:
+            KeyError: the project has no item `item_id`.
+
+        Examples:
+            >>> ds.item(1)
         """
         with self._read() as c:
             row = c.execute(select(S.items).where(S.items.c.id == int(item_id))).mappings().first()
@@ -337,7 +367,14 @@ class Store:
     def file_path(self, item_id_or_row) -> str:
         """The exact file-system path of an image item (undecodable names included).
 
-        `item_id_or_row`: an item id, or the dict `item` returns."""
+        `item_id_or_row`: an item id, or the dict `item` returns.
+
+        Raises:
+            KeyError: given an id, the project has no such item.
+
+        Examples:
+            >>> ds.file_path(1)
+        """
         row = item_id_or_row if isinstance(item_id_or_row, dict) else self.item(item_id_or_row)
         return os.fsdecode(row["path_raw"]) if row.get("path_raw") else row["path"]
 
@@ -345,7 +382,13 @@ class Store:
         """Every label change (value, source, time as a UTC datetime, author, and the undo step `action_id`), for
         one item or for all.
 
-        `item_id`: one item's history; None (the default) gives every item's."""
+        `item_id`: one item's history; None (the default) gives every item's.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.history(1)
+        """
         q = select(S.labels.c.item_id, S.labels.c.value, S.labels.c.source, S.labels.c.time, S.labels.c.action_id,
                    S.labels.c.author)
         if item_id is not None:
@@ -358,7 +401,13 @@ class Store:
         return frame
 
     def item_rows(self, ids: Sequence[int]) -> list[dict]:
-        """Full rows for these item ids, in the order given (unknown ids are left out)."""
+        """Full rows for these item ids, in the order given (unknown ids are left out).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.item_rows([3, 1, 2])
+        """
         ids = [int(i) for i in ids]
         if not ids:
             return []
@@ -393,7 +442,14 @@ class Store:
 
         Filters: `labelled` (True: labelled items only, False: unlabelled only, None: both), `label` (one class),
         `split` ('train', 'valid', 'test'), `usable_only` (leave out items marked unusable), `to_label_by` (a person's
-        labelling queue, leaving out what others hold)."""
+        labelling queue, leaving out what others hold).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> pager = ds.pager(labelled=False)
+            >>> ids, total = pager.page(0, 48)
+        """
         return Pager(self, dict(labelled=labelled, label=label, split=split, usable_only=usable_only,
                                 to_label_by=to_label_by))
 
@@ -449,7 +505,14 @@ class Store:
         """Ids of live items, oldest first, filtered by labelled / label / split / usable; `offset`/`limit` page.
         `to_label_by=user`: that person's labelling queue (see nbml.leases.to_label_by).
 
-        `usable_only=True` leaves out items marked unusable."""
+        `usable_only=True` leaves out items marked unusable.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.query_ids(labelled=False, limit=10)
+            >>> ds.query_ids(label="cat", split="valid")
+        """
         with self._read() as c:
             q = (select(S.items.c.id).where(*self._where(c, labelled, label, split, usable_only, to_label_by))
                  .order_by(S.items.c.id))
@@ -461,7 +524,13 @@ class Store:
                   usable_only: bool = False, to_label_by: str | None = None) -> int:
         """How many items `query_ids` would return with the same filters.
 
-        The filters are those of `query_ids`: `labelled`, `label`, `split`, `usable_only`, `to_label_by`."""
+        The filters are those of `query_ids`: `labelled`, `label`, `split`, `usable_only`, `to_label_by`.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.count_ids(label="cat", usable_only=True)
+        """
         with self._read() as c:
             filters = dict(labelled=labelled, label=label, split=split, usable_only=usable_only,
                            to_label_by=to_label_by)
@@ -491,7 +560,13 @@ class Store:
         return int(c.execute(select(func.count()).select_from(S.items).where(*where)).scalar())
 
     def label_counts(self) -> dict:
-        """{class: number of live usable items with that label}, every class listed, plus None for unlabelled."""
+        """{class: number of live usable items with that label}, every class listed, plus None for unlabelled.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.label_counts()
+        """
         counts = {name: 0 for name in self.classes}
         counts.update({value: n for (status, value), n in self._item_counts().items() if status == "ok"})
         return counts
@@ -570,7 +645,13 @@ class Store:
     # -- adding items (a kind's ingest produces NewItems; see nbml.kinds) ----------------------------------------
     @property
     def kind(self) -> str | None:
-        """The kind of item this project holds ('image', 'text', ...), or None while it is empty."""
+        """The kind of item this project holds ('image', 'text', ...), or None while it is empty.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.kind
+        """
         with self._read() as c:
             kind = c.execute(select(S.meta.c.value).where(S.meta.c.key == "kind")).scalar()
             if kind is None:   # projects from before the key: their items say
@@ -578,7 +659,14 @@ class Store:
         return kind
 
     def check_kind(self, kind: str) -> None:
-        """Raise KindMismatchError, before any work, when this project holds another kind of item."""
+        """Raise KindMismatchError, before any work, when this project holds another kind of item.
+
+        Raises:
+            KindMismatchError: the project already holds items of another kind.
+
+        Examples:
+            >>> ds.check_kind("image")
+        """
         held = self.kind
         if held not in (None, kind):
             raise KindMismatchError(f"this project holds {held} items and a project holds one kind of item; "
@@ -600,7 +688,15 @@ class Store:
         reported as a duplicate, not added twice. Returns the report (ids added, duplicates).
 
         `origin` records where the items came from ('import' for the `add_...` methods; the prediction log's items
-        another)."""
+        another).
+
+        Raises:
+            ValueError: an item's split is not 'train', 'valid' or 'test'.
+            KindMismatchError: the project already holds items of another kind.
+
+        Examples:
+            >>> report = ds.insert_items("text", [NewItem(sha256=digest, shown="a note", columns={"content": "a note"})])
+        """
         report = IngestReport() if report is None else report
         batch: list[NewItem] = []
         for item in items:
@@ -717,7 +813,17 @@ class Store:
         the caller's leases on the items end.
 
         `item_id`: one id or a list of ids. `source`: who gave the label, 'human' (the default), 'review' (settling a
-        disagreement) or another name of your own ('model', say), kept in `history`."""
+        disagreement), 'model' or 'import' (`LABEL_SOURCES`), kept in `history`.
+
+        Raises:
+            ValueError: `source` is not one of LABEL_SOURCES, `label` is an empty name, or the list of ids is empty.
+            TypeError: an id is a string or bytes.
+            KeyError: an item is not in the project, or was removed (restore it first).
+
+        Examples:
+            >>> ds.set_label(3, "cat")
+            >>> ds.set_label([4, 5], None)
+        """
         if source not in LABEL_SOURCES:
             raise ValueError(f"source must be one of {LABEL_SOURCES}, not {source!r}")
         if label is not None:
@@ -751,25 +857,62 @@ class Store:
     def remove(self, item_id) -> None:
         """Soft-delete one item or a list: it leaves `df` and training, and `restore` or `undo` brings it back.
 
-        `item_id`: one id or a list of ids."""
+        `item_id`: one id or a list of ids.
+
+        Raises:
+            TypeError: an id is a string or bytes.
+            ValueError: the list of ids is empty.
+            KeyError: an item is not in the project.
+
+        Examples:
+            >>> ds.remove(3)
+            >>> ds.remove([4, 5])
+        """
         self._set_status(item_id, "removed", "remove")
 
     def restore(self, item_id) -> None:
         """Bring removed or unusable items back.
 
-        `item_id`: one id or a list of ids."""
+        `item_id`: one id or a list of ids.
+
+        Raises:
+            TypeError: an id is a string or bytes.
+            ValueError: the list of ids is empty.
+            KeyError: an item is not in the project.
+
+        Examples:
+            >>> ds.restore(3)
+        """
         self._set_status(item_id, "ok", "restore")
 
     def mark_unusable(self, item_id) -> None:
         """Keep the item but leave it out of training (blurred, wrong kind of picture, ...).
 
-        `item_id`: one id or a list of ids (one undo step)."""
+        `item_id`: one id or a list of ids (one undo step).
+
+        Raises:
+            TypeError: an id is a string or bytes.
+            ValueError: the list of ids is empty.
+            KeyError: an item is not in the project.
+
+        Examples:
+            >>> ds.mark_unusable([7, 8])
+        """
         self._set_status(item_id, "unusable", "unusable")
 
     def set_split(self, item_id, split: str | None) -> None:
         """Put items in `train`, `valid` or `test`, or back to unassigned (`None`).
 
-        `item_id`: one id or a list of ids; `split`: 'train', 'valid', 'test' or None."""
+        `item_id`: one id or a list of ids; `split`: 'train', 'valid', 'test' or None.
+
+        Raises:
+            ValueError: `split` is not 'train', 'valid', 'test' or None, or the list of ids is empty.
+            TypeError: an id is a string or bytes.
+            KeyError: an item is not in the project, or was removed.
+
+        Examples:
+            >>> ds.set_split([1, 2], "test")
+        """
         if split is not None and split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS} or None, not {split!r}")
         ids = _ids(item_id)
@@ -787,6 +930,12 @@ class Store:
         Returns a description of what was undone, or None when there is nothing left to undo. When someone else
         has labelled one of the items since, nothing changes and UndoConflictError says so (the next undo goes
         to the caller's change before that one).
+
+        Raises:
+            UndoConflictError: another person labelled one of the items since the change; nothing was undone.
+
+        Examples:
+            >>> ds.undo()
         """
         conflict = None
         with self._write() as c:
@@ -844,7 +993,13 @@ class Store:
         """Hold items of the labelling queue for `ttl` seconds so nobody else is handed them (the caller's own
         leases are renewed), after releasing `release`; returns the ids obtained, sorted.
 
-        `item_ids`: the ids wanted."""
+        `item_ids`: the ids wanted.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> held = ds.lease([10, 11, 12], ttl=600)
+        """
         ids = [int(i) for i in item_ids]
         with self._write() as c:
             _leases.release(c, self.user, release)
@@ -853,20 +1008,42 @@ class Store:
     def release(self, item_ids=None) -> None:
         """End the caller's leases on these items (skipped, no longer shown), or on every item when None.
 
-        `item_ids`: the ids to let go, or None for all of the caller's."""
+        `item_ids`: the ids to let go, or None for all of the caller's.
+
+        Raises:
+            TypeError: an id is a string or bytes.
+            ValueError: the list of ids is empty.
+
+        Examples:
+            >>> ds.release([10, 11])
+            >>> ds.release()
+        """
         with self._write() as c:
             _leases.release(c, self.user, None if item_ids is None else _ids(item_ids))
 
     def next_items(self, n: int = 1, ttl: float = _leases.LEASE_TTL) -> list[int]:
         """Take up to `n` items from the caller's labelling queue (unlabelled, or short of the overlap's labels),
-        oldest first, leased so that nobody else gets them until labelled, released or `ttl` seconds pass."""
+        oldest first, leased so that nobody else gets them until labelled, released or `ttl` seconds pass.
+
+        Raises:
+            ValueError: `n` is below 1.
+
+        Examples:
+            >>> ids = ds.next_items(8)
+        """
         if n < 1:
             raise ValueError(f"n must be at least 1, not {n}")
         with self._write() as c:
             return _leases.next_free(c, self.user, self._overlap(c), int(n), float(ttl))
 
     def held_by_others(self) -> set[int]:
-        """Ids someone else holds a lease on now (their grid shows them)."""
+        """Ids someone else holds a lease on now (their grid shows them).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.held_by_others()
+        """
         with self._read() as c:
             return _leases.held_by_others(c, self.user)
 
@@ -876,14 +1053,27 @@ class Store:
 
     @property
     def overlap(self) -> int:
-        """How many people's labels each item asks for (1 unless `set_overlap` said more)."""
+        """How many people's labels each item asks for (1 unless `set_overlap` said more).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.overlap
+        """
         with self._read() as c:
             return self._overlap(c)
 
     def set_overlap(self, k: int) -> None:
         """Ask for `k` independent labels per item: each person's queue holds items with fewer than `k` people's
         labels that they have not labelled; where labels differ the item goes to review (`disagreements`) and
-        training takes the reviewed label, else the majority, else the latest."""
+        training takes the reviewed label, else the majority, else the latest.
+
+        Raises:
+            ValueError: `k` is not a whole number of 1 or more.
+
+        Examples:
+            >>> ds.set_overlap(2)
+        """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"overlap must be a whole number of labels per item, 1 or more, not {k!r}")
         with self._write() as c:
@@ -892,7 +1082,13 @@ class Store:
 
     def annotations(self, item_id: int | None = None) -> pd.DataFrame:
         """Each person's own current label of each item: `item_id`, `author`, `label`, `review` (1 for a
-        reviewer's settling label), `time`."""
+        reviewer's settling label), `time`.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.annotations(3)
+        """
         a = S.annotations.c
         q = select(a.item_id, a.author, a.value, a.review, a.time).order_by(a.item_id, a.time)
         if item_id is not None:
@@ -907,13 +1103,25 @@ class Store:
     def disagreements(self) -> pd.DataFrame:
         """Items whose people gave different labels and that no reviewer has settled: `id`, `labels`
         ({author: label}), `n`, `majority` (None on a tie). Settle one with ds.set_label(id, label, source='review')
-        or in the grid's review filter."""
+        or in the grid's review filter.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.disagreements()
+        """
         from .agreement import disagreeing
         return disagreeing(self._annotations_raw())
 
     def agreement(self):
         """How much the people agree on the items two or more labelled: Cohen's kappa for two annotators,
-        Fleiss' for more (an `nbml.agreement.Agreement`, a dict shown as one line)."""
+        Fleiss' for more (an `nbml.agreement.Agreement`, a dict shown as one line).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.agreement()
+        """
         from .agreement import agreement
         return agreement(self._annotations_raw())
 
@@ -937,6 +1145,11 @@ class Store:
 
         `valid_pct`: the share of each class that goes to `valid` (0.2); `seed`: the random seed of the draw, so the
         same labels give the same split.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.assign_validation_split(valid_pct=0.25, seed=0)
         """
         import numpy as np
         frame = self._items_frame(S.items.c.status == "ok", S.items.c.label.is_not(None), S.items.c.split.is_(None))
@@ -962,7 +1175,13 @@ class Store:
     def training_items(self, splits: Sequence[str] = ("train", "valid")) -> pd.DataFrame:
         """Usable labelled items in the given splits, with the columns training needs. Where people labelled an
         item, `label` is the reviewed label if there is one, else (with overlap above 1) the majority, else the
-        latest; `label_rule` says which."""
+        latest; `label_rule` says which.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.training_items(splits=("train",))
+        """
         from .agreement import resolve
         names = ["id", "path", "path_raw", "content", "sha256", "size_bytes", "mtime", "label", "split"]
         with self._read() as c:
@@ -978,7 +1197,13 @@ class Store:
     def snapshot(self, frame: pd.DataFrame) -> str:
         """Record the labelled data a run saw; returns its id (a hash of ids, contents, labels and splits).
 
-        `frame`: the labelled items the run trained and validated on (id, content hash, label, split)."""
+        `frame`: the labelled items the run trained and validated on (id, content hash, label, split).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> snapshot_id = ds.snapshot(ds.training_items())
+        """
         # column lists zipped: the same JSON as rows of [id, sha256, label, split], without an object array
         listing = list(zip(frame["id"].astype("int64").tolist(), frame["sha256"].tolist(), frame["label"].tolist(),
                            frame["split"].tolist()))
@@ -997,6 +1222,12 @@ class Store:
     def snapshot_items(self, snapshot_id: str) -> pd.DataFrame:
         """The items of a data snapshot that a run recorded (`ds.runs()['snapshot_id']`): id, sha256, label and split of
         each. `snapshot_id` is the id `snapshot` returned; a KeyError names an unknown one.
+
+        Raises:
+            KeyError: the project has no snapshot `snapshot_id`.
+
+        Examples:
+            >>> ds.snapshot_items(ds.runs()["snapshot_id"].iloc[-1])
         """
         with self._read() as c:
             blob = c.execute(select(S.snapshots.c.listing).where(S.snapshots.c.id == snapshot_id)).scalar()
@@ -1022,7 +1253,13 @@ class Store:
             c.execute(update(S.runs).where(S.runs.c.id == run_id).values(**values))
 
     def runs(self) -> pd.DataFrame:
-        """Training runs, newest last: parameters, per-epoch history, final metrics, data snapshot, versions."""
+        """Training runs, newest last: parameters, per-epoch history, final metrics, data snapshot, versions.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.runs()[["id", "status", "arch", "final_accuracy"]]
+        """
         with self._read() as c:
             rows = c.execute(select(S.runs).order_by(S.runs.c.id)).mappings().all()
         records = []
