@@ -23,7 +23,14 @@ HOLDOUT_FILE = "holdout.json"   # a model fitted again on every label: its valid
 
 
 class Prediction(NamedTuple):
-    """What `Model.predict` returns: the predicted `label` and `probabilities`, a dict of class name to probability."""
+    """What `Model.predict` returns: the predicted `label` and `probabilities`, a dict of class name to probability.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> pred = model.predict("photo.jpg")
+        >>> pred.label, pred.probabilities["cat"]
+    """
     label: str
     probabilities: dict
 
@@ -35,7 +42,14 @@ class Evaluation:
     `split`: where it was measured ('valid' by default); `n`: how many items; `accuracy`: the share predicted right;
     `per_class`: precision, recall, f1 and support per class; `confusion`: counts of actual (rows) against predicted
     (columns); `scores`: the accuracy's 95% interval, the majority baseline, balanced accuracy and notes
-    (nbml.scores)."""
+    (nbml.scores).
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> ev = model.evaluate("valid")
+        >>> ev.accuracy, ev.per_class, ev.confusion
+    """
     split: str
     n: int
     accuracy: float
@@ -57,7 +71,15 @@ class Model:
     `nbml.train` and `nbml.load` make it: `net` is the torch network, `config` its settings as JSON-ready data (kind,
     arch, classes, size, normalisation, run id, metrics), `dataset` the project it reads items from (evaluate, losses
     and the widgets need one), `learner` the fastai Learner that trained it (None once loaded), `device` where it
-    runs (default: CUDA, then MPS, then CPU)."""
+    runs (default: CUDA, then MPS, then CPU).
+
+    Raises:
+        ValueError: `config` names a kind of item nbml does not know.
+
+    Examples:
+        >>> model = nbml.train(ds, epochs=3)
+        >>> model = nbml.load("models/pets", dataset=ds)
+    """
 
     def __init__(self, net: nn.Module, config: dict, dataset=None, learner=None, device=None):
         from . import kinds
@@ -70,10 +92,49 @@ class Model:
         # label (nbml.training): evaluate, losses and the widgets read these, so they stay out-of-sample.
         self.holdout: dict[int, np.ndarray] = {}
 
-    classes = property(lambda self: list(self.config["classes"]), doc="The class names, in the order of its outputs.")
-    arch = property(lambda self: self.config["arch"], doc="The architecture it was trained with (a timm name, ...).")
-    size = property(lambda self: int(self.config["size"]), doc="Input size: pixels, or tokens read per text.")
-    run_id = property(lambda self: self.config.get("run_id"), doc="The run that trained it (`ds.runs()`), or None.")
+    @property
+    def classes(self) -> list[str]:
+        """The class names, in the order of its outputs.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> model.classes
+        """
+        return list(self.config["classes"])
+
+    @property
+    def arch(self) -> str:
+        """The architecture it was trained with (a timm name, ...).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> model.arch
+        """
+        return self.config["arch"]
+
+    @property
+    def size(self) -> int:
+        """Input size: pixels, or tokens read per text.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> model.size
+        """
+        return int(self.config["size"])
+
+    @property
+    def run_id(self) -> int | None:
+        """The run that trained it (`ds.runs()`), or None.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.runs().set_index("id").loc[model.run_id]
+        """
+        return self.config.get("run_id")
 
     def __repr__(self) -> str:
         mets = self.config.get("metrics") or {}
@@ -86,7 +147,19 @@ class Model:
         """Label and class probabilities for one image (a path, encoded bytes or a Pillow image), one text, or one
         table row (a dict of column: value).
 
-        `item`: the image, text or row."""
+        `item`: the image, text or row.
+
+        Raises:
+            nbml.ImageError: an image is empty, not an image, truncated or over the pixel limit.
+            TypeError: a text model is given something other than a string.
+            ValueError: a text is empty, or a table row misses a column, has one the model does not know, or a value of
+                the wrong type (`nbml.kinds.table_encoding.ColumnError`, a ValueError).
+
+        Examples:
+            >>> model.predict("photo.jpg")
+            >>> model.predict("Free prize! Call now").label
+            >>> model.predict({"Age": 29, "Sex": "female", "Pclass": 1})
+        """
         probs = self.kind.predict_probs(self, [item])[0]
         return Prediction(self.classes[int(probs.argmax())], {c: float(p) for c, p in zip(self.classes, probs)})
 
@@ -95,7 +168,18 @@ class Model:
         probability column per class.
 
         `items`: a list of images, texts or rows, or a DataFrame of rows; `bs`: how many go through the network at
-        once."""
+        once.
+
+        Raises:
+            nbml.ImageError: an image is empty, not an image, truncated or over the pixel limit.
+            TypeError: a text model is given something other than a string.
+            ValueError: a text is empty, or a table row misses a column, has one the model does not know, or a value of
+                the wrong type (`nbml.kinds.table_encoding.ColumnError`, a ValueError).
+
+        Examples:
+            >>> model.predict_many(["a.jpg", "b.jpg"], bs=32)
+            >>> model.predict_many(test_df)
+        """
         items = items.to_dict("records") if isinstance(items, pd.DataFrame) else list(items)
         out = []
         for i in range(0, len(items), bs):
@@ -123,13 +207,29 @@ class Model:
         return frame, probs
 
     def item_probabilities(self, splits: Sequence[str] = ("train", "valid", "test")) -> pd.DataFrame:
-        """Class probabilities for every usable labelled item in the splits (columns: id, label, split, classes)."""
+        """Class probabilities for every usable labelled item in the splits (columns: id, label, split, classes).
+
+        Raises:
+            RuntimeError: the model has no dataset attached (`nbml.load(path, dataset=ds)`).
+
+        Examples:
+            >>> model.item_probabilities(splits=("valid",))
+        """
         frame, probs = self._item_probs(self._need_dataset().training_items(splits))
         out = frame[["id", "label", "split"]].copy()
         return pd.concat([out, pd.DataFrame(probs, columns=self.classes)], axis=1)
 
     def evaluate(self, split: str = "valid") -> Evaluation:
-        """Accuracy, per-class precision and recall, and the confusion matrix on a split of the dataset."""
+        """Accuracy, per-class precision and recall, and the confusion matrix on a split of the dataset.
+
+        Raises:
+            RuntimeError: the model has no dataset attached (`nbml.load(path, dataset=ds)`).
+            ValueError: the split has no labelled item of a class the model knows.
+
+        Examples:
+            >>> model.evaluate()
+            >>> model.evaluate("test").accuracy
+        """
         frame, probs = self._item_probs(self._need_dataset().training_items([split]))
         known = frame["label"].isin(self.classes).to_numpy()
         if not known.any():
@@ -159,6 +259,12 @@ class Model:
         Items whose label this model does not know get a NaN loss and come last.
 
         `splits`: which splits' labelled items.
+
+        Raises:
+            RuntimeError: the model has no dataset attached (`nbml.load(path, dataset=ds)`).
+
+        Examples:
+            >>> model.losses(splits=("valid",)).head(20)
         """
         frame, probs = self._item_probs(self._need_dataset().training_items(splits))
         index = {c: i for i, c in enumerate(self.classes)}
@@ -181,6 +287,12 @@ class Model:
         Items that cannot be read (a missing file, no text) are left out.
 
         `ids`: the item ids.
+
+        Raises:
+            RuntimeError: the model has no dataset attached (`nbml.load(path, dataset=ds)`).
+
+        Examples:
+            >>> model.probabilities(ds.query_ids(labelled=False, limit=100))
         """
         rows = self._need_dataset().item_rows(ids)
         columns = ["id", "path", "path_raw", "content", "sha256", "size_bytes", "mtime", "label", "split"]
@@ -195,7 +307,13 @@ class Model:
         """What this model is and how far to trust it, in a few lines: its architecture and data, the validation
         accuracy with the number of items, a 95% interval and what always answering the most frequent class would
         score, a note when the validation set is small or the model overfits, and (with its project) the forecast
-        of the accuracy with more labels (`ds.forecast()`)."""
+        of the accuracy with more labels (`ds.forecast()`).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> print(model.summary)
+        """
         cfg = self.config
         lines = [f"{self.kind.NAME} classifier {self.arch}, {len(self.classes)} classes ({', '.join(self.classes[:8])}"
                  f"{', ...' if len(self.classes) > 8 else ''}), run {self.run_id}"]
@@ -218,7 +336,14 @@ class Model:
         """How far to trust the validation accuracy (what `summary` and the monitor's summary show): `line`, the
         accuracy with its count, 95% interval and majority baseline, and `notes` (a small validation set,
         unbalanced classes, the run's training loss far below its validation loss); None without validation items
-        of a class it knows."""
+        of a class it knows.
+
+        Raises:
+            RuntimeError: the model has no dataset attached (`nbml.load(path, dataset=ds)`).
+
+        Examples:
+            >>> model.trust()["line"]
+        """
         from .scores import overfit_note
         try:
             scores = self.evaluate().scores
@@ -238,14 +363,31 @@ class Model:
     def confusion(self, split: str = "valid", normalize: bool = False):
         """The confusion matrix as a heatmap; click a cell to see its items and relabel or remove them.
 
-        `split`: the split it is measured on ('valid'); `normalize`: shares of each actual class instead of counts."""
+        `split`: the split it is measured on ('valid'); `normalize`: shares of each actual class instead of counts.
+
+        Raises:
+            RuntimeError: the model has no dataset attached (`nbml.load(path, dataset=ds)`).
+            ValueError: the split has no labelled item of a class the model knows.
+
+        Examples:
+            >>> model.confusion()
+            >>> model.confusion("test", normalize=True)
+        """
         from .widgets.confusion import ConfusionWidget
         return ConfusionWidget(self, split=split, normalize=normalize)
 
     def top_losses(self, n: int | None = None, splits=("train", "valid")):
         """The items with the highest loss, with label, prediction and both probabilities, to fix by key.
 
-        `n`: at most this many items (None: every labelled one); `splits`: which splits' items."""
+        `n`: at most this many items (None: every labelled one); `splits`: which splits' items.
+
+        Raises:
+            RuntimeError: the model has no dataset attached (`nbml.load(path, dataset=ds)`).
+
+        Examples:
+            >>> model.top_losses(50)
+            >>> model.top_losses(splits=("valid",))
+        """
         from .widgets.cleaner import TopLossesWidget
         return TopLossesWidget(self, n=n, splits=splits)
 
@@ -255,7 +397,13 @@ class Model:
         `holdout` (and a model fitted again on every label) also `holdout.json`: the validation items'
         probabilities from before that fit, which `evaluate`, `losses` and the widgets use.
 
-        `path`: the folder (created when missing); returns it."""
+        `path`: the folder (created when missing); returns it.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> model.save("models/pets")
+        """
         from safetensors.torch import save_file
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -281,6 +429,14 @@ class Model:
 
         `**kw` goes to nbml.export.export: `name=` (the model's name in the server and Triton), `opset=`, `atol=` (the
         check against torch), `calibration_items=`, `max_accuracy_drop=`, `quiet=`.
+
+        Raises:
+            ValueError: `quantize` is not None or 'int8', or the model's kind refuses int8 (texts).
+            nbml.kinds.base.ExportError: the ONNX graph's probabilities differ from torch's by more than `atol`.
+
+        Examples:
+            >>> model.export("export/pets")
+            >>> model.export("export/pets-int8", quantize="int8")
         """
         from .export import export
         return export(self, path, quantize=quantize, **kw)
@@ -289,7 +445,18 @@ class Model:
         """Export (to `path`, or beside the project; `quantize="int8"` as in `export`) and serve this model in the
         background; see `nbml.serve`.
 
-        `**kw` goes to `nbml.serve` (`port=`, `token=`, `log_images=`, ...)."""
+        `**kw` goes to `nbml.serve` (`port=`, `token=`, `log_images=`, ...).
+
+        Raises:
+            ValueError: `quantize` is not None or 'int8', or the model's kind refuses int8 (texts).
+            nbml.kinds.base.ExportError: the ONNX graph's probabilities differ from torch's by more than `atol`.
+            OSError: the port asked for is in use or cannot be listened on.
+            RuntimeError: the server did not start within 60 s.
+
+        Examples:
+            >>> server = model.serve()
+            >>> server = model.serve("export/pets", port=0, token="s3cret")
+        """
         from .serving import serve
         if path is None:
             name = self.config.get("name") or f"model-run{self.run_id}"
@@ -308,6 +475,14 @@ def load(path: str | os.PathLike, dataset=None, *, trust: bool = False, device=N
 
     `path`: the folder `save` or `export` wrote. `dataset`: the project the model's items come from (evaluate, losses
     and the widgets need one). `device`: where it runs (default: CUDA, then MPS, then CPU).
+
+    Raises:
+        ValueError: `path` is a pickle and `trust` is not True, or its config.json is not an nbml model's.
+        FileNotFoundError: `path` holds no config.json.
+
+    Examples:
+        >>> model = nbml.load("models/pets", dataset=ds)
+        >>> model = nbml.load("export/pets", device="cpu")
     """
     path = Path(path).expanduser()
     if path.suffix == ".pkl":
