@@ -150,7 +150,8 @@ class Model:
         `item`: the image, text or row.
 
         Raises:
-            nbml.ImageError: an image is empty, not an image, truncated or over the pixel limit.
+            nbml.ImageError: an image cannot be read: a missing file, not an image, truncated, or over the pixel
+                limit.
             TypeError: a text model is given something other than a string.
             ValueError: a text is empty, or a table row misses a column, has one the model does not know, or a value of
                 the wrong type (`nbml.kinds.table_encoding.ColumnError`, a ValueError).
@@ -171,7 +172,8 @@ class Model:
         once.
 
         Raises:
-            nbml.ImageError: an image is empty, not an image, truncated or over the pixel limit.
+            nbml.ImageError: an image cannot be read: a missing file, not an image, truncated, or over the pixel
+                limit.
             TypeError: a text model is given something other than a string.
             ValueError: a text is empty, or a table row misses a column, has one the model does not know, or a value of
                 the wrong type (`nbml.kinds.table_encoding.ColumnError`, a ValueError).

@@ -695,7 +695,8 @@ class Store:
             KindMismatchError: the project already holds items of another kind.
 
         Examples:
-            >>> report = ds.insert_items("text", [NewItem(sha256=digest, shown="a note", columns={"content": "a note"})])
+            >>> item = NewItem(sha256=digest, shown="a note", columns={"content": "a note"})
+            >>> report = ds.insert_items("text", [item])
         """
         report = IngestReport() if report is None else report
         batch: list[NewItem] = []
