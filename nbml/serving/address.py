@@ -109,7 +109,13 @@ class Reachable:
 
     @property
     def address(self) -> Address:
-        """Where the user reaches this server (worked out once: in Colab it asks the front end)."""
+        """Where the user reaches this server (worked out once: in Colab it asks the front end).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> server.address.url
+        """
         if self._address is None:
             self._address = locate(self.proxy_name, self.direct_url, self.port)
         return self._address
@@ -117,19 +123,37 @@ class Reachable:
     @property
     def url(self) -> str:
         """http://127.0.0.1:<port>: for requests from code in this notebook or on this machine (the same as
-        `.direct_url`); `.browser_url` is the link to open in a browser."""
+        `.direct_url`); `.browser_url` is the link to open in a browser.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> requests.post(server.url + "/predict", files={"file": open("photo.jpg", "rb")})
+        """
         return self.direct_url
 
     @property
     def browser_url(self) -> str:
         """The link to open in your browser: through Jupyter's proxy (JupyterHub, Binder, a Jupyter server; behind
-        its login) or Colab's port proxy, where the kernel runs in one; `.url` elsewhere."""
+        its login) or Colab's port proxy, where the kernel runs in one; `.url` elsewhere.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> print(server.browser_url)
+        """
         return self.address.url
 
     def iframe(self, path: str = "/", height: int = 300):
         """The server's page in the output: Colab's port proxy in Colab, else an IFrame of `.browser_url`.
 
-        `path`: the page under the server (its index by default); `height`: the frame's height in pixels."""
+        `path`: the page under the server (its index by default); `height`: the frame's height in pixels.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> server.iframe("/docs", height=500)
+        """
         if colab_iframe(self.port, path, height):
             return None
         from IPython.display import IFrame
@@ -139,7 +163,14 @@ class Reachable:
         """A curl line that works pasted into a terminal on this machine: `.url`, with the server's own token as
         `$NBML_TOKEN` when it has one. `browser=True`: the line for `.browser_url` (from another machine, with
         Jupyter's token as a shell variable; the proxy adds the server's own). `direct` is the older name of
-        `not browser`."""
+        `not browser`.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> print(server.curl())
+            >>> print(server.curl(browser=True))
+        """
         a = self.address
         if direct is not None:
             browser = not direct

@@ -479,7 +479,14 @@ def _deploy(application, app: str, timeout_s: float, want_running: int | None, n
 
 class RayServerHandle(Reachable):
     """A model served by Ray Serve: `.url`, `.replicas`, `.scale(n)`, `.stop()`; shows itself in a notebook and in
-    Jupyter's side panel and proxy like a one-process ServerHandle."""
+    Jupyter's side panel and proxy like a one-process ServerHandle.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> server = nbml.serve("export/pets", engine="ray", autoscale=(0, 4))
+        >>> server.replicas
+    """
 
     def __init__(self, *, folder: Path, config: dict, app: str, host: str, port: int, kind: str, token, secret: str,
                  started_ray: bool, started_serve: bool, build: dict, timeout_s: float, strict: bool = True):
@@ -507,20 +514,45 @@ class RayServerHandle(Reachable):
     # state ----------------------------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
+        """Whether the application is still served: False after `stop()` or after Stop in Jupyter's side panel.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> server.running
+        """
         return not self._stopped.is_set()
 
     @property
     def replica_states(self) -> dict:
-        """Ray Serve's replica counts by state, e.g. {'RUNNING': 2}."""
+        """Ray Serve's replica counts by state, e.g. {'RUNNING': 2}.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> server.replica_states
+        """
         return _deployment_status(self.app)[1]
 
     @property
     def replicas(self) -> int:
-        """Replicas running now."""
+        """Replicas running now.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> server.replicas
+        """
         return int(self.replica_states.get("RUNNING", 0))
 
     def metrics(self) -> str:
-        """Every live replica's counters, as GET /metrics shows them (without a request)."""
+        """Every live replica's counters, as GET /metrics shows them (without a request).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> print(server.metrics())
+        """
         kv, texts, now = _kv(), {}, time.time()
         for key in kv._internal_kv_list(_metrics_key(self.app), namespace=KV_NAMESPACE):
             raw = kv._internal_kv_get(key, namespace=KV_NAMESPACE)
@@ -530,12 +562,29 @@ class RayServerHandle(Reachable):
 
     @property
     def requests(self) -> int:
+        """Requests the live replicas have answered so far (from their counters, as `metrics` shows them).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> server.requests
+        """
         return int(sum(float(v) for v in re.findall(r"^nbml_requests_total\{[^}]*\} (\S+)$", self.metrics(), re.M)))
 
     # changes --------------------------------------------------------------------------------------------------
     def scale(self, n: int, timeout_s: float | None = None) -> "RayServerHandle":
         """Run exactly `n` replicas (autoscaling off from now on); returns once they run, or fails within
-        `timeout_s` (the start timeout) saying what could not be had."""
+        `timeout_s` (the start timeout) saying what could not be had.
+
+        Raises:
+            ValueError: `n` is below 1.
+            RuntimeError: the server is stopped, the Ray's CPUs cannot hold `n` replicas, or they do not all run within
+                the timeout.
+
+        Examples:
+            >>> server.scale(4)
+            >>> server.scale(1, timeout_s=120)
+        """
         n = int(n)
         if n < 1:
             raise ValueError("scale(n) needs n >= 1 (autoscale=(0, k) scales to zero by itself)")
@@ -549,7 +598,13 @@ class RayServerHandle(Reachable):
 
     def stop(self, timeout: float = 60) -> None:
         """Delete the application (replicas finish what they hold and write their logs), unregister from Jupyter;
-        the local Ray nbml started is shut down with it."""
+        the local Ray nbml started is shut down with it.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> server.stop()
+        """
         if self._stopped.is_set():
             return
         self._stopped.set()

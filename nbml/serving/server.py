@@ -83,7 +83,15 @@ class ServerHandle(Reachable):
       Jupyter's token as a shell variable, from another machine).
 
     `nbml.serve` and `model.serve()` make it (`service`: the loaded model and its settings; `host` and `sock`: the
-    address and the bound socket it listens on); it is not made by hand."""
+    address and the bound socket it listens on); it is not made by hand.
+
+    Raises:
+        RuntimeError: the server did not start within 60 s (the reason is in the message).
+
+    Examples:
+        >>> server = nbml.serve("export/pets")
+        >>> server.url, server.requests
+    """
 
     def __init__(self, service: Service, host: str, sock: socket.socket):
         self.service, self.host = service, host
@@ -122,33 +130,70 @@ class ServerHandle(Reachable):
 
     @property
     def log(self):
-        """The prediction log this server writes (nbml.predlog), or None when logging is off."""
+        """The prediction log this server writes (nbml.predlog), or None when logging is off.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> server.log
+        """
         return self.service.log
 
     @property
     def folder(self) -> Path:
-        """The exported artifact folder being served."""
+        """The exported artifact folder being served.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> server.folder
+        """
         return self.service.folder
 
     @property
     def requests(self) -> int:
-        """Requests answered so far (all endpoints, errors included)."""
+        """Requests answered so far (all endpoints, errors included).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> server.requests
+        """
         return self.service.metrics.request_count
 
     @property
     def predictions(self) -> int:
-        """Predictions made so far (an image, text or row each; a batch request counts each)."""
+        """Predictions made so far (an image, text or row each; a batch request counts each).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> server.predictions
+        """
         return self.service.metrics.prediction_count
 
     @property
     def running(self) -> bool:
-        """Whether the server still answers: False after `stop()`, after Stop in the side panel, or when it failed."""
+        """Whether the server still answers: False after `stop()`, after Stop in the side panel, or when it failed.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> server.running
+        """
         return self._thread.is_alive() and not self._stopped.is_set()
 
     def stop(self, timeout: float = 30) -> None:
         """Stop accepting requests, finish those in flight, write the prediction log, free the port.
 
-        `timeout`: seconds to wait for requests in flight before the server is made to exit."""
+        `timeout`: seconds to wait for requests in flight before the server is made to exit.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> server.stop()
+            >>> server.stop(timeout=5)
+        """
         if self._stopped.is_set():
             return
         self._stopped.set()
@@ -268,6 +313,19 @@ def serve(folder, *, host: str = "127.0.0.1", port: int | None = None, dataset=N
       `autoscale=(min, max)` (min 0: none while idle), on a local Ray or the cluster at `ray_address`; each
       answered request is logged before its answer is sent. Returns a RayServerHandle (`.scale(n)`, `.replicas`).
       `**ray_options` go to nbml.serving.ray_engine.serve_ray (`num_cpus` per replica, `idle_s`, ...).
+
+    Raises:
+        ValueError: `engine` is not 'process' or 'ray', Ray options are given without engine='ray', or `folder` is a
+            pickle, a saved model not yet exported, or not an nbml model.
+        FileNotFoundError: `folder` holds no config.json.
+        OSError: the port asked for is in use, or the address cannot be listened on.
+        RuntimeError: the server did not start (with engine='ray': Ray could not start, the replicas do not fit, or the
+            model is served there already).
+        ImportError: engine='ray' and Ray Serve is not installed.
+
+    Examples:
+        >>> server = nbml.serve("export/pets", dataset=ds, log_images=200)
+        >>> server = nbml.serve("export/pets", engine="ray", replicas=2)
     """
     if engine == "ray":
         from .ray_engine import serve_ray
