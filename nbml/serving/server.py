@@ -316,7 +316,8 @@ def serve(folder, *, host: str = "127.0.0.1", port: int | None = None, dataset=N
 
     Raises:
         ValueError: `engine` is not 'process' or 'ray', Ray options are given without engine='ray', or `folder` is a
-            pickle, a saved model not yet exported, or not an nbml model.
+            pickle, a saved model not yet exported, or not an nbml model, or `autoscale` is not (min, max) with
+            0 <= min <= max and max >= 1.
         FileNotFoundError: `folder` holds no config.json.
         OSError: the port asked for is in use, or the address cannot be listened on.
         RuntimeError: the server did not start (with engine='ray': Ray could not start, the replicas do not fit, or the
