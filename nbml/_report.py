@@ -14,7 +14,14 @@ class IngestReport:
     """What `add_images`, `add_texts` or `add_dataframe` did: ids added, duplicates found, files skipped with a reason each.
 
     `added`: the new items' ids; `duplicates`: (file or text, id of the item it duplicates); `skipped`: (file or text,
-    reason); `warnings`: (file or text, what was changed or noted, such as bytes decoded with replacement)."""
+    reason); `warnings`: (file or text, what was changed or noted, such as bytes decoded with replacement).
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> report = ds.add_images("pets/")
+        >>> report.added, report.skipped
+    """
     added: list[int] = field(default_factory=list)
     duplicates: list[tuple[str, int]] = field(default_factory=list)   # (path, id of the item it duplicates)
     skipped: list[tuple[str, str]] = field(default_factory=list)      # (path, reason)
@@ -23,7 +30,13 @@ class IngestReport:
     def summary(self) -> str:
         """For people: how many were added, duplicates and skipped, then a line per reason for skipping, and the notes
         about items that were added (a note about an input that turned out a duplicate or was skipped is left out:
-        nothing of it was added)."""
+        nothing of it was added).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> print(ds.add_texts("sms.csv").summary())
+        """
         first = f"added {len(self.added)}, duplicates {len(self.duplicates)}, skipped {len(self.skipped)}"
         if not self.added and self.duplicates and not self.skipped:
             first += ": nothing new, every one is already in the project"

@@ -16,7 +16,13 @@ RULES = ("reviewed", "majority", "latest")
 
 class Agreement(dict):
     """{"method": "cohen" | "fleiss" | None, "kappa": float | None, "annotators": n, "items": n compared,
-    "disagreements": n}; shown as one line."""
+    "disagreements": n}; shown as one line.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> ds.agreement()["kappa"]
+    """
 
     def __repr__(self) -> str:
         if self["kappa"] is None:

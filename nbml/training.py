@@ -53,6 +53,17 @@ def train(ds, arch: str | None = None, epochs: int | None = None, size: int | No
     no split yet), `seed` (makes the split, the order and the initialisation repeatable), `device` ('cuda', 'mps',
     'cpu'; None: the best there is), `augment` (images: 'auto' picks from the images' size, None or False for none),
     `save` (keep the run's model beside the project so `ds.load_run()` finds it).
+
+    Raises:
+        TypeError: `ds` is not an nbml.Dataset.
+        ValueError: `mode` or `pretrained` is not one of its values, no item is labelled, fewer than two classes are,
+            the validation split is empty, or `devices` asks for what this machine lacks (or is given with mode='head').
+        nbml.DistributedTrainingError: with `devices=N`, a worker failed or died.
+
+    Examples:
+        >>> model = nbml.train(ds, epochs=3)
+        >>> handle = nbml.train(ds, arch="convnext_tiny", background=True)
+        >>> model = nbml.train(ds, mode="head")
     """
     if mode == "head":
         if devices not in (None, 1):

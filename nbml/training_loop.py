@@ -22,7 +22,14 @@ __all__ = ["TrainingHandle", "prepare", "run", "record_success", "record_failure
 
 
 class TrainingHandle:
-    """What `train(..., background=True)` returns at once: `stop()`, `wait()`, `done`, `status`, `events`."""
+    """What `train(..., background=True)` returns at once: `stop()`, `wait()`, `done`, `status`, `events`.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> handle = nbml.train(ds, background=True)
+        >>> model = handle.wait()
+    """
 
     def __init__(self):
         self._stop = threading.Event()
@@ -37,13 +44,24 @@ class TrainingHandle:
         self.thread: threading.Thread | None = None
 
     def subscribe(self, fn: Callable) -> None:
-        """Call `fn(event)` for every event from now on."""
+        """Call `fn(event)` for every event from now on.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> handle.subscribe(lambda event: print(nbml.events.as_dict(event)))
+        """
         with self._lock:
             self._subscribers.append(fn)
 
     def emit(self, event) -> None:
         """Hand `event` to every subscriber (the training core calls it); a subscriber that raises is dropped with a
         warning, and training goes on.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> handle.emit(nbml.events.TrainWarning("a note for the subscribers"))
         """
         with self._lock:
             self.events.append(event)
@@ -57,24 +75,51 @@ class TrainingHandle:
                     self._subscribers.remove(fn)
 
     def stop(self) -> None:
-        """End training after the current batch; the best epoch's weights are kept."""
+        """End training after the current batch; the best epoch's weights are kept.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> handle.stop()
+        """
         self._stop.set()
 
     @property
     def stopping(self) -> bool:
-        """Whether Stop was asked for (`stop()` or the monitor's button)."""
+        """Whether Stop was asked for (`stop()` or the monitor's button).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> handle.stopping
+        """
         return self._stop.is_set()
 
     @property
     def done(self) -> bool:
-        """Whether training has ended, whatever the way."""
+        """Whether training has ended, whatever the way.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> handle.done
+        """
         return self._done.is_set()
 
     def wait(self, timeout: float | None = None):
         """Block until training ends; returns the Model, or raises what made training fail.
 
         `timeout`: seconds to wait at most (None: as long as it takes); a TimeoutError says training is still
-        running."""
+        running.
+
+        Raises:
+            TimeoutError: training is still running after `timeout` seconds.
+            Exception: whatever made training fail, raised again here.
+
+        Examples:
+            >>> model = handle.wait()
+            >>> model = handle.wait(timeout=600)
+        """
         if not self._done.wait(timeout):
             raise TimeoutError(f"training still running after {timeout}s")
         if self.error is not None:
