@@ -115,7 +115,13 @@ class GridWidget(Widget):
     # -- the page ------------------------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Send the current page: item fields as JSON, thumbnails by content key (the front end asks for the
-        bytes of keys it has not seen, so a key press re-sends no image)."""
+        bytes of keys it has not seen, so a key press re-sends no image).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> widget.refresh()
+        """
         page = max(self.page, 0)
         ids, total = self._searched_page_ids(page * self.page_size, self.page_size)
         last = max(0, (total - 1) // self.page_size)

@@ -67,7 +67,15 @@ class Chart(anywidget.AnyWidget):
     """`Chart(altair_chart_or_spec)`; `.spec` (or `.to_dict()`) is the Vega-Lite spec it draws.
 
     `chart`: an altair chart or a Vega-Lite spec as a dict (data from a URL is refused); `**traits` are passed to the
-    widget. `ds.stats()` and `nbml.monitor()` return one."""
+    widget. `ds.stats()` and `nbml.monitor()` return one.
+
+    Raises:
+        ValueError: the spec loads data from a URL instead of holding it inline.
+
+    Examples:
+        >>> chart = Chart(alt.Chart(frame).mark_bar().encode(x="label", y="count()"))
+        >>> ds.stats().chart.to_dict()
+    """
 
     _esm = bundle("chart")
     spec = t.Dict().tag(sync=True)
@@ -80,5 +88,11 @@ class Chart(anywidget.AnyWidget):
         return f"Chart({(title.get('text') if isinstance(title, dict) else title) or 'Vega-Lite'!r})"
 
     def to_dict(self) -> dict:
-        """A copy of the spec, as altair's `Chart.to_dict()` gives."""
+        """A copy of the spec, as altair's `Chart.to_dict()` gives.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> ds.stats().chart.to_dict()["mark"]
+        """
         return copy.deepcopy(self.spec)

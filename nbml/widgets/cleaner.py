@@ -11,6 +11,14 @@ class TopLossesWidget(ReviewWidget):
     """What `model.top_losses()` returns: the items with the highest loss, to relabel (a class's key), remove (`Delete`)
     or keep (`K`). `model`: the Model; `splits`: which splits' items; `n`: at most this many (None: every labelled
     item); `page_size`: items per page; `filter`: 'all', 'label:NAME' or 'split:NAME'.
+
+    Raises:
+        RuntimeError: `model` has no dataset attached (`nbml.load(path, dataset=ds)`).
+        ValueError: `page_size` is below 1.
+
+    Examples:
+        >>> losses = model.top_losses(100, splits=("valid",))
+        >>> losses.filter = "label:cat"
     """
     _esm = bundle("cleaner")
     filter = t.Unicode("all").tag(sync=True)

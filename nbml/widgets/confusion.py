@@ -32,6 +32,13 @@ class ConfusionWidget(ReviewWidget):
     """What `model.confusion()` returns: the confusion matrix as a heatmap; a click on a cell lists its items to relabel
     or remove with the grid's keys. `model`: the Model; `split`: the split it is measured on; `normalize`: rows as
     shares instead of counts (a toggle too); `page_size`: items listed per page.
+
+    Raises:
+        RuntimeError: `model` has no dataset attached (`nbml.load(path, dataset=ds)`).
+        ValueError: `split` has no labelled item of a class the model knows, or `page_size` is below 1.
+
+    Examples:
+        >>> cm = model.confusion("valid", normalize=True)
     """
     _esm = bundle("confusion")
     spec = t.Dict().tag(sync=True)

@@ -72,6 +72,14 @@ def map_spec(points, title: str, texts: dict[int, str] | None = None, classes=No
 class ExploreWidget(GridWidget):
     """What `ds.explore()` returns (see `Dataset.explore`). `ds`: the project; `backbone`: whose embeddings to map;
     `projection`: 'auto', 'umap' or 'pca'; `page_size`: items per page of the lists.
+
+    Raises:
+        ValueError: the project has no usable items, or `page_size` is below 1.
+        nbml.backbone.NoBackboneError: no pretrained weights can be had and the project has no trained model.
+        ImportError: `projection='umap'` and umap-learn is not installed (more than 15 items).
+
+    Examples:
+        >>> explorer = ds.explore(projection="pca")
     """
     _esm = bundle("explore")
     spec = t.Dict().tag(sync=True)

@@ -22,6 +22,13 @@ class LabelWidget(GridWidget):
     threshold; `thumb_size`: thumbnail pixels; `strategy` and `rerank_every`: how the 'queue' filter ranks what to
     label next and how often it ranks again; `lease_ttl`: seconds the items on screen are held for you in a team
     project.
+
+    Raises:
+        ValueError: `filter` is unknown or needs a model that is not given, or `page_size` is below 1.
+
+    Examples:
+        >>> grid = ds.label(model)
+        >>> grid.filter = "low_confidence"
     """
     _esm = bundle("label")
     filter = t.Unicode("unlabelled").tag(sync=True)
@@ -53,7 +60,13 @@ class LabelWidget(GridWidget):
         self._forecast_soon()
 
     def close(self) -> None:
-        """Close the widget and release the items it held for you in a team project."""
+        """Close the widget and release the items it held for you in a team project.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> grid.close()
+        """
         self._leases.close()
         super().close()
 
@@ -97,7 +110,16 @@ class LabelWidget(GridWidget):
 
     # -- the 'queue' filter: what ds.suggest ranks first, re-ranked as labels come in ----------------------------
     def rank(self) -> None:
-        """Rank the unlabelled items again (a head refitted on the labels so far when there is no model)."""
+        """Rank the unlabelled items again (a head refitted on the labels so far when there is no model).
+
+        Raises:
+            ValueError: the strategy needs labelled items of two classes, or none of the unlabelled items has an
+                embedding (see `Dataset.suggest`).
+            nbml.backbone.NoBackboneError: no pretrained weights can be had and the project has no trained model.
+
+        Examples:
+            >>> grid.rank()
+        """
         page = max(self.page_size * 4, 100)
         ranked = self.ds.suggest(self.model, n=page, strategy=self.strategy)
         self._queue = [int(i) for i in ranked["id"]]
@@ -214,7 +236,13 @@ class LabelWidget(GridWidget):
         return pred[0] if pred else None
 
     def refresh(self) -> None:
-        """Read the page, the counts and the filters from the store again (the grid does it after each change)."""
+        """Read the page, the counts and the filters from the store again (the grid does it after each change).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> grid.refresh()
+        """
         self._overlap = self.ds.overlap
         self.filter_options = self._filter_options()
         self.drops_decided = self.filter.split(":", 1)[0] in ("unlabelled", "predicted", "low_confidence", "queue",

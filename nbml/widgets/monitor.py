@@ -37,7 +37,14 @@ class TrainingMonitor(Widget):
 
     `nbml.train(ds)` in a notebook shows one: the live losses, validation accuracy, progress with ETA, a Stop button and
     a summary. `handle`: the TrainingHandle to follow (None: subscribe it later); `interval`: at most one update of the
-    front end per this many seconds."""
+    front end per this many seconds.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> handle = nbml.train(ds, background=True, quiet=True)
+        >>> nbml.widgets.monitor.TrainingMonitor(handle, interval=0.5)
+    """
 
     _esm = bundle("monitor")
     spec = t.Dict().tag(sync=True)

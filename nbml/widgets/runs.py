@@ -40,6 +40,11 @@ def runs_spec(runs) -> dict:
 class RunsWidget(Widget):
     """What `ds.compare_runs()` returns: every run's validation loss and accuracy curves overlaid, and a table of
     parameters and final metrics. `ds`: the project whose runs to show.
+
+    Raises: nothing of its own.
+
+    Examples:
+        >>> runs = ds.compare_runs()
     """
     _esm = bundle("runs")
     spec = t.Dict().tag(sync=True)
@@ -52,7 +57,13 @@ class RunsWidget(Widget):
         self.refresh()
 
     def refresh(self) -> None:
-        """Read the runs from the project again (a run trained since shows up)."""
+        """Read the runs from the project again (a run trained since shows up).
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> runs.refresh()
+        """
         runs = self.ds.runs()
         columns, rows = runs_table(runs) if not runs.empty else ([], [])
         with self.hold_sync():
