@@ -1,8 +1,11 @@
-"""The documentation: every public name and method has a docstring that mentions each of its parameters, the site
+"""The documentation: every public name and method has a docstring that mentions each of its parameters, says what
+it raises and shows a call (an Examples section whose code parses), the site
 builds with `mkdocs build --strict` (broken links and references fail) and loads nothing from another host, and the
 README is a short door whose links lead somewhere."""
 from __future__ import annotations
 
+import ast
+import builtins
 import importlib
 import inspect
 import os
@@ -20,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RETURNED = ["nbml.serving.server.ServerHandle", "nbml.widgets.label.LabelWidget",
             "nbml.widgets.monitor.TrainingMonitor",
             "nbml.widgets.confusion.ConfusionWidget", "nbml.widgets.cleaner.TopLossesWidget",
-            "nbml.widgets.runs.RunsWidget", "nbml.widgets.explore.ExploreWidget", "nbml.widgets.chart.Chart"]
+            "nbml.widgets.runs.RunsWidget", "nbml.widgets.explore.ExploreWidget", "nbml.widgets.chart.Chart",
+            "nbml.serving.ray_engine.RayServerHandle"]
 
 
 def resolve(path: str):
@@ -122,6 +126,136 @@ def test_the_check_finds_what_it_should():
         """Uses a only."""
     assert [p for p in parameters(quiet) if not mentions(docstring_of(quiet), p)] == ["b"]
     assert not mentions("the item_ids given", "item_id") and mentions("`item_id`: one item", "item_id")
+
+
+NO_RAISES = re.compile(r"^Raises: nothing of its own\.", re.M)
+RAISES = re.compile(r"^Raises:\n((?:[ \t]+\S.*\n?)+)", re.M)
+RAISED = re.compile(r"^[ \t]{4}([A-Za-z_][\w.]*):\s+\S", re.M)
+EXAMPLES = re.compile(r"^Examples:\n((?:(?:[ \t]+\S.*)?\n?)+)", re.M)
+
+
+def needs_sections(obj) -> bool:
+    """Every walked callable and property says what it raises and shows a call; modules and exception classes
+    (which are raised, not called) do not."""
+    return not inspect.ismodule(obj) and not (inspect.isclass(obj) and issubclass(obj, BaseException))
+
+
+def cleaned_docstring(obj) -> str:
+    """docstring_of(obj) with each part (a class's and its __init__'s) dedented as mkdocstrings reads it."""
+    if inspect.isclass(obj):
+        parts = [vars(obj).get("__doc__") or "", (vars(obj).get("__init__") and vars(obj)["__init__"].__doc__) or ""]
+        if parts[0].startswith(f"{obj.__name__}("):
+            parts[0] = ""
+        return "\n\n".join(inspect.cleandoc(p) for p in parts if p)
+    return inspect.cleandoc(docstring_of(obj))
+
+
+def raised_names(doc: str) -> list[str] | None:
+    """The exception names a Google-style `Raises:` section lists ([] for "Raises: nothing of its own."), or None
+    when the docstring has neither."""
+    found = [name for block in RAISES.findall(doc) for name in RAISED.findall(block)]
+    if found:
+        return found
+    return [] if NO_RAISES.search(doc) else None
+
+
+def example_code(doc: str) -> list[str]:
+    """The code of the `>>>` / `...` lines of each Examples section, prompts stripped."""
+    blocks = []
+    for section in EXAMPLES.findall(doc):
+        lines = [line.strip() for line in section.splitlines()]
+        code = [line[4:] if len(line) > 3 else "" for line in lines if line.startswith((">>>", "..."))]
+        if code:
+            blocks.append("\n".join(code))
+    return blocks
+
+
+def is_exception_name(name: str, obj) -> bool:
+    """A builtin exception, or an exception class the object's module (or nbml) defines or imports."""
+    value = getattr(builtins, name, None)
+    if value is None:
+        module = getattr(obj, "__module__", None)
+        if isinstance(obj, property):
+            module = obj.fget.__module__
+        elif isinstance(obj, (classmethod, staticmethod)):
+            module = obj.__func__.__module__
+        value = getattr(sys.modules.get(module or ""), name, None)
+    if value is None and "." in name:
+        try:
+            value = resolve(name)
+        except (ImportError, AttributeError, ValueError):
+            value = None
+    return inspect.isclass(value) and issubclass(value, BaseException)
+
+
+def section_problems(name: str, obj) -> list[str]:
+    doc = cleaned_docstring(obj)
+    problems = []
+    raised = raised_names(doc)
+    if raised is None:
+        problems.append(f"{name}: no Raises section (or 'Raises: nothing of its own.')")
+    else:
+        problems += [f"{name}: raises {exc}, which is no exception class" for exc in raised
+                     if not is_exception_name(exc, obj)]
+    code = example_code(doc)
+    if not code:
+        problems.append(f"{name}: no Examples section with a >>> line")
+    for block in code:
+        try:
+            ast.parse(block)
+        except SyntaxError as e:
+            problems.append(f"{name}: its example does not parse ({e.msg}): {block!r}")
+    return problems
+
+
+def test_every_public_callable_says_what_it_raises_and_shows_a_call_that_parses():
+    problems = [p for name, obj in documented_objects() if needs_sections(obj) for p in section_problems(name, obj)]
+    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)
+
+
+def test_the_section_check_finds_what_it_should():
+    def good(ds, item_id):
+        """Takes `ds` and `item_id`.
+
+        Raises:
+            KeyError: when there is no such item.
+
+        Examples:
+            >>> good(ds, 3)
+            >>> for i in [1, 2]:
+            ...     good(ds, i)
+        """
+
+    def quiet():
+        """Does nothing.
+
+        Raises: nothing of its own.
+
+        Examples:
+            >>> quiet()
+        """
+
+    def broken():
+        """Says nothing of errors.
+
+        Examples:
+            >>> broken(
+        """
+
+    def wrong():
+        """Says the wrong thing.
+
+        Raises:
+            Nothing: at all.
+        """
+
+    assert section_problems("good", good) == [] and section_problems("quiet", quiet) == []
+    assert example_code(cleaned_docstring(good)) == ["good(ds, 3)\nfor i in [1, 2]:\n    good(ds, i)"]
+    problems = section_problems("broken", broken)
+    assert any("no Raises section" in p for p in problems) and any("does not parse" in p for p in problems)
+    problems = section_problems("wrong", wrong)
+    assert any("Nothing, which is no exception class" in p for p in problems)
+    assert any("no Examples section" in p for p in problems)
 
 
 EXTERNAL = re.compile(r"""<script[^>]*\bsrc=["']?(https?:)?//|<link[^>]*\bhref=["']?(https?:)?//[^>]*>"""

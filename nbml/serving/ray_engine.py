@@ -481,6 +481,13 @@ class RayServerHandle(Reachable):
     """A model served by Ray Serve: `.url`, `.replicas`, `.scale(n)`, `.stop()`; shows itself in a notebook and in
     Jupyter's side panel and proxy like a one-process ServerHandle.
 
+    `nbml.serve(..., engine="ray")` makes it; it is not made by hand: `folder` and `config` are the exported model
+    and its config.json, `app` the Ray Serve application's name, `host` and `port` the address of Ray Serve's HTTP
+    proxy, `kind` the kind of item, `token` the requests' bearer token (or None), `secret` what Jupyter's panel sends
+    to stop it, `started_ray` and `started_serve` whether this call started Ray and Ray Serve (`stop` shuts down what
+    it started), `build` the application's options and `timeout_s` the start timeout (both for `scale`), `strict`
+    whether the replicas must fit the CPUs of a local Ray.
+
     Raises: nothing of its own.
 
     Examples:
@@ -599,6 +606,9 @@ class RayServerHandle(Reachable):
     def stop(self, timeout: float = 60) -> None:
         """Delete the application (replicas finish what they hold and write their logs), unregister from Jupyter;
         the local Ray nbml started is shut down with it.
+
+        `timeout` is not used (Ray Serve's own graceful shutdown applies); it is there so that
+        `server.stop(timeout=...)` works on both kinds of handle.
 
         Raises: nothing of its own.
 
