@@ -101,6 +101,38 @@ def test_a_folder_resolves_with_its_weights_hash_and_reads_its_sentence_config(t
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
 
 
+# Two threads loading the encoder in a process that has not imported transformers yet: the label grid's forecast in
+# the background and nbml.train in the cell. transformers' lazy module, half made in one thread, made the other's
+# `from transformers import AutoModel` fail (the text notebook in a fresh clone's `make test`).
+CONCURRENT_LOADS = """
+import sys, threading, time
+import torch
+from nbml.kinds import text_encoder as te
+files = te.resolve_encoder("hf:" + sys.argv[1], download=False)
+errors = []
+def load():
+    try:
+        te.load_encoder(files)
+    except Exception as e:
+        errors.append(repr(e))
+other = threading.Thread(target=load)
+other.start()
+time.sleep(float(sys.argv[2]))
+load()
+other.join()
+assert "transformers" in sys.modules
+print("errors:", errors)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.1])
+def test_two_threads_load_the_encoder_at_once_in_a_new_process(tiny, delay):
+    run = subprocess.run([sys.executable, "-c", CONCURRENT_LOADS, str(tiny), str(delay)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "errors: []" in run.stdout, run.stdout + run.stderr[-2000:]
+
+
 def test_the_hub_cache_comes_before_the_package(tiny, tmp_path, monkeypatch):
     """A snapshot in the hub cache (blobs named by their SHA-256, as huggingface_hub writes them) is found first,
     even for the repo the package holds; its hash is the blob's name."""

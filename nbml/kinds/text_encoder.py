@@ -44,6 +44,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 import zipfile
@@ -455,12 +456,19 @@ def max_tokens_of(folder: Path) -> int:
     return int(min(max_len or EMBED_TOKENS, positions))
 
 
+# transformers makes its lazy module on first import: a second thread importing from it meanwhile can find it half
+# made ("cannot import name 'AutoModel' from 'transformers'"; the label grid's forecast loads the encoder in the
+# background while `nbml.train` loads it in the cell). nbml imports and loads from transformers under this lock.
+TRANSFORMERS_LOCK = threading.RLock()
+
+
 def _fast_tokenizer(folder: Path):
     """The encoder's `tokenizers.Tokenizer`: tokenizer.json, or one transformers builds from vocab.txt."""
     if (folder / TOKENIZER_FILE).is_file():
         return load_tokenizer(folder / TOKENIZER_FILE)
-    from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, use_fast=True).backend_tokenizer
+    with TRANSFORMERS_LOCK:
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, use_fast=True).backend_tokenizer
     tok.no_padding()
     tok.no_truncation()
     return tok
@@ -469,17 +477,18 @@ def _fast_tokenizer(folder: Path):
 def load_encoder(files: EncoderFiles | str | None = None, download: bool | str = "auto"):
     """(SentenceEncoder with the pretrained weights, float32 on the CPU, in eval mode; its `tokenizers.Tokenizer`).
     `files` is what `resolve_encoder` returned, or an `arch` for it."""
-    from transformers import AutoModel
-    from transformers.utils import logging
     if not isinstance(files, EncoderFiles):
         files = resolve_encoder(files, download=download)
-    was = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()
-    try:
-        model = AutoModel.from_pretrained(str(files.folder), local_files_only=True, dtype=torch.float32)
-    finally:
-        if was:
-            logging.enable_progress_bar()
+    with TRANSFORMERS_LOCK:
+        from transformers import AutoModel
+        from transformers.utils import logging
+        was = logging.is_progress_bar_enabled()
+        logging.disable_progress_bar()
+        try:
+            model = AutoModel.from_pretrained(str(files.folder), local_files_only=True, dtype=torch.float32)
+        finally:
+            if was:
+                logging.enable_progress_bar()
     pooling, normalize, _ = _sentence_config(files.folder)
     encoder = SentenceEncoder(model, pooling, normalize).eval()
     encoder.repo, encoder.source, encoder.sha256 = files.repo, files.source, files.sha256

@@ -352,12 +352,13 @@ def load_extra(model, folder: Path) -> None:
 def load_net(folder: Path, config: dict, state: dict):
     """The network of a saved encoder model from its folder alone: the encoder rebuilt from encoder/config.json,
     the weights from `state`, the tokenizer from encoder/tokenizer.json."""
-    from transformers import AutoConfig, AutoModel
     extra = Path(folder) / EXTRA_DIR
     if not (extra / "config.json").is_file() or not (extra / TOKENIZER_FILE).is_file():
         raise FileNotFoundError(f"{folder} holds a sentence-encoder text model but not its encoder's configuration "
                                 f"and tokenizer ({EXTRA_DIR}/config.json, {EXTRA_DIR}/{TOKENIZER_FILE})")
-    model = AutoModel.from_config(AutoConfig.from_pretrained(str(extra), local_files_only=True))
+    with te.TRANSFORMERS_LOCK:
+        from transformers import AutoConfig, AutoModel
+        model = AutoModel.from_config(AutoConfig.from_pretrained(str(extra), local_files_only=True))
     encoder = te.SentenceEncoder(model, config.get("pooling", "mean"), bool(config.get("normalize", True)))
     encoder.repo, encoder.source, encoder.sha256 = (config.get("encoder", ""), config.get("encoder_source", ""),
                                                     config.get("encoder_sha256", ""))
