@@ -153,7 +153,7 @@ def side_panel(page, path: Path) -> None:
 
 def run_notebook(lab, browser, name: str, records: list[dict]) -> None:
     print(f"{name}: Run All in JupyterLab", flush=True)
-    context = browser.new_context(viewport={"width": 1300, "height": 1000})
+    context = browser.new_context(viewport={"width": 1300, "height": 1800})   # the tallest widget (top losses) whole
     blocked = block_outside(context)
     page = context.new_page()
     try:
