@@ -227,7 +227,12 @@ def load(port: int, bodies: list[bytes], n_requests: int, concurrency: int, betw
             if i >= n_requests:
                 break
             t = time.perf_counter()
-            status = conn.post(i)
+            try:
+                status = conn.post(i)
+            except OSError:       # the server dropped the connection (a killed replica): an error, then reconnect
+                status = None
+                conn.close()
+                conn = CLIENTS[client](port, bodies, content_type)
             mine.append(time.perf_counter() - t)
             if status != 200:
                 with lock:
