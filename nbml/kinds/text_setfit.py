@@ -139,7 +139,7 @@ def plan(ds, frame, classes, *, arch, size, bs, pretrained, weights, epochs, fre
                 augment=None, default_lr=te.LR, fit_options=dict(te.FIT_OPTIONS))
 
 
-def _labels(plan, frame) -> np.ndarray:
+def _labels(frame) -> np.ndarray:
     return frame["label"].astype(str).to_numpy()
 
 
@@ -148,7 +148,7 @@ def make_learner(plan, frame, stop_cb):
     from ..learner import learner_cbs
     net = plan.net.to(plan.device)
     is_train = (frame["split"] == "train").to_numpy()
-    texts, labels = frame["content"].tolist(), _labels(plan, frame)
+    texts, labels = frame["content"].tolist(), _labels(frame)
     per_epoch = max(1, -(-net.pairs // plan.epochs))
     learn = te.pair_learner(net.body, net.tokenizer, [t for t, k in zip(texts, is_train) if k], labels[is_train],
                             valid_texts=[t for t, k in zip(texts, ~is_train) if k], valid_labels=labels[~is_train],
@@ -182,7 +182,7 @@ def finish(plan, learn, metrics: dict) -> dict:
     finetune_s = time.perf_counter() - getattr(net, "t0", time.perf_counter())
     frame = plan.frame
     is_train = (frame["split"] == "train").to_numpy()
-    labels = _labels(plan, frame)
+    labels = _labels(frame)
     emb = _embed(plan, frame["content"].tolist())
     net.frame_embeddings = emb          # refit_on_all fits on the same embeddings (the encoder does not change)
     head = _head_on(plan, emb[is_train], labels[is_train])
@@ -217,20 +217,23 @@ def refit_on_all(plan, learn) -> dict[int, np.ndarray]:
     validated = net_head(plan.net, plan.classes)
     holdout = dict(zip(frame.loc[is_valid, "id"].astype(int).tolist(), validated.probs(emb[is_valid])))
     plan.handle.emit(E.PhaseStarted("refit", 0))
-    set_head(plan.net, _head_on(plan, emb, _labels(plan, frame)))
+    set_head(plan.net, _head_on(plan, emb, _labels(frame)))
     return holdout
+
+
+def _encoder_fields(encoder, tok, max_tokens: int) -> dict:
+    """The config.json fields that describe a model's encoder and head (fine-tuned or mode="head" alike)."""
+    return dict(kind="text", encoder=encoder.repo, encoder_source=encoder.source, encoder_sha256=encoder.sha256,
+                max_tokens=int(max_tokens), dim=int(encoder.num_features), pooling=encoder.pooling,
+                normalize=encoder.normalize, pad_id=pad_id(tok), encoder_config=f"{EXTRA_DIR}/config.json",
+                tokenizer=f"{EXTRA_DIR}/{TOKENIZER_FILE}", head={"type": "linear"})
 
 
 def config(plan) -> dict:
     """What an encoder text model's config.json says beyond the shared fields."""
     net = plan.net
-    enc = net.body
-    return dict(kind="text", encoder=enc.repo, encoder_source=enc.source, encoder_sha256=enc.sha256,
-                max_tokens=int(plan.size), dim=int(enc.num_features), pooling=enc.pooling, normalize=enc.normalize,
-                pad_id=pad_id(net.tokenizer), pairs=int(plan.params.get("pairs", net.pairs)),
-                pair_tokens=int(net.pair_tokens), finetune_seconds=plan.params.get("finetune_seconds"),
-                encoder_config=f"{EXTRA_DIR}/config.json", tokenizer=f"{EXTRA_DIR}/{TOKENIZER_FILE}",
-                head={"type": "linear"})
+    return dict(_encoder_fields(net.body, net.tokenizer, plan.size), pairs=int(plan.params.get("pairs", net.pairs)),
+                pair_tokens=int(net.pair_tokens), finetune_seconds=plan.params.get("finetune_seconds"))
 
 
 # -- mode="head" and the data-centric loop ------------------------------------------------------------------------
@@ -315,11 +318,8 @@ def head_model(ds, backbone, X: np.ndarray, frame, target: np.ndarray, is_train:
     set_head(net, head)
     p = head.probs(X)
     net.pairs, net.pair_tokens = 0, 0
-    extra = dict(kind="text", encoder=body.repo, encoder_source=body.source, encoder_sha256=body.sha256,
-                 max_tokens=int(backbone.size), dim=int(body.num_features), pooling=body.pooling,
-                 normalize=body.normalize, pad_id=pad_id(body.tokenizer), pairs=0, pair_tokens=0,
-                 encoder_config=f"{EXTRA_DIR}/config.json", tokenizer=f"{EXTRA_DIR}/{TOKENIZER_FILE}",
-                 head={"type": "linear"}, arch=backbone.arch, size=int(backbone.size), mean=[], std=[])
+    extra = dict(_encoder_fields(body, body.tokenizer, backbone.size), pairs=0, pair_tokens=0, arch=backbone.arch,
+                 size=int(backbone.size), mean=[], std=[])
     return net, p[is_train], p[~is_train], extra
 
 

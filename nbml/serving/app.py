@@ -305,10 +305,7 @@ def _b64_image(value, i: int) -> bytes:
 
 def parse_json_images(body: bytes) -> tuple[list[bytes], bool]:
     """(images, single) from {"image": b64}, {"images": [b64, ...]}, a bare b64 string or a bare list."""
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HTTPError(400, f"the request body is not valid JSON: {e}") from None
+    payload = json_body(body)
     if isinstance(payload, dict):
         if "image" in payload:
             payload = payload["image"]
