@@ -52,14 +52,11 @@ def data(n_train: int, n_requests: int = 64):
     return train["text"].tolist(), train["label"].tolist(), requests, rest["text"].tolist(), rest["label"].tolist()
 
 
-def models(home: str, texts: list[str], labels: list[str], encoder: bool) -> tuple[str, str, dict]:
-    """(nbml's export folder, the baseline's model (the pipeline's joblib file, or a folder with the encoder and its
-    head), seconds spent per step); what `home` already holds from an earlier run (--keep) is reused."""
-    import joblib
-
+def nbml_export(home: str, texts: list[str], labels: list[str], encoder: bool) -> tuple[str, dict]:
+    """nbml's export folder (its default text model, int8 when kept, or the static model) and the seconds spent per
+    step; what `home` already holds from an earlier run (--keep) is reused."""
     import nbml
     folder, took = os.path.join(home, "sms-export"), {}
-    base = os.path.join(home, "st-baseline" if encoder else "pipeline.joblib")
     if not os.path.isfile(os.path.join(folder, "config.json")):
         ds = nbml.Dataset(os.path.join(home, "sms.nbml"))
         if len(ds) == 0:
@@ -72,6 +69,15 @@ def models(home: str, texts: list[str], labels: list[str], encoder: bool) -> tup
         folder = str(model.export(folder, quantize="int8" if encoder else None, quiet=True))
         took["nbml export"] = time.perf_counter() - t0
         ds.close()
+    return folder, took
+
+
+def models(home: str, texts: list[str], labels: list[str], encoder: bool) -> tuple[str, str, dict]:
+    """(nbml's export folder, the baseline's model (the pipeline's joblib file, or a folder with the encoder and its
+    head), seconds spent per step); what `home` already holds from an earlier run (--keep) is reused."""
+    import joblib
+    folder, took = nbml_export(home, texts, labels, encoder)
+    base = os.path.join(home, "st-baseline" if encoder else "pipeline.joblib")
     if encoder and not os.path.isdir(base):
         t0 = time.perf_counter()
         st_baseline(base, texts, labels)

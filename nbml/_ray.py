@@ -31,13 +31,14 @@ def local_ray_env() -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join([str(RAY_IMPORT_PATH), *([path] if path else [])])}
 
 
-def start_local_ray(num_cpus: int) -> None:
+def start_local_ray(num_cpus: int, env: dict[str, str] | None = None) -> None:
     """`ray.init` of a local Ray for one call, fit for a small busy machine: `num_cpus` CPUs, no dashboard, no
-    worker logs copied to this process, Ray's processes without the slow import described above."""
+    worker logs copied to this process, Ray's processes without the slow import described above; `env`: more
+    variables for Ray's processes (feature flags Ray reads when each process starts)."""
     import ray
     before = ray_processes()
     with _environ_lock:
-        env = local_ray_env()
+        env = {**local_ray_env(), **(env or {})}
         saved = {name: os.environ.get(name) for name in env}
         os.environ.update(env)
         try:

@@ -45,9 +45,11 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     """A Ray head on 127.0.0.1 with 2 CPUs and its dashboard, started with nbml's environment for Ray's processes
-    (nbml._ray.local_ray_env); ended with every process it started, and nothing else."""
+    (nbml._ray.local_ray_env) and HAProxy in front of the replicas, as on the local Ray nbml starts where it can
+    (ray_engine.HAPROXY_ENV); ended with every process it started, and nothing else."""
     import psutil
     from nbml._ray import local_ray_env
+    from nbml.serving.ray_engine import HAPROXY_ENV, haproxy_available
     gcs, dashboard = free_port(), free_port()
     ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                                                     "metrics-export-port", "runtime-env-agent-port",
@@ -55,7 +57,8 @@ def head(tmp_path_factory):
     temp = tmp_path_factory.mktemp("ray")
     # Ray's token authentication off for this loopback test head (the driver here and `serve deploy` then need
     # no token; a real cluster keeps it on: docs/serving-ray.md)
-    env = {**os.environ, **local_ray_env(), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, **local_ray_env(), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+           **(HAPROXY_ENV if haproxy_available() else {})}
     cmd = [os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block",
            f"--port={gcs}", "--num-cpus=2", "--include-dashboard=true",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--object-store-memory=200000000",
@@ -206,6 +209,29 @@ def test_two_replicas_answer_and_both_show_in_metrics(env, two):
     expected = env.model.predict(results[0][0]).probabilities
     body = post(two.direct_url, results[0][0]).json()
     assert body["probabilities"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_haproxy_listens_in_front_of_the_replicas(two):
+    """The head runs Ray's HAProxy ingress (HAPROXY_ENV): the handle's port is HAProxy's, not a Python proxy's."""
+    import psutil
+    from nbml.serving.ray_engine import haproxy_available
+    if not haproxy_available():
+        pytest.skip("this Ray has no HAProxy ingress")
+    listening = set()
+    for proc in psutil.process_iter(["name"]):
+        if "haproxy" in (proc.info["name"] or ""):
+            try:
+                listening |= {c.laddr.port for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+            except psutil.Error:
+                pass
+    assert two.port in listening, (two.port, listening)
+
+
+def test_ingress_is_chosen_only_for_a_local_ray_nbml_starts(env, head):
+    with pytest.raises(ValueError, match="chosen when nbml starts the local Ray"):
+        nbml.serve(env.folder, engine="ray", replicas=1, ray_address=head.address, ingress="proxy")
+    with pytest.raises(ValueError, match="ingress must be one of"):
+        nbml.serve(env.folder, engine="ray", replicas=1, ray_address=head.address, ingress="nginx")
 
 
 def test_registered_with_jupyter_like_one_process_server(two):

