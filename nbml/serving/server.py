@@ -312,7 +312,8 @@ def serve(folder, *, host: str = "127.0.0.1", port: int | None = None, dataset=N
     - `engine="ray"`: the same app on Ray Serve (nbml.serving.ray_engine): `replicas` (default 2) or
       `autoscale=(min, max)` (min 0: none while idle), on a local Ray or the cluster at `ray_address`; each
       answered request is logged before its answer is sent. Returns a RayServerHandle (`.scale(n)`, `.replicas`).
-      `**ray_options` go to nbml.serving.ray_engine.serve_ray (`num_cpus` per replica, `idle_s`, ...).
+      `**ray_options` go to nbml.serving.ray_engine.serve_ray (`num_cpus` per replica, `idle_s`, `ingress` ("haproxy"
+      in front of the replicas, the default on the local Ray nbml starts where Ray has it, or "proxy"), ...).
 
     Raises:
         ValueError: `engine` is not 'process' or 'ray', Ray options are given without engine='ray', or `folder` is a
