@@ -40,18 +40,23 @@ def _bf16_matmul_faster() -> bool:
 
 
 def fit_linear(X: np.ndarray, y: np.ndarray, n_classes: int, *, C: float = 0.1, max_iter: int = 100,
-               bf16: bool | None = None):
+               bf16: bool | None = None, standardize: bool = True, init=None, tolerance_change: float = 1e-6):
     """A fitted `nn.Linear(D, n_classes)` on raw features X [N, D] with integer targets y.
 
     Minimises mean cross-entropy + ||W||^2 / (2 N C) on standardised features (scikit-learn's objective for
     `LogisticRegression(C)`, intercept not penalised) by full-batch L-BFGS with an analytic gradient, then folds
     the standardisation into the weights. C=0.1 (rather than scikit-learn's 1) resists noisy labels better: on
     digits with 5% flipped labels it raised label-issue precision from 0.91 to 0.96 and converges in fewer steps.
+    `standardize=False` fits the raw features (the sentence encoder's head, as SetFit does). `init=(W, b)`, an
+    earlier solution on the same features (as the returned layer's weight and bias), is where L-BFGS starts: the
+    problem is strictly convex, so it reaches the same optimum, in fewer steps when few labels changed. It stops when
+    no gradient is above 1e-4 or the loss changes by less than `tolerance_change` in a step.
 
     The two products with the features dominate the time and are limited by memory: where the CPU has bfloat16
     instructions (`bf16=None` checks), the standardised features are held in bfloat16 (the weights, the
     accumulation, the loss and the gradient stay float32). On 8,000 x 512 digit embeddings here that took the fit
-    from 0.65 s to 0.38 s with the same validation accuracy (0.979).
+    from 0.65 s to 0.38 s with the same validation accuracy (0.979). (scikit-learn's own L-BFGS took 15 ms a step
+    on 8,000 x 384 encoder embeddings, float64 products included; this takes a few.)
     """
     import torch
     from torch import nn
@@ -60,16 +65,25 @@ def fit_linear(X: np.ndarray, y: np.ndarray, n_classes: int, *, C: float = 0.1, 
     if X.ndim != 2 or len(X) != len(y) or len(X) == 0:
         raise ValueError(f"fit_linear needs features [N, D] and N targets; got {tuple(X.shape)} and {len(y)}")
     n, d = X.shape
-    mean, std = X.mean(0), X.std(0, unbiased=False).clamp_min(1e-6)
-    Z = (X - mean) / std
+    if standardize:
+        mean, std = X.mean(0), X.std(0, unbiased=False).clamp_min(1e-6)
+    else:
+        mean, std = torch.zeros(d), torch.ones(d)
+    Z = (X - mean) / std if standardize else X
     low = torch.bfloat16 if (_bf16_matmul_faster() if bf16 is None else bf16) else torch.float32
     Z = Z.to(low)
-    W = torch.zeros(n_classes, d, requires_grad=True)
-    b = torch.zeros(n_classes, requires_grad=True)
+    W = torch.zeros(n_classes, d)
+    b = torch.zeros(n_classes)
+    if init is not None:       # in raw-feature space: into the standardised one
+        W0, b0 = torch.as_tensor(np.asarray(init[0], np.float32)), torch.as_tensor(np.asarray(init[1], np.float32))
+        if tuple(W0.shape) == (n_classes, d) and tuple(b0.shape) == (n_classes,):
+            W, b = W0 * std, b0 + W0 @ mean
+    W.requires_grad_(True)
+    b.requires_grad_(True)
     l2 = 1.0 / (n * C)
     minus_one = torch.full((n, 1), -1.0 / n)
     opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, history_size=10, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-4, tolerance_change=1e-6)
+                            tolerance_grad=1e-4, tolerance_change=tolerance_change)
 
     def closure():
         with torch.no_grad():

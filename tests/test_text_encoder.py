@@ -256,7 +256,8 @@ def test_head_matches_scikit_learn_and_round_trips(tmp_path):
     y = np.array(["c", "a", "b"])[rng.integers(0, 3, 60)]
     head = te.fit_head(x, y)
     ref = LogisticRegression(max_iter=2000).fit(x, y)
-    np.testing.assert_allclose(head.probs(x), ref.predict_proba(x), atol=1e-4)
+    # the same objective; each stops once no gradient is above 1e-4, which leaves the probabilities within 1e-3
+    np.testing.assert_allclose(head.probs(x), ref.predict_proba(x), atol=1e-3)
     assert head.classes == ["a", "b", "c"]
     head.save(tmp_path / rt.HEAD_FILE)
     again = rt.LinearHead.load(tmp_path / rt.HEAD_FILE)
@@ -264,10 +265,24 @@ def test_head_matches_scikit_learn_and_round_trips(tmp_path):
     yb = np.where(x[:, 0] > 0, "spam", "ham")
     binary = te.fit_head(x, yb)
     np.testing.assert_allclose(binary.probs(x), LogisticRegression(max_iter=2000).fit(x, yb).predict_proba(x),
-                               atol=1e-4)
+                               atol=1e-3)
     wider = te.fit_head(x, yb, classes=["ham", "other", "spam"])      # a class without labels is never predicted
     assert wider.probs(x)[:, 1].max() < 1e-6
     np.testing.assert_allclose(wider.probs(x)[:, [0, 2]], binary.probs(x), atol=1e-4)
+
+
+def test_head_started_from_an_earlier_solution_reaches_the_same_optimum():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 16)).astype(np.float32)
+    y = np.array(["a", "b", "c", "d"])[(x[:, :4] + rng.normal(scale=0.5, size=(400, 4))).argmax(1)]
+    before = te.fit_head(x[:300], y[:300])
+    cold = te.fit_head(x, y)
+    warm = te.fit_head(x, y, init=before.solution)
+    # both stop once no gradient is above 1e-4: the same optimum within what that leaves (a few 1e-3 here)
+    np.testing.assert_allclose(warm.probs(x), cold.probs(x), atol=5e-3)
+    assert np.abs(before.probs(x) - cold.probs(x)).max() > 0.05          # it did move from where it started
+    other = te.fit_head(x, np.where(y == "d", "c", y), init=before.solution)   # other labels: not a start
+    np.testing.assert_allclose(other.probs(x), te.fit_head(x, np.where(y == "d", "c", y)).probs(x), atol=1e-6)
 
 
 def test_onnx_export_of_a_tiny_encoder_matches_torch_in_the_runtime(tiny_exported):

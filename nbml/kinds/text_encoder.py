@@ -692,27 +692,36 @@ def fit_pairs(learn, epochs: int = 1, lr: float = LR) -> None:
 
 
 # -- the head ----------------------------------------------------------------------------------------------------------
-def fit_head(embeddings: np.ndarray, labels, C: float = HEAD_C, classes=None) -> LinearHead:
-    """SetFit's head: scikit-learn's LogisticRegression (lbfgs, `C`) on the embeddings, as a numpy `LinearHead`
-    (served without scikit-learn). `classes` fixes the columns' order (default: the sorted labels)."""
-    from sklearn.linear_model import LogisticRegression
+def fit_head(embeddings: np.ndarray, labels, C: float = HEAD_C, classes=None, init: tuple | None = None) -> LinearHead:
+    """SetFit's head: a logistic regression with scikit-learn's objective for `LogisticRegression(C)` (L2, the
+    intercept not penalised; for two classes the binomial one) on the raw embeddings, fitted by nbml.head's
+    full-batch L-BFGS, as a numpy `LinearHead` (served without torch or scikit-learn). `classes` fixes the columns'
+    order (default: the sorted labels). `init`: the `.solution` of an earlier head, where L-BFGS starts when it is
+    for the same labels and width. The head's `.solution` is kept for the next fit."""
+    from ..head import fit_linear
     y = np.asarray([str(v) for v in labels])
+    X = np.asarray(embeddings, np.float32)
     classes = sorted(set(y)) if classes is None else [str(c) for c in classes]
     present = sorted(set(y))
     if len(present) < 2:
         raise ValueError("the head needs labelled texts of at least two classes")
-    lr = LogisticRegression(C=C, max_iter=2000).fit(np.asarray(embeddings, np.float32), y)
-    if len(classes) == 2 and present == classes:
-        return LinearHead(classes, lr.coef_, lr.intercept_)
-    coef = np.zeros((len(classes), lr.coef_.shape[1]), np.float32)
+    index = {c: i for i, c in enumerate(present)}
+    start = None
+    if init is not None and list(init[0]) == present and np.shape(init[1]) == (len(present), X.shape[1]):
+        start = (init[1], init[2])
+    # two classes: softmax over two rows, each penalised, is the binomial model with half the penalty on their
+    # difference, so C/2 gives scikit-learn's binomial optimum
+    linear = fit_linear(X, np.array([index[v] for v in y]), len(present), C=C if len(present) > 2 else C / 2,
+                        max_iter=1000, bf16=False, standardize=False, init=start, tolerance_change=1e-9)
+    W = linear.weight.detach().numpy().astype(np.float32)
+    b = linear.bias.detach().numpy().astype(np.float32)
+    coef = np.zeros((len(classes), X.shape[1]), np.float32)
     bias = np.full(len(classes), -30.0, np.float32)          # a class with no labelled text is never predicted
-    rows = [classes.index(c) for c in lr.classes_]
-    if len(present) == 2:     # one score for the second class: split it, so softmax gives the sigmoid
-        coef[rows[1]], coef[rows[0]] = lr.coef_[0] / 2, -lr.coef_[0] / 2
-        bias[rows[1]], bias[rows[0]] = lr.intercept_[0] / 2, -lr.intercept_[0] / 2
-    else:
-        coef[rows], bias[rows] = lr.coef_, lr.intercept_
-    return LinearHead(classes, coef, bias)
+    rows = [classes.index(c) for c in present]
+    coef[rows], bias[rows] = W, b
+    head = LinearHead(classes, coef, bias)
+    head.solution = (present, W, b)
+    return head
 
 
 # -- both phases -------------------------------------------------------------------------------------------------------

@@ -459,7 +459,10 @@ def features(backbone, texts: list[str]) -> np.ndarray:
 
 
 def compute(ds, backbone, todo: pd.DataFrame):
-    """(items kept, a function giving the features of positions [start, stop) of them, notes)."""
+    """(items kept, a function giving the features of positions [start, stop) of them, notes). The items come back
+    shortest text first: the caller embeds them in chunks, and a batch is padded to its longest text (10,000 SMS and
+    TREC-6 texts in the order added went at 57 texts/s through the encoder)."""
+    todo = todo.iloc[np.argsort(todo["content"].fillna("").str.len().to_numpy(), kind="stable")]
     texts = todo["content"].fillna("").tolist()
     return todo, lambda start, stop: features(backbone, texts[start:stop]), []
 
