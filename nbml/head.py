@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 
 
-__all__ = ["fit_linear", "fit_sparse_linear", "linear_probs", "cross_val_probs", "fold_count", "out_of_fold"]
+__all__ = ["bf16_matmul_faster", "fit_linear", "fit_sparse_linear", "linear_probs", "cross_val_probs", "fold_count", "out_of_fold"]
 
 
 _BF16_FASTER: bool | None = None
 
 
-def _bf16_matmul_faster() -> bool:
+def bf16_matmul_faster() -> bool:
     """Whether this CPU multiplies bfloat16 matrices faster than float32 ones (native bf16 instructions, as on
     recent Xeon and EPYC chips; emulated elsewhere, where it is slower). Timed once per process, on a few ms."""
     global _BF16_FASTER
@@ -70,7 +70,7 @@ def fit_linear(X: np.ndarray, y: np.ndarray, n_classes: int, *, C: float = 0.1, 
     else:
         mean, std = torch.zeros(d), torch.ones(d)
     Z = (X - mean) / std if standardize else X
-    low = torch.bfloat16 if (_bf16_matmul_faster() if bf16 is None else bf16) else torch.float32
+    low = torch.bfloat16 if (bf16_matmul_faster() if bf16 is None else bf16) else torch.float32
     Z = Z.to(low)
     W = torch.zeros(n_classes, d)
     b = torch.zeros(n_classes)
