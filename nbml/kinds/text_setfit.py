@@ -26,10 +26,11 @@ PREFIX = "hf:"
 EPOCHS = 4               # parts of the pair phase: Stop and keep-the-best act between them
 PAIRS_PER_TEXT = 40      # pairs per labelled train text, SetFit's default (20 each way), at most MAX_PAIRS in all
 MIN_PAIRS = 256
-# The cap sets the cost: about a minute on 2 cores for 2,048 pairs of short texts. With 16 pairs per text, SMS spam
-# at 16 labels per class got 416 pairs and F1 0.841 (3 seeds), below the static model's 0.878; TREC-6 at 16 per class
-# rose with pairs (seed 0: 0.696 / 0.722 / 0.778 at 512 / 1,024 / 1,536; benchmarks/results/text-cpu2-2026-12-07.txt)
-MAX_PAIRS = 2048
+# The cap sets the cost: about a minute on 2 cores for 2,304 pairs of short texts (the encoder's products in bfloat16
+# where faster). With 16 pairs per text, SMS spam at 16 labels per class got 416 pairs and F1 0.841 (3 seeds), below
+# the static model's 0.878. TREC-6 at 16 per class (96 labels), 5 seeds, quiet: 0.838 / 0.846 / 0.848 at 2,048 /
+# 2,304 / 2,560 pairs, the pair phase's median 47 / 61 / 65 s (benchmarks/results/text-encoder-bf16-*-2026-12-07.txt)
+MAX_PAIRS = 2304
 EXTRA_DIR = "encoder"    # in a saved model's folder: the encoder's config.json and tokenizer.json
 REFIT_MAX = 20_000       # labelled texts up to which the head is fitted again on every label after validation
 
