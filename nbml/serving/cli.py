@@ -65,7 +65,7 @@ def _ray_engine(args, kw: dict) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     handle = serve(args.folder, engine="ray", replicas=args.replicas, autoscale=autoscale,
-                   ray_address=args.ray_address, **({"ingress": args.ingress} if args.ingress else {}), **kw)
+                   ray_address=args.ray_address, ingress=args.ingress, **kw)
     shape = f"{autoscale[0]}-{autoscale[1]} replicas (autoscaling)" if autoscale else f"{handle.replicas} replicas"
     if handle.ingress:
         shape += f", {'HAProxy' if handle.ingress == 'haproxy' else 'Ray Serve proxy'} in front"
