@@ -443,7 +443,7 @@ class Dataset(Store):
         when installed, else PCA), 'umap' or 'pca'.
 
         Raises:
-            ValueError: the project has no items usable.
+            ValueError: the project has no items usable, or `projection` is none of 'auto', 'umap', 'pca'.
             nbml.backbone.NoBackboneError: no pretrained weights can be had and the project has no trained model (or
                 `backbone` names a run without one).
             ImportError: `projection='umap'` and umap-learn is not installed (more than 15 items).

@@ -226,3 +226,5 @@ def test_explore_map_brush_neighbours_and_lists(ds, model):
     w.mode = "issues"
     w.mode = "duplicates"
     assert w.n_total >= 0
+    with pytest.raises(ValueError, match="projection must be one of 'auto', 'umap', 'pca', not 'tsne'"):
+        ds.explore(projection="tsne")

@@ -15,9 +15,18 @@ MODES = {"selection": "map selection", "similar": "similar to the clicked item",
          "issues": "likely wrong labels"}
 
 
+PROJECTIONS = ("auto", "umap", "pca")
+
+
+def check_projection(method) -> None:
+    if method not in PROJECTIONS:
+        raise ValueError(f"projection must be one of {', '.join(map(repr, PROJECTIONS))}, not {method!r}")
+
+
 def project_2d(ds, embeddings, method: str = "auto"):
     """id, x, y, label, split of each embedded item: UMAP when installed (or asked for), PCA otherwise."""
     from ..analysis import embedding_map
+    check_projection(method)
     frame = embedding_map(ds, embeddings=embeddings)
     use_umap = method == "umap" or (method == "auto" and importlib.util.find_spec("umap") is not None)
     if use_umap and len(frame) > 15:
@@ -74,7 +83,8 @@ class ExploreWidget(GridWidget):
     `projection`: 'auto', 'umap' or 'pca'; `page_size`: items per page of the lists.
 
     Raises:
-        ValueError: the project has no usable items, or `page_size` is below 1.
+        ValueError: the project has no usable items, `projection` is none of 'auto', 'umap', 'pca', or
+            `page_size` is below 1.
         nbml.backbone.NoBackboneError: no pretrained weights can be had and the project has no trained model.
         ImportError: `projection='umap'` and umap-learn is not installed (more than 15 items).
 
@@ -91,6 +101,7 @@ class ExploreWidget(GridWidget):
 
     def __init__(self, ds, backbone=None, *, projection: str = "auto", page_size: int = 24):
         from ..analysis import stats
+        check_projection(projection)          # before embedding, which can take a while
         self._embeddings = ds.embed(backbone)
         self._points = project_2d(ds, self._embeddings, projection)
         self._selected: list[int] = []
