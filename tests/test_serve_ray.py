@@ -45,11 +45,11 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     """A Ray head on 127.0.0.1 with 2 CPUs and its dashboard, started with nbml's environment for Ray's processes
-    (nbml._ray.local_ray_env) and HAProxy in front of the replicas, as on the local Ray nbml starts where it can
-    (ray_engine.HAPROXY_ENV); ended with every process it started, and nothing else."""
+    (nbml._ray.local_ray_env, ray_engine.LOCAL_SERVE_ENV) and HAProxy in front of the replicas, as on the local Ray
+    nbml starts where it can (ray_engine.HAPROXY_ENV); ended with every process it started, and nothing else."""
     import psutil
     from nbml._ray import local_ray_env
-    from nbml.serving.ray_engine import HAPROXY_ENV, haproxy_available
+    from nbml.serving.ray_engine import HAPROXY_ENV, LOCAL_SERVE_ENV, haproxy_available
     gcs, dashboard = free_port(), free_port()
     ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                                                     "metrics-export-port", "runtime-env-agent-port",
@@ -58,7 +58,7 @@ def head(tmp_path_factory):
     # Ray's token authentication off for this loopback test head (the driver here and `serve deploy` then need
     # no token; a real cluster keeps it on: docs/serving-ray.md)
     env = {**os.environ, **local_ray_env(), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
-           **(HAPROXY_ENV if haproxy_available() else {})}
+           **LOCAL_SERVE_ENV, **(HAPROXY_ENV if haproxy_available() else {})}
     cmd = [os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block",
            f"--port={gcs}", "--num-cpus=2", "--include-dashboard=true",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--object-store-memory=200000000",

@@ -56,6 +56,10 @@ INGRESSES = ("haproxy", "proxy")
 # it requests: Ray's 30 s default is for load balancers outside Ray, HAProxy here is told at once.
 HAPROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
                "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "3"}
+# And for either ingress on the local Ray: Serve's controller gives a new proxy 5 s to say it is ready, then kills
+# it and starts another, and `serve.start` fails on the one killed (ActorDiedError). On 2 busy cores the proxy's
+# worker took longer than that to start (seen in a test run beside a benchmark).
+LOCAL_SERVE_ENV = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30"}
 
 
 # -- the replica -------------------------------------------------------------------------------------------------
@@ -455,7 +459,7 @@ def _connect(ray_address: str | None, ingress: str | None = None) -> tuple[bool,
             ray.init(address=ray_address, log_to_driver=False, logging_level="ERROR", configure_logging=False)
             return False, None
         chosen = ingress or ("haproxy" if haproxy_available() else "proxy")
-        start_local_ray(_cores(), env=HAPROXY_ENV if chosen == "haproxy" else None)
+        start_local_ray(_cores(), env={**LOCAL_SERVE_ENV, **(HAPROXY_ENV if chosen == "haproxy" else {})})
         return True, chosen
     except Exception as e:
         where = f"the Ray cluster at {ray_address}" if ray_address else "a local Ray"
