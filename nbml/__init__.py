@@ -1,4 +1,4 @@
-"""nbml: label, train, inspect, fix and serve image classifiers from a Jupyter notebook.
+"""nbml: label, train, inspect, fix and serve classifiers of images, texts and table rows from a Jupyter notebook.
 
 `import nbml` stays light: torch, fastai and timm load on first use of the names that need them.
 """
@@ -17,6 +17,7 @@ _EXPORTS = {
     "Agreement": ("nbml.agreement", "Agreement"),
     "IngestReport": ("nbml._report", "IngestReport"),
     "ImageError": ("nbml._imaging", "ImageError"),
+    "NoBackboneError": ("nbml.backbone", "NoBackboneError"),
     "train": ("nbml.training", "train"),
     "TrainingHandle": ("nbml.training", "TrainingHandle"),
     "DistributedTrainingError": ("nbml.distributed", "DistributedTrainingError"),
@@ -30,6 +31,7 @@ _EXPORTS = {
     "hardware_report": ("nbml.hardware", "hardware_report"),
     "events": ("nbml.events", None),
     "datasets": ("nbml.datasets", None),
+    "ExportError": ("nbml.kinds.base", "ExportError"),
     "serve": ("nbml.serving", "serve"),
     "predict_files": ("nbml.batch_predict", "predict_files"),
     "monitor": ("nbml.monitoring", "monitor"),
