@@ -10,9 +10,9 @@ on the embeddings for images, the closed-form head on embeddings and TF-IDF n-gr
 the standardised columns for tables). An inverse power law with a bounded ceiling, `accuracy(m) = A - B m^-c`
 (A <= 1, B >= 0; c on a grid), is fitted to the mean accuracy at each size m; a parametric bootstrap of those
 means (each with its standard error: the spread between repeats, or the binomial error of the items scored where
-larger) gives its spread. The head's curve is then carried to the trained model's by a correction per kind measured
-by the backtest (`benchmarks/forecast.py`): the trained model's error is `RHO[kind]` times the head's error at the
-labels the model trains on (`TRAIN_SHARE` of them: the rest validate), and the intervals are widened by `WIDEN`
+larger) gives its spread. The head's curve is then carried to the trained model's by a correction measured by the
+backtest (`benchmarks/forecast.py`) per kind and model (`Kind.forecast_rho`: a fine-tuned text encoder's is not the
+static text model's): the trained model's error is that many times the head's error at the labels the model trains on (`TRAIN_SHARE` of them: the rest validate), and the intervals are widened by `WIDEN`
 (and an absolute `FLOOR` per doubling of labels) so that about 80% of the backtest's actual accuracies fell inside.
 
 Honesty. Items in the 'test' split are never read. Items in the 'valid' split (those a later run evaluates on) are
@@ -40,7 +40,7 @@ import pandas as pd
 
 from . import kinds
 
-__all__ = ["Forecast", "forecast", "headline", "MIN_PER_CLASS", "MAX_WIDTH"]
+__all__ = ["Forecast", "forecast", "headline", "rho_of", "MIN_PER_CLASS", "MAX_WIDTH"]
 
 MIN_PER_CLASS = 8         # labels of the smallest class (outside valid/test) below which it says "not yet"
 MAX_WIDTH = 0.25          # an 80% interval at twice the labels wider than this: "not yet"
@@ -52,13 +52,9 @@ C_GRID = np.linspace(0.15, 1.2, 22)   # exponents of the power law tried
 BOOT = 200                # bootstrap draws of the measured means
 MAX_LABELS_FACTOR = 16    # labels-to-target further than this many times today's: "not in sight"
 TRAIN_SHARE = 0.8         # the share of a project's labels the trained model fits on (nbml.train's valid_pct=0.2)
-# The trained model's error as a multiple of the head's error at the same labels, per kind, and the interval's
-# widening: from the backtest of 2026-12-07 (benchmarks/forecast.py, docs/forecast.md), fitted on its own cases. Tables:
-# LightGBM or the network chosen by cross-validation erred about 1.2x as often as the logistic head at 20-80 labels.
-# Texts: 1.0 on TREC-6; on SMS spam the trained model (which self-trains on the unlabelled texts) erred 0.3x as often
-# as the head, which the forecast does not model: it under-forecasts there (the safe side). Images: not measured
-# (a default image training on this shared 2-core machine took too long for the backtest), so 1.0.
-RHO = {"image": 1.0, "text": 1.0, "table": 1.2}
+# The trained model's error as a multiple of the head's error at the same labels is the kind's (`Kind.forecast_rho`,
+# by the embeddings' backbone: a fine-tuned text encoder's differs from the static text model's); the interval's
+# widening is from the backtest of 2026-12-07 (benchmarks/forecast.py, docs/forecast.md), fitted on its own cases.
 WIDEN = 1.5               # the bootstrap's 80% half-widths are multiplied by this
 FLOOR = 0.02              # and this much is added per doubling of the labels (0 for "now")
 
@@ -215,6 +211,11 @@ def fit_power_law(m: np.ndarray, Y: np.ndarray, w: np.ndarray | None = None):
     return A[r, best], B[r, best], C_GRID[best]
 
 
+def rho_of(kind, model_id: str) -> float:
+    """The kind's correction from its head's error to the trained model's, for embeddings of `model_id`."""
+    return 1.0 if kind.forecast_rho is None else float(kind.forecast_rho(model_id))
+
+
 def _head_at(A, B, c, m):
     """The head's accuracy [..., len(m)] at training sizes m for curve parameters A, B, c [...]."""
     A, B, c = (np.asarray(v)[..., None] for v in (A, B, c))
@@ -361,13 +362,14 @@ def forecast(ds, model=None, target: float | None = None, *, include_valid: bool
     R = repeats or _repeats(len(pos))
     meas, per_class = _measure(ds, emb, pos, y, K, R, seed)
     share = TRAIN_SHARE * len(pos) / max(n_labels, 1)     # head labels per project label: the model trains on 80%
-    rho = RHO.get(kind_name, 1.0)
+    rho = rho_of(kinds.of(ds), emb.model_id)
     sizes = meas.groupby("fraction")["m"].mean().to_numpy()
     acc_rf = meas.pivot(index="repeat", columns="fraction", values="accuracy").to_numpy()   # [R, J]
     w = meas.groupby("fraction")["n_scored"].sum().to_numpy(np.float64)
     A, B, c = (v[0] for v in fit_power_law(sizes, acc_rf.mean(0), w))
     bA, bB, bc = fit_power_law(sizes, _resampled(acc_rf, meas, seed), w)
-    curve = dict(A=float(A), B=float(B), c=float(c), rho=rho, share=share, bA=bA, bB=bB, bc=bc)
+    curve = dict(A=float(A), B=float(B), c=float(c), rho=rho, share=share, bA=bA, bB=bB, bc=bc,
+                 model_id=emb.model_id)
 
     # measured points on the project's label scale, carried to the trained model by the same correction
     mean, sd = acc_rf.mean(0), acc_rf.std(0)

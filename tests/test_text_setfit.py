@@ -239,3 +239,24 @@ def test_the_data_loop_embeds_with_the_default_encoder_in_onnx_runtime(tiny, tmp
     assert head.config["arch"] == f"hf:{tiny.resolve()}" and head.config["pairs"] == 0
     assert head.predict("who painted the mona lisa").label in TEXTS
     ds.close()
+
+
+def test_the_forecast_is_corrected_for_the_model_nbml_train_would_train(tiny, tmp_path, monkeypatch):
+    """ds.forecast reads the default encoder's embeddings and carries its head's curve to the fine-tuned model by
+    that model's correction (Kind.forecast_rho); with the static model as the default (NBML_TEXT_ENCODER=static),
+    WordLlama's embeddings and the static model's."""
+    from nbml import forecast as F
+    from nbml import kinds
+    from nbml.kinds import text_model
+    monkeypatch.setenv("NBML_TEXT_ENCODER", f"hf:{tiny}")
+    monkeypatch.setenv("NBML_HOME", str(tmp_path / "home"))
+    ds = _questions(tmp_path / "f.nbml")               # 10 labels per class: enough for a curve
+    f = ds.forecast()
+    assert text_setfit.is_encoder_backbone(f.curve["model_id"]) and f.curve["rho"] == text_setfit.FORECAST_RHO
+    assert text_setfit.FORECAST_RHO != text_model.STATIC_FORECAST_RHO
+    monkeypatch.setenv("NBML_TEXT_ENCODER", "static")
+    g = ds.forecast()
+    assert g.curve["model_id"].startswith("wordllama:") and g.curve["rho"] == text_model.STATIC_FORECAST_RHO
+    assert F.rho_of(kinds.get("table"), "table:x") == kinds.get("table").forecast_rho("table:x") > 1
+    assert F.rho_of(kinds.get("image"), "timm:resnet18") == 1.0        # not measured: no correction
+    ds.close()

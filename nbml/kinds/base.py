@@ -77,6 +77,11 @@ class Kind(Protocol):
         """(probabilities at positions `score`, words): a head fitted at positions `fit`, what ranks items without
         a model (`suggest`)."""
 
+    def forecast_rho(self, model_id: str) -> float:
+        """The error of the model `nbml.train` trains as a multiple of `fit_and_score`'s error at the same labels,
+        on embeddings of backbone `model_id` (what `ds.forecast` carries the head's learning curve by, measured by
+        its backtest); None: 1 (not measured)."""
+
     def model_probs(self, model, emb) -> np.ndarray:
         """A model's probabilities for the items of `emb` (its own body's stored embeddings)."""
 
@@ -209,9 +214,9 @@ class ServingInputs(Protocol):
         """An Open Inference Protocol request (nbml.serving.v2.InferRequest) from its body."""
 
 
-OPTIONAL = frozenset({"READ_LIMIT", "card_text", "pretrained_backbone", "recommended_backbones", "NEAR_EMBEDDING", "item_stats", "finish",
-                      "refits", "refit_on_all", "batch_probs", "quantize", "QUANTIZE_REFUSED", "save_extra",
-                      "load_extra"})
+OPTIONAL = frozenset({"READ_LIMIT", "card_text", "pretrained_backbone", "recommended_backbones", "NEAR_EMBEDDING",
+                      "item_stats", "forecast_rho", "finish", "refits", "refit_on_all", "batch_probs", "quantize",
+                      "QUANTIZE_REFUSED", "save_extra", "load_extra"})
 
 
 def members() -> list[str]:

@@ -21,6 +21,7 @@ recommended_backbones = None   # nbml.pretrained.BACKBONES (timm)
 NEAR_EMBEDDING = None
 item_stats = None            # ds.stats() of images is counted in the store
 finish = refits = refit_on_all = None
+forecast_rho = None          # not measured: a default image training did not fit the backtest on 2 cores
 save_extra = load_extra = None   # the weights and config.json are all
 QUANTIZE_REFUSED = None
 

@@ -19,8 +19,8 @@ from .text_export import (QUANTIZE_REFUSED, SERVE_REQUIREMENTS, card, check_feed
 from .text_ingest import (CARD, NAME, NOUN, READ_LIMIT, UNIT, add, add_logged, add_texts, card_text,  # noqa: F401
                           check_input, item_stats, read_chars, usable)
 from .text_model import (QUERY_WORDS, SURFACE_COLUMN, SURFACE_ONLY, SURFACE_THRESHOLD, SURFACE_WORDS,  # noqa: F401
-                         compute, config, finish, fit_and_score, head_model, item_probs, load_extra, load_net,
-                         make_learner,
+                         compute, config, finish, fit_and_score, forecast_rho, head_model, item_probs, load_extra,
+                         load_net, make_learner,
                          model_probs, plan, predict_probs, pretrained_backbone, probs, query, recommended_backbones,
                          refit_on_all, refits,
                          save_extra, surface, surface_probs)

@@ -646,6 +646,18 @@ def _keep_solution(ds, key: tuple, solution, dim: int) -> None:
               width=np.array(W.shape[1]), dim=np.array(dim), cols=cols, W=W[:, cols], b=b)
 
 
+# The static model's error over the closed-form head's (both on WordLlama + TF-IDF), from ds.forecast's backtest of
+# 2026-12-07 on TREC-6 (benchmarks/forecast.py): about 1.0. A fine-tuned encoder's is text_setfit.FORECAST_RHO.
+STATIC_FORECAST_RHO = 1.0
+
+
+def forecast_rho(model_id: str) -> float:
+    """ds.forecast's correction (Kind.forecast_rho): a fine-tuned encoder errs far less often than the head on its
+    pretrained embeddings; the static model about as often as its head."""
+    from . import text_setfit
+    return text_setfit.FORECAST_RHO if text_setfit.is_encoder_backbone(model_id) else STATIC_FORECAST_RHO
+
+
 def fit_and_score(ds, emb, fit: np.ndarray, y: np.ndarray, score: np.ndarray, n_classes: int):
     """What ranks items without a model: the closed-form head on [embeddings | TF-IDF n-grams] fitted at positions
     `fit` (targets y), giving probabilities at positions `score`: the features a text model is made of."""

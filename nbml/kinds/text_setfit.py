@@ -238,6 +238,19 @@ def config(plan) -> dict:
 
 
 # -- mode="head" and the data-centric loop ------------------------------------------------------------------------
+BACKBONE_PREFIX = "encoder:"     # the pretrained encoder's backbone id: encoder:<repo>@<sha256[:12]>@<tokens>
+# ds.forecast: the fine-tuned model's error as a multiple of the error of the head on the pretrained encoder's
+# embeddings and TF-IDF (text_model.fit_and_score) at the same labels. Backtest of 2026-12-07/08 (benchmarks/
+# forecast.py, TREC-6 and SMS spam, 10 and 20 labels per class, 3 seeds): geometric mean 0.57 over 33 horizons (the
+# static model's 1.0 left the forecast 13 points short on TREC-6); each seed corrected by the other seeds' factor,
+# MAE 3.6 / 3.5 points at 2x / 4x the labels (docs/forecast.md).
+FORECAST_RHO = 0.57
+
+
+def is_encoder_backbone(model_id: str) -> bool:
+    return str(model_id).startswith(BACKBONE_PREFIX)
+
+
 def backbone(device=None, download: bool | str = "auto"):
     """The pretrained encoder as the data-centric loop's backbone; EncoderUnavailable when there is none."""
     from ..backbone import Backbone
@@ -247,7 +260,7 @@ def backbone(device=None, download: bool | str = "auto"):
         raise EncoderUnavailable(str(e)) from None
 
     tokens = te.max_tokens_of(files.folder)
-    model_id = f"encoder:{files.repo}@{files.sha256[:12]}@{tokens}"
+    model_id = f"{BACKBONE_PREFIX}{files.repo}@{files.sha256[:12]}@{tokens}"
 
     def loader():
         encoder, tok = te.load_encoder(files)

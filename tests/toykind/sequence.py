@@ -26,7 +26,7 @@ SERVE_REQUIREMENTS = ()
 QUANTIZE_REFUSED = "int8 is not offered for sequences: the graph is one small matrix."
 DIM = 11
 INPUT = "features"
-item_stats = finish = refits = refit_on_all = batch_probs = quantize = save_extra = load_extra = None
+item_stats = forecast_rho = finish = refits = refit_on_all = batch_probs = quantize = save_extra = load_extra = None
 
 
 def parse(value) -> list[int]:
