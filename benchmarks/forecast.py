@@ -343,7 +343,7 @@ def collect(args, out_raw: Path) -> list[dict]:
     per_class = [int(x) for x in args.per_class.split(",")]
     with tempfile.TemporaryDirectory(prefix="nbml-bench-forecast-") as tmp:
         frames = {name: load(name) for name in sets}
-        for seed in range(args.seeds):          # seeds outermost: a run cut short still covers every data set
+        for seed in range(args.seed_from, args.seed_from + args.seeds):    # outermost: a run cut short covers every set
             for name in sets:
                 frame = frames[name]
                 for n in per_class:
@@ -383,6 +383,7 @@ def read_cases(path: Path) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seed-from", type=int, default=0, help="the first seed (to add seeds to an earlier run's raw file)")
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("--per-class", default=",".join(map(str, PER_CLASS)))
     ap.add_argument("--quick", action="store_true")
