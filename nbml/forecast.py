@@ -87,7 +87,7 @@ class Forecast:
         parts = []
         for row in self.frame.itertuples():
             what = "now" if row.horizon == 1 else f"{row.horizon}x"
-            parts.append(f"{what} ({row.labels:,} labels) {row.accuracy:.0%} [{row.low:.0%}-{row.high:.0%}]")
+            parts.append(f"{what} ({row.labels:,} labels) {_pct(row.accuracy)} [{_pct(row.low)}-{_pct(row.high)}]")
         line = "Forecast accuracy: " + ", ".join(parts)
         if self.labels_to_target is not None:
             line += f"; {self.labels_to_target['words']}"
@@ -174,6 +174,12 @@ class Forecast:
         bundle = dict(bundle or {})
         bundle["text/plain"] = repr(self)
         return bundle
+
+
+def _pct(share: float) -> str:
+    """A share as the summary shows it: whole percents, one decimal from 99.5% (an estimate is never shown as 100%
+    unless it is exactly 1)."""
+    return f"{share:.0%}" if share < 0.995 or share >= 1 else f"{min(share, 0.999):.1%}"
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:

@@ -188,3 +188,7 @@ def test_images_through_a_trained_body_leave_the_valid_split_out(tmp_path):
     assert f.not_yet is not None or list(f.frame["horizon"]) == [1, 2, 4]
     assert len(f.per_class) == 3 and set(f.per_class["class"]) == {"red", "green", "blue"}
     ds.close()
+
+
+def test_the_summary_never_rounds_an_estimate_up_to_100_percent():
+    assert [F._pct(v) for v in (0.731, 0.9949, 0.995, 0.9996, 1.0)] == ["73%", "99%", "99.5%", "99.9%", "100%"]
