@@ -12,8 +12,9 @@ the standardised columns for tables). An inverse power law with a bounded ceilin
 means (each with its standard error: the spread between repeats, or the binomial error of the items scored where
 larger) gives its spread. The head's curve is then carried to the trained model's by a correction measured by the
 backtest (`benchmarks/forecast.py`) per kind and model (`Kind.forecast_rho`: a fine-tuned text encoder's is not the
-static text model's): the trained model's error is that many times the head's error at the labels the model trains on (`TRAIN_SHARE` of them: the rest validate), and the intervals are widened by `WIDEN`
-(and an absolute `FLOOR` per doubling of labels) so that about 80% of the backtest's actual accuracies fell inside.
+static text model's): the trained model's error is that many times the head's error at the labels the model trains
+on (`TRAIN_SHARE` of them: the rest validate), and the intervals are widened by `WIDEN` (and an absolute `FLOOR`
+per doubling of labels) so that about 80% of the backtest's actual accuracies fell inside.
 
 Honesty. Items in the 'test' split are never read. Items in the 'valid' split (those a later run evaluates on) are
 left out unless `include_valid=True`, which the result then says. Labelled items without a split yet are used, and

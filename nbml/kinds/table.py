@@ -18,8 +18,8 @@ from .table_export import (QUANTIZE_REFUSED, SERVE_REQUIREMENTS, card, check_fee
                            onnx_graph, triton_entry)
 from .table_model import (NEAR_EMBEDDING, QUERY_WORDS, SURFACE_COLUMN, SURFACE_ONLY, SURFACE_THRESHOLD,  # noqa: F401
                           SURFACE_WORDS, compute, config, finish, fit_and_score, forecast_rho, head_model,
-                          item_probs, load_net, make_learner, model_probs, plan, predict_probs, pretrained_backbone, query,
-                          save_extra, surface, surface_probs)
+                          item_probs, load_net, make_learner, model_probs, plan, predict_probs, pretrained_backbone,
+                          query, save_extra, surface, surface_probs)
 
 UNIT = "columns"
 NOUN = "row"

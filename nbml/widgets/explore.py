@@ -26,7 +26,6 @@ def check_projection(method) -> None:
 def project_2d(ds, embeddings, method: str = "auto"):
     """id, x, y, label, split of each embedded item: UMAP when installed (or asked for), PCA otherwise."""
     from ..analysis import embedding_map
-    check_projection(method)
     frame = embedding_map(ds, embeddings=embeddings)
     use_umap = method == "umap" or (method == "auto" and importlib.util.find_spec("umap") is not None)
     if use_umap and len(frame) > 15:
